@@ -1,0 +1,23 @@
+import type { z } from 'zod';
+import { InvalidEventError } from '../lease/errors.ts';
+
+/** One line per issue, each naming the field: `grants[0].target: must be lower-case …`. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? formatPath(i.path) : '(detail)'}: ${i.message}`)
+    .join('; ');
+}
+
+function formatPath(path: PropertyKey[]): string {
+  return path
+    .map((p, idx) => (typeof p === 'number' ? `[${p}]` : `${idx === 0 ? '' : '.'}${String(p).slice(0, 40)}`))
+    .join('');
+}
+
+/** Parse `value` or throw an {@link InvalidEventError} whose message names each bad field. */
+export function parseDetail<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new InvalidEventError(`${what}: ${describeIssues(result.error)}`);
+  return result.data;
+}

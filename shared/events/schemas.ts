@@ -1,0 +1,179 @@
+import { z } from 'zod';
+import { JWT_PATTERN, LIMITS, NAME_PATTERN, PRINTABLE_PATTERN, TASK_ID_PATTERN } from './limits.ts';
+
+export const DETAIL_TYPES = {
+  taskStarted: 'Task Started',
+  taskEnded: 'Task Ended',
+  leaseIssued: 'Lease Issued',
+  leaseDenied: 'Lease Denied',
+  leaseRevoked: 'Lease Revoked',
+  revocationFailed: 'Revocation Failed',
+} as const;
+
+/** The EventBridge `source` tasklease publishes with. Input events may come from any source. */
+export const EVENT_SOURCE = 'tasklease';
+
+const printable = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(PRINTABLE_PATTERN, { message: 'must not contain control characters or lone surrogates' });
+
+export const TaskIdSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.taskIdMaxLength)
+  .regex(TASK_ID_PATTERN, { message: 'must start with a letter or digit and use only A-Z a-z 0-9 . _ : @ -' });
+
+export const TargetNameSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.nameMaxLength)
+  .regex(NAME_PATTERN, { message: 'must be lower-case letters, digits and hyphens, starting with a letter' });
+
+export const AccessNameSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.accessMaxLength)
+  .regex(NAME_PATTERN, { message: 'must be lower-case letters, digits and hyphens, starting with a letter' });
+
+export const GrantSchema = z.strictObject({ target: TargetNameSchema, access: AccessNameSchema });
+export type Grant = z.infer<typeof GrantSchema>;
+
+/** `<target>.<access>`: the grant's name in the ledger (`CRED#…`), secrets and metrics. */
+export const grantKey = (g: Grant): string => `${g.target}.${g.access}`;
+
+export const WorkflowSchema = z.strictObject({
+  engine: z.string().min(1).max(32).regex(NAME_PATTERN, { message: 'must be lower-case letters, digits and hyphens' }),
+  runId: printable(LIMITS.runIdMaxLength),
+});
+export type Workflow = z.infer<typeof WorkflowSchema>;
+
+export const OutcomeSchema = z.enum(['succeeded', 'failed', 'cancelled', 'timed-out']);
+export type Outcome = z.infer<typeof OutcomeSchema>;
+
+const withinDetailSize = (value: unknown) => JSON.stringify(value).length <= LIMITS.detailMaxBytes;
+const DETAIL_SIZE_MESSAGE = `detail must serialise to at most ${LIMITS.detailMaxBytes} bytes`;
+
+export const TaskStartedSchema = z
+  .strictObject({
+    taskId: TaskIdSchema,
+    svid: z
+      .string()
+      .min(1)
+      .max(LIMITS.svidMaxLength)
+      .regex(JWT_PATTERN, { message: 'must be a compact JWS (JWT-SVID): three base64url parts separated by dots' }),
+    grants: z
+      .array(GrantSchema)
+      .min(1)
+      .max(LIMITS.grantsMax)
+      .refine((gs) => new Set(gs.map(grantKey)).size === gs.length, { message: 'grants must not repeat' }),
+    maxDurationSeconds: z.number().int().min(LIMITS.minDurationSeconds).max(LIMITS.maxDurationSeconds),
+    initiator: printable(LIMITS.initiatorMaxLength).optional(),
+    workflow: WorkflowSchema.optional(),
+    taskToken: printable(LIMITS.taskTokenMaxLength).optional(),
+  })
+  .refine(withinDetailSize, { message: DETAIL_SIZE_MESSAGE });
+export type TaskStarted = z.infer<typeof TaskStartedSchema>;
+
+export const TaskEndedSchema = z
+  .strictObject({ taskId: TaskIdSchema, outcome: OutcomeSchema })
+  .refine(withinDetailSize, { message: DETAIL_SIZE_MESSAGE });
+export type TaskEnded = z.infer<typeof TaskEndedSchema>;
+
+const IsoTime = z.iso.datetime();
+
+export const DenialCodeSchema = z.enum([
+  'invalid-event',
+  'svid-invalid',
+  'svid-expired',
+  'svid-untrusted',
+  'svid-replayed',
+  'policy-no-rule',
+  'policy-grant-not-allowed',
+  'policy-duration-exceeded',
+  'policy-initiator-not-allowed',
+  'unknown-target',
+  'task-already-ended',
+  'task-already-leased',
+  'issue-failed',
+]);
+export type DenialCode = z.infer<typeof DenialCodeSchema>;
+
+export const IssuedCredentialRefSchema = z.strictObject({
+  grant: GrantSchema,
+  kind: z.string(),
+  secretName: z.string(),
+  secretArn: z.string().optional(),
+  naturalExpiry: IsoTime,
+});
+
+export const LeaseIssuedSchema = z.strictObject({
+  taskId: TaskIdSchema,
+  workload: z.string(),
+  initiator: z.string().optional(),
+  workflow: WorkflowSchema.optional(),
+  rule: z.string(),
+  issuedAt: IsoTime,
+  expiresAt: IsoTime,
+  credentials: z.array(IssuedCredentialRefSchema),
+});
+export type LeaseIssued = z.infer<typeof LeaseIssuedSchema>;
+
+export const LeaseDeniedSchema = z.strictObject({
+  taskId: z.string(),
+  workload: z.string().optional(),
+  initiator: z.string().optional(),
+  grants: z.array(GrantSchema),
+  reason: z.strictObject({ code: DenialCodeSchema, message: z.string() }),
+  deniedAt: IsoTime,
+});
+export type LeaseDenied = z.infer<typeof LeaseDeniedSchema>;
+
+export const RevokedCredentialSchema = z.strictObject({
+  grant: GrantSchema,
+  kind: z.string(),
+  state: z.string(),
+  verified: z.boolean(),
+  verifyAttempts: z.number().int(),
+  trustDebtMs: z.number().nullable(),
+  avoidedDebtMs: z.number().nullable(),
+});
+
+export const LeaseRevokedSchema = z.strictObject({
+  taskId: TaskIdSchema,
+  workload: z.string(),
+  outcome: z.union([OutcomeSchema, z.literal('expired')]),
+  endedAt: IsoTime,
+  credentials: z.array(RevokedCredentialSchema),
+});
+export type LeaseRevoked = z.infer<typeof LeaseRevokedSchema>;
+
+export const RevocationFailedSchema = z.strictObject({
+  taskId: TaskIdSchema,
+  workload: z.string(),
+  grant: GrantSchema,
+  kind: z.string(),
+  state: z.string(),
+  verifyAttempts: z.number().int(),
+  openDebtMs: z.number(),
+  lastError: z.string().optional(),
+});
+export type RevocationFailed = z.infer<typeof RevocationFailedSchema>;
+
+export type OutputEvent =
+  | { detailType: typeof DETAIL_TYPES.leaseIssued; detail: LeaseIssued }
+  | { detailType: typeof DETAIL_TYPES.leaseDenied; detail: LeaseDenied }
+  | { detailType: typeof DETAIL_TYPES.leaseRevoked; detail: LeaseRevoked }
+  | { detailType: typeof DETAIL_TYPES.revocationFailed; detail: RevocationFailed };
+
+/** Every schema of the contract, by the file name its JSON Schema is written to. */
+export const CONTRACT_SCHEMAS = {
+  'task-started': TaskStartedSchema,
+  'task-ended': TaskEndedSchema,
+  'lease-issued': LeaseIssuedSchema,
+  'lease-denied': LeaseDeniedSchema,
+  'lease-revoked': LeaseRevokedSchema,
+  'revocation-failed': RevocationFailedSchema,
+} as const;

@@ -1,0 +1,162 @@
+import type { DenialCode, Grant, OutputEvent } from '../events/schemas.ts';
+import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from './records.ts';
+
+/** Time, injectable so tests and the chaos runner control it. */
+export interface Clock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+export interface EventPublisher {
+  publish(event: OutputEvent): Promise<void>;
+}
+
+/** Secret material as delivered to the workload: flat string fields (username, password, …). */
+export type SecretMaterial = Record<string, string>;
+
+export interface SecretPutInput {
+  name: string;
+  value: SecretMaterial;
+  taskId: string;
+  grant: Grant;
+  workload: string;
+  /** AWS principal allowed to read the secret, from the policy rule (AWS runtime only). */
+  readerPrincipal?: string;
+}
+
+export interface SecretStore {
+  put(input: SecretPutInput): Promise<{ name: string; arn?: string }>;
+  get(name: string): Promise<SecretMaterial | undefined>;
+  /** Idempotent: deleting a secret that is gone succeeds. */
+  delete(name: string): Promise<void>;
+  exists(name: string): Promise<boolean>;
+}
+
+/** What a driver knows about the lease it works for. */
+export interface LeaseContext {
+  taskId: string;
+  workload: string;
+  initiator?: string;
+  expiresAt: number;
+  durationSeconds: number;
+}
+
+export interface IssueContext {
+  lease: LeaseContext;
+  grant: Grant;
+  externalId: string;
+}
+
+export interface IssuedCredential {
+  secret: SecretMaterial;
+  naturalExpiry: number;
+  metadata?: Record<string, string>;
+}
+
+export interface RevokeContext {
+  taskId: string;
+  grant: Grant;
+  externalId: string;
+  metadata?: Record<string, string>;
+  naturalExpiry?: number;
+}
+
+export interface VerifyContext extends RevokeContext {
+  /** The old secret if still retrievable; a driver proves rejection with it when it can. */
+  secret?: SecretMaterial;
+}
+
+export type VerifyResult = 'rejected' | 'still-valid' | 'inconclusive';
+
+/** One per target (a configured database, a role): DESIGN §5. */
+export interface TargetDriver {
+  readonly kind: string;
+  externalId(taskId: string, grant: Grant): string;
+  issue(ctx: IssueContext): Promise<IssuedCredential>;
+  /** Idempotent, by externalId: a credential already gone is success. */
+  revoke(ctx: RevokeContext): Promise<void>;
+  verify(ctx: VerifyContext): Promise<VerifyResult>;
+  /** externalIds that exist on the target and look like ours, for reconciliation. */
+  listManaged?(): Promise<string[]>;
+  close?(): Promise<void>;
+}
+
+/** Resolves a grant's target name to its driver. */
+export interface TargetRegistry {
+  get(target: string): TargetDriver | undefined;
+  all(): TargetDriver[];
+}
+
+export interface VerifiedWorkload {
+  spiffeId: string;
+  trustDomain: string;
+  /** Hash of the SVID's `jti` (or of the whole token when there is none): the replay key. */
+  replayKey: string;
+  expiresAt: number;
+}
+
+/** Verifies a JWT-SVID; throws {@link DenialError} with an `svid-*` code. */
+export interface SvidVerifier {
+  verify(token: string): Promise<VerifiedWorkload>;
+}
+
+export interface PolicyRequest {
+  workload: string;
+  grants: Grant[];
+  durationSeconds: number;
+  initiator?: string;
+}
+
+export type PolicyDecision =
+  | { allowed: true; rule: string; maxLeaseSeconds: number; readerPrincipal?: string }
+  | { allowed: false; code: DenialCode; message: string; rule?: string };
+
+export interface PolicyEvaluator {
+  evaluate(request: PolicyRequest): PolicyDecision;
+}
+
+/** Answers a Step Functions task token (AWS) or does nothing (local). */
+export interface TaskCallback {
+  success(taskToken: string, output: unknown): Promise<void>;
+  failure(taskToken: string, error: string, cause: string): Promise<void>;
+}
+
+export interface OpenItemsPage {
+  leases: LeaseRecord[];
+  credentials: CredentialRecord[];
+  cursor?: string;
+}
+
+/**
+ * The ledger (DESIGN §6). Every state change is a conditional write: methods that change state
+ * return `false` (or throw ConflictError where noted) when the expected state did not hold,
+ * so concurrent deliveries of one event cannot both win.
+ */
+export interface Ledger {
+  getLease(taskId: string): Promise<LeaseWithCredentials | undefined>;
+  /** Creates the lease item if no item exists for the task. */
+  createLease(lease: LeaseRecord): Promise<boolean>;
+  /** Conditional on the current state being one of `from`; applies `patch` (undefined values remove attributes). */
+  updateLease(
+    taskId: string,
+    from: LeaseState[],
+    patch: Partial<LeaseRecord>,
+    extraCondition?: { lockedBefore?: number; notEndRequested?: boolean },
+  ): Promise<boolean>;
+  /** Write-ahead intent: creates the credential item if absent. */
+  createCredential(credential: CredentialRecord): Promise<boolean>;
+  updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean>;
+  /** Records an SVID's use; false when the same replay key was already used by another task. */
+  claimSvid(replayKey: string, taskId: string, expiresAt: number): Promise<boolean>;
+  /** Leases and credentials that are not finished and whose check time is at or before `dueBefore`. */
+  listOpen(dueBefore: number, limit: number, cursor?: string): Promise<OpenItemsPage>;
+  /** Every lease with its credentials whose requestedAt falls in the window, for reports. */
+  listLeases(filter: { since?: number; until?: number; workload?: string }): Promise<LeaseWithCredentials[]>;
+}
+
+export type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials };

@@ -1,0 +1,67 @@
+import type { DenialCode, Grant, Outcome, Workflow } from '../events/schemas.ts';
+
+export type LeaseState = 'issuing' | 'active' | 'ending' | 'closed' | 'denied';
+export type CredentialState = 'intent' | 'issued' | 'revoking' | 'verified' | 'still-valid';
+export type EndOutcome = Outcome | 'expired' | 'issue-failed';
+
+/** All times are epoch milliseconds. No record ever holds secret material. */
+export interface LeaseRecord {
+  taskId: string;
+  state: LeaseState;
+  /** SPIFFE ID of the workload; absent only when the SVID itself was rejected. */
+  workload?: string;
+  initiator?: string;
+  workflow?: Workflow;
+  /** Policy rule that allowed the lease. */
+  rule?: string;
+  grants: Grant[];
+  requestedAt: number;
+  issuedAt?: number;
+  expiresAt?: number;
+  endedAt?: number;
+  outcome?: EndOutcome;
+  /** A `Task Ended` that arrived before any `Task Started`: the late start must be denied. */
+  tombstone?: boolean;
+  /** Set when `Task Ended` arrives while issuing is still in progress; the issuer ends the lease. */
+  endRequested?: boolean;
+  denial?: { code: DenialCode; message: string };
+  /** Whoever holds this lease's issuing/ending work, and until when (for takeover after a crash). */
+  lockedUntil?: number;
+  /** Step Functions task token to answer; removed once answered. */
+  taskToken?: string;
+  closedAt?: number;
+}
+
+export interface CredentialRecord {
+  taskId: string;
+  grant: Grant;
+  target: string;
+  kind: string;
+  /** Deterministic name on the target (role name, session name), so a crash can be cleaned up. */
+  externalId: string;
+  state: CredentialState;
+  workload: string;
+  initiator?: string;
+  workflow?: Workflow;
+  rule?: string;
+  intentAt: number;
+  issuedAt?: number;
+  naturalExpiry?: number;
+  /** Non-secret facts the driver needs later (session ARN, role id). */
+  metadata?: Record<string, string>;
+  secretName?: string;
+  secretArn?: string;
+  /** The end this credential's trust debt is measured from (the lease's endedAt). */
+  endedAt?: number;
+  revokeStartedAt?: number;
+  revokedAt?: number;
+  verifiedAt?: number;
+  verifyAttempts: number;
+  trustDebtMs?: number;
+  avoidedDebtMs?: number;
+  lastError?: string;
+  /** When the reaper should look at this credential next (absent once verified). */
+  nextCheckAt?: number;
+}
+
+export type LeaseWithCredentials = { lease: LeaseRecord; credentials: CredentialRecord[] };

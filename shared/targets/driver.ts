@@ -1,0 +1,21 @@
+import type { z } from 'zod';
+import type { TargetDriver } from '../lease/ports.ts';
+
+/** Everything a driver factory may need from its runtime; each runtime fills what it has. */
+export interface DriverDeps {
+  /** Resolves a secret reference (for example an admin password's Secrets Manager ARN). */
+  resolveSecret?: (ref: string) => Promise<string>;
+  /** SDK clients, keyed by name, for AWS-backed drivers (the AWS runtime sets them). */
+  aws?: Record<string, unknown>;
+}
+
+/**
+ * A target kind: how to validate its config and build its driver. Adding a kind is one file
+ * exporting one of these, plus its registration in `targets/index.ts`.
+ */
+export interface DriverFactory<Settings = unknown, Access = unknown> {
+  readonly kind: string;
+  readonly settingsSchema: z.ZodType<Settings>;
+  readonly accessSchema: z.ZodType<Access>;
+  create(target: { name: string; settings: Settings; access: Record<string, Access> }, deps: DriverDeps): TargetDriver;
+}
