@@ -11,7 +11,7 @@ export const LIMITS = {
   minDurationSeconds: 60,
   maxDurationSeconds: 43_200,
   /** Serialised `detail` of an input event. EventBridge allows 256 KB per entry; ours are small. */
-  detailMaxBytes: 16_384,
+  detailMaxBytes: 10_240,
 } as const;
 
 /** Task ids become ledger keys and secret-name segments, so they get a conservative charset. */

@@ -53,7 +53,7 @@ export type Workflow = z.infer<typeof WorkflowSchema>;
 export const OutcomeSchema = z.enum(['succeeded', 'failed', 'cancelled', 'timed-out']);
 export type Outcome = z.infer<typeof OutcomeSchema>;
 
-const withinDetailSize = (value: unknown) => JSON.stringify(value).length <= LIMITS.detailMaxBytes;
+const withinDetailSize = (value: unknown) => Buffer.byteLength(JSON.stringify(value), 'utf8') <= LIMITS.detailMaxBytes;
 const DETAIL_SIZE_MESSAGE = `detail must serialise to at most ${LIMITS.detailMaxBytes} bytes`;
 
 export const TaskStartedSchema = z

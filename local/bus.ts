@@ -1,0 +1,137 @@
+import { randomUUID } from 'node:crypto';
+import { EVENT_SOURCE } from '../shared/events/schemas.ts';
+import type { OutputEvent } from '../shared/events/schemas.ts';
+import { ROUTES } from '../shared/events/routing.ts';
+import type { BusEvent, RouteName } from '../shared/events/routing.ts';
+import { InvalidEventError, describeError } from '../shared/lease/errors.ts';
+import type { EventPublisher } from '../shared/lease/ports.ts';
+
+export type RouteHandler = (event: BusEvent) => Promise<unknown>;
+
+export interface DeadLetter {
+  route: RouteName;
+  event: BusEvent;
+  reason: string;
+  receiveCount: number;
+}
+
+export interface LocalBusOptions {
+  /** Messages in flight per route, like a queue's event-source maximum concurrency. */
+  concurrency: number;
+  /** Deliveries before a message is dead-lettered, like SQS maxReceiveCount. */
+  maxReceiveCount: number;
+  retryDelayMs: number;
+}
+
+interface Message {
+  route: RouteName;
+  event: BusEvent;
+  receiveCount: number;
+}
+
+/**
+ * The in-process bus of the local runtime: rules by detail-type (the same ROUTES table the CDK
+ * rules use), a queue per route with bounded concurrency, redelivery and a dead-letter list.
+ * Output events are published on the same bus so watchers (demo, dashboard) see them.
+ */
+export class LocalBus implements EventPublisher {
+  readonly deadLetters: DeadLetter[] = [];
+  private readonly handlers = new Map<RouteName, RouteHandler>();
+  private readonly queues = new Map<RouteName, Message[]>();
+  private readonly inFlight = new Map<RouteName, number>();
+  private readonly watchers = new Set<(event: BusEvent) => void>();
+  private readonly idle = new Set<() => void>();
+  private pendingRetries = 0;
+  private readonly opts: LocalBusOptions;
+
+  constructor(options: Partial<LocalBusOptions> = {}) {
+    this.opts = { concurrency: 8, maxReceiveCount: 3, retryDelayMs: 50, ...options };
+    for (const r of ROUTES) {
+      this.queues.set(r.name, []);
+      this.inFlight.set(r.name, 0);
+    }
+  }
+
+  /** Attaches the consumer of a route's queue. */
+  on(route: RouteName, handler: RouteHandler): void {
+    this.handlers.set(route, handler);
+    this.pump(route);
+  }
+
+  /** Sees every event put on the bus, input and output alike. */
+  watch(watcher: (event: BusEvent) => void): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
+  }
+
+  /** PutEvents: matches the event against the rules and enqueues it for each matching route. */
+  put(detailType: string, detail: unknown, source = 'local.workflow-engine'): BusEvent {
+    const event: BusEvent = { id: randomUUID(), 'detail-type': detailType, source, time: new Date().toISOString(), detail };
+    for (const w of this.watchers) w(event);
+    for (const r of ROUTES) {
+      if (r.detailType === detailType) {
+        this.queues.get(r.name)?.push({ route: r.name, event, receiveCount: 0 });
+        this.pump(r.name);
+      }
+    }
+    return event;
+  }
+
+  async publish(event: OutputEvent): Promise<void> {
+    this.put(event.detailType, event.detail, EVENT_SOURCE);
+  }
+
+  /** Resolves when no message is queued, in flight or waiting for redelivery. */
+  drained(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idle.add(resolve));
+  }
+
+  private isIdle(): boolean {
+    if (this.pendingRetries > 0) return false;
+    for (const r of ROUTES) {
+      if ((this.queues.get(r.name)?.length ?? 0) > 0 || (this.inFlight.get(r.name) ?? 0) > 0) return false;
+    }
+    return true;
+  }
+
+  private pump(route: RouteName): void {
+    const handler = this.handlers.get(route);
+    const queue = this.queues.get(route) as Message[];
+    if (!handler) return;
+    while ((this.inFlight.get(route) ?? 0) < this.opts.concurrency && queue.length > 0) {
+      const msg = queue.shift() as Message;
+      this.inFlight.set(route, (this.inFlight.get(route) ?? 0) + 1);
+      void this.deliver(handler, msg).finally(() => {
+        this.inFlight.set(route, (this.inFlight.get(route) ?? 0) - 1);
+        this.pump(route);
+        this.notifyIdle();
+      });
+    }
+  }
+
+  private async deliver(handler: RouteHandler, msg: Message): Promise<void> {
+    msg.receiveCount++;
+    try {
+      await handler(msg.event);
+    } catch (err) {
+      // A malformed event fails the same way every time: straight to the dead letters.
+      if (err instanceof InvalidEventError || msg.receiveCount >= this.opts.maxReceiveCount) {
+        this.deadLetters.push({ route: msg.route, event: msg.event, reason: describeError(err), receiveCount: msg.receiveCount });
+        return;
+      }
+      this.pendingRetries++;
+      setTimeout(() => {
+        this.pendingRetries--;
+        this.queues.get(msg.route)?.push(msg);
+        this.pump(msg.route);
+      }, this.opts.retryDelayMs * msg.receiveCount);
+    }
+  }
+
+  private notifyIdle(): void {
+    if (!this.isIdle()) return;
+    for (const resolve of this.idle) resolve();
+    this.idle.clear();
+  }
+}

@@ -1,0 +1,21 @@
+import { DETAIL_TYPES } from './schemas.ts';
+
+/**
+ * How input events reach the lifecycle, by detail-type. The CDK rules and the local bus are both
+ * built from this table, so local routing is the deployed routing.
+ */
+export const ROUTES = [
+  { name: 'task-started', detailType: DETAIL_TYPES.taskStarted },
+  { name: 'task-ended', detailType: DETAIL_TYPES.taskEnded },
+] as const;
+
+export type RouteName = (typeof ROUTES)[number]['name'];
+
+/** An EventBridge event as delivered to targets (the parts tasklease reads). */
+export interface BusEvent {
+  id: string;
+  'detail-type': string;
+  source: string;
+  time: string;
+  detail: unknown;
+}
