@@ -1,0 +1,446 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import type { Document, YAMLError } from 'yaml';
+import { z } from 'zod';
+import { AccessNameSchema, TargetNameSchema } from '../events/schemas.ts';
+import { LIMITS, PRINTABLE_PATTERN } from '../events/limits.ts';
+import { ConfigError } from '../lease/errors.ts';
+import type { DriverFactory } from '../targets/driver.ts';
+import { checkSpiffePattern, checkTrustDomain } from './pattern.ts';
+
+/*
+ * The `tasklease.config` file: trust domains, targets and the rules that map SPIFFE ID
+ * patterns to grants. One file drives the local runtime and the CDK stack.
+ *
+ * Validation happens in two passes so the base schema needs no knowledge of target kinds:
+ *   1. `parseConfig` / `loadConfig`: syntax and the base schema, including cross-references
+ *      (a rule's grants must name a configured target and access level).
+ *   2. `validateTargets`: each target's `settings` and `access` against its kind's DriverFactory.
+ * Every error names the path of the bad field, e.g. `rules[2].spiffeId: …` or
+ * `targets.orders-db.settings.port: …`, plus the line in the file when it is known.
+ */
+
+const printable = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(PRINTABLE_PATTERN, { message: 'must not contain control characters' });
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** Where a trust domain's JWKS bundle comes from: exactly one of the four sources. */
+export type BundleSource = { file: string } | { url: string } | { ssmParameter: string } | { local: true };
+
+const BundleSourceSchema = z
+  .strictObject({
+    file: printable(4096).optional(),
+    url: z.url({ message: 'must be an https:// URL of a SPIFFE bundle endpoint' }).optional(),
+    ssmParameter: z
+      .string()
+      .regex(/^\/?[A-Za-z0-9_.\-/]{1,2048}$/, { message: 'must be an SSM parameter name such as /tasklease/bundle' })
+      .optional(),
+    local: z.literal(true, { message: 'must be true (the local runtime serves this bundle itself)' }).optional(),
+  })
+  .superRefine((b, ctx) => {
+    const given = (['file', 'url', 'ssmParameter', 'local'] as const).filter((k) => b[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          given.length === 0
+            ? 'must set exactly one of file, url, ssmParameter or local'
+            : `must set exactly one of file, url, ssmParameter or local (found ${given.join(' and ')})`,
+      });
+    }
+    if (b.url !== undefined) {
+      const u = new URL(b.url);
+      // Plain http only on loopback, for local bundle endpoints in tests and development.
+      if (u.protocol !== 'https:' && !(u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname))) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: 'must use https:// (http:// is accepted only for localhost)' });
+      }
+    }
+  })
+  .transform((b): BundleSource => {
+    if (b.file !== undefined) return { file: b.file };
+    if (b.url !== undefined) return { url: b.url };
+    if (b.ssmParameter !== undefined) return { ssmParameter: b.ssmParameter };
+    return { local: true };
+  });
+
+const TrustDomainSchema = z.strictObject({
+  bundle: BundleSourceSchema,
+  /** Overrides the bundle's own `spiffe_refresh_hint`. */
+  refreshHintSeconds: z.number().int().min(1).max(86_400).optional(),
+});
+
+const TargetSchema = z.strictObject({
+  kind: z
+    .string()
+    .min(1)
+    .max(32)
+    .regex(/^[a-z][a-z0-9-]*$/, { message: 'must be a target kind such as postgres or aws-role' }),
+  /** Driver specific; validated by `validateTargets` against the kind's factory. */
+  settings: z.unknown(),
+  /** Named access levels; each value is driver specific. */
+  access: z.record(z.string(), z.unknown()),
+  /** Upper bound of concurrent leases on this target; protects the target (used by the CDK stack). */
+  maxConcurrency: z.number().int().min(1).max(10_000).optional(),
+});
+
+const GRANT_STRING = /^([a-z][a-z0-9-]*)\.([a-z][a-z0-9-]*)$/;
+
+const RuleSchema = z.strictObject({
+  id: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { message: 'must start with a letter or digit and use only A-Z a-z 0-9 . _ -' }),
+  spiffeId: z.string().superRefine((pattern, ctx) => {
+    const problem = checkSpiffePattern(pattern);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }),
+  grants: z
+    .array(z.string().regex(GRANT_STRING, { message: 'must be "<target>.<access>", for example orders-db.read' }))
+    .min(1, { message: 'must list at least one grant ("<target>.<access>"); a workload with no rule is denied anyway' })
+    .max(LIMITS.grantsMax * 4),
+  maxLeaseSeconds: z
+    .number()
+    .int({ message: 'must be a whole number of seconds' })
+    .min(LIMITS.minDurationSeconds, { message: `must be at least ${LIMITS.minDurationSeconds} seconds (the shortest lease a task may request)` })
+    .max(LIMITS.maxDurationSeconds, { message: `must be at most ${LIMITS.maxDurationSeconds} seconds (the longest lease a task may request)` }),
+  initiators: z
+    .array(printable(LIMITS.initiatorMaxLength))
+    .min(1, { message: 'must not be empty: remove the field to allow any initiator' })
+    .optional(),
+  awsPrincipal: z
+    .string()
+    .regex(/^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+$/, {
+      message: 'must be an IAM principal ARN such as arn:aws:iam::123456789012:role/etl',
+    })
+    .optional(),
+});
+
+const RuntimeSettingsSchema = z.strictObject({
+  /** How long revocation keeps trying to prove a credential is rejected before alarming. */
+  verifyDeadlineSeconds: z.number().int().min(1).max(3600).default(30),
+  reaperIntervalSeconds: z.number().int().min(5).max(3600).default(60),
+  /** Open trust debt older than this breaches the objective (alarm). */
+  openDebtObjectiveSeconds: z.number().int().min(1).max(86_400).default(300),
+});
+
+// The fields the cross-reference check reads. When they have the right shape the check runs even
+// if other fields failed, so one run reports every problem (zod would skip it otherwise).
+const CrossCheckShape = z.looseObject({
+  trustDomains: z.record(z.string(), z.unknown()),
+  targets: z.record(z.string(), z.looseObject({ access: z.record(z.string(), z.unknown()) })),
+  rules: z.array(z.looseObject({ id: z.string(), spiffeId: z.string(), grants: z.array(z.string()) })),
+});
+
+export const TaskLeaseConfigSchema = z
+  .strictObject({
+    /** JWT-SVID audience the broker accepts. */
+    audience: printable(256),
+    clockSkewSeconds: z.number().int().min(0).max(300).default(30),
+    trustDomains: z.record(z.string(), TrustDomainSchema),
+    targets: z.record(z.string(), TargetSchema),
+    rules: z.array(RuleSchema).max(10_000),
+    settings: RuntimeSettingsSchema.prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const trustDomains = Object.keys(cfg.trustDomains);
+    if (trustDomains.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['trustDomains'], message: 'must name at least one trust domain' });
+    }
+    for (const td of trustDomains) {
+      const problem = checkTrustDomain(td);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['trustDomains', td], message: `key must be a trust domain name: ${problem}` });
+    }
+    for (const [name, target] of Object.entries(cfg.targets)) {
+      const bad = TargetNameSchema.safeParse(name);
+      if (!bad.success) {
+        ctx.addIssue({ code: 'custom', path: ['targets', name], message: `key is not a valid target name: ${bad.error.issues[0]?.message}` });
+      }
+      if (Object.keys(target.access).length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['targets', name, 'access'], message: 'must define at least one access level (for example read)' });
+      }
+      for (const access of Object.keys(target.access)) {
+        const badAccess = AccessNameSchema.safeParse(access);
+        if (!badAccess.success) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['targets', name, 'access', access],
+            message: `key is not a valid access name: ${badAccess.error.issues[0]?.message}`,
+          });
+        }
+      }
+    }
+
+    const ids = new Map<string, number>();
+    const patterns = new Map<string, number>();
+    cfg.rules.forEach((rule, i) => {
+      const firstId = ids.get(rule.id);
+      if (firstId !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'id'], message: `duplicate rule id '${rule.id}' (also rules[${firstId}]); rule ids must be unique` });
+      } else ids.set(rule.id, i);
+
+      // Two rules with one pattern would make "most specific wins" ambiguous.
+      const firstPattern = patterns.get(rule.spiffeId);
+      if (firstPattern !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'spiffeId'],
+          message: `same pattern as rule '${cfg.rules[firstPattern]?.id}' (rules[${firstPattern}]); merge the two rules`,
+        });
+      } else patterns.set(rule.spiffeId, i);
+
+      const td = trustDomainOfPattern(rule.spiffeId);
+      if (td !== undefined && trustDomains.length > 0 && !(td in cfg.trustDomains)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'spiffeId'],
+          message: `trust domain '${td}' is not configured in trustDomains (configured: ${trustDomains.join(', ')}); add it there or fix the pattern`,
+        });
+      }
+
+      const seen = new Set<string>();
+      rule.grants.forEach((grant, j) => {
+        if (seen.has(grant)) {
+          ctx.addIssue({ code: 'custom', path: ['rules', i, 'grants', j], message: `grant '${grant}' is listed twice` });
+        }
+        seen.add(grant);
+        const m = GRANT_STRING.exec(grant);
+        if (!m) return;
+        const [, targetName = '', access = ''] = m;
+        const target = Object.hasOwn(cfg.targets, targetName) ? cfg.targets[targetName] : undefined;
+        if (!target) {
+          const known = Object.keys(cfg.targets);
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'grants', j],
+            message: `target '${targetName}' is not defined in targets (defined: ${known.length ? known.join(', ') : 'none'})`,
+          });
+        } else if (!Object.hasOwn(target.access, access)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'grants', j],
+            message: `target '${targetName}' has no access level '${access}' (defined: ${Object.keys(target.access).join(', ') || 'none'})`,
+          });
+        }
+      });
+    });
+  }, { when: (payload) => CrossCheckShape.safeParse(payload.value).success });
+
+export type TaskLeaseConfig = z.output<typeof TaskLeaseConfigSchema>;
+export type TaskLeaseConfigInput = z.input<typeof TaskLeaseConfigSchema>;
+export type RuleConfig = TaskLeaseConfig['rules'][number];
+export type TargetConfig = TaskLeaseConfig['targets'][string];
+export type TrustDomainConfig = TaskLeaseConfig['trustDomains'][string];
+export type RuntimeSettings = TaskLeaseConfig['settings'];
+
+function trustDomainOfPattern(pattern: string): string | undefined {
+  if (!pattern.startsWith('spiffe://')) return undefined;
+  const rest = pattern.slice('spiffe://'.length);
+  const slash = rest.indexOf('/');
+  return slash === -1 ? rest : rest.slice(0, slash);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error formatting
+
+type PathKey = PropertyKey;
+
+/** `rules[2].spiffeId`, `targets.orders-db.settings.port`, `trustDomains["example.org"].bundle`. */
+export function formatPath(path: readonly PathKey[]): string {
+  let out = '';
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else {
+      const s = String(key);
+      if (/^[A-Za-z_$][\w$-]*$/.test(s)) out += out ? `.${s}` : s;
+      else out += `[${JSON.stringify(s)}]`;
+    }
+  }
+  return out || '(top level)';
+}
+
+/** Maps a config path to a line of its source file, when the file was YAML/JSON text. */
+type Locator = (path: readonly PathKey[]) => number | undefined;
+
+// Keeps the source position of a parsed config for the second validation pass, without
+// adding fields to the config object itself.
+const locators = new WeakMap<object, { source: string; locate: Locator }>();
+
+function makeLocator(doc: Document, lines: LineCounter): Locator {
+  return (path) => {
+    // The deepest node that exists: for a missing field, that is the object that lacks it.
+    for (let n = path.length; n > 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as unknown[], true);
+      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
+}
+
+interface Issue {
+  path: readonly PathKey[];
+  message: string;
+}
+
+/** Zod issues as path + message; an unknown key is reported at its own path, where the typo is. */
+function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PathKey[] = []): Issue[] {
+  return issues.flatMap((issue): Issue[] =>
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: [...prefix, ...issue.path, key], message: 'unknown field (check its spelling and indentation)' }))
+      : [{ path: [...prefix, ...issue.path], message: issue.message }],
+  );
+}
+
+/** Says "is required" instead of zod's "expected string, received undefined". */
+const parseErrors: z.core.$ZodErrorMap = (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : undefined);
+
+function configError(source: string, issues: readonly Issue[], locate?: Locator): ConfigError {
+  const located = issues.map((issue) => ({ ...issue, line: locate?.(issue.path) }));
+  // In file order, like a compiler; issues without a line (missing top-level fields) first.
+  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  const lines = located.map((i) => `  ${formatPath(i.path)}: ${i.message}${i.line !== undefined ? ` (line ${i.line})` : ''}`);
+  return new ConfigError(`invalid tasklease config ${source}:\n${lines.join('\n')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pass 1: text → base config
+
+export interface ParseOptions {
+  /** Directory that relative `bundle.file` paths are resolved against (loadConfig: the file's own). */
+  baseDir?: string;
+}
+
+/** Parses YAML or JSON text (JSON is YAML) and validates it against the base schema. */
+export function parseConfig(text: string, sourceName: string, options: ParseOptions = {}): TaskLeaseConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const messages = doc.errors.map((e: YAMLError) => {
+      const pos = e.linePos?.[0];
+      // First line only: yaml's pretty message continues with an excerpt of the file,
+      // which could carry a value we must not repeat in a log.
+      const what = (e.message.split('\n')[0] ?? e.code).replace(/ at line \d+, column \d+:?$/, '');
+      return `  ${pos ? `line ${pos.line}, column ${pos.col}` : 'unknown position'}: YAML syntax error: ${what}`;
+    });
+    throw new ConfigError(`invalid tasklease config ${sourceName}:\n${messages.join('\n')}`);
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError(`invalid tasklease config ${sourceName}: ${err instanceof Error ? err.message.split('\n')[0] : 'unreadable'}`);
+  }
+  const locate = makeLocator(doc, lineCounter);
+  const parsed = TaskLeaseConfigSchema.safeParse(data ?? {}, { error: parseErrors });
+  if (!parsed.success) throw configError(sourceName, flattenIssues(parsed.error.issues), locate);
+
+  const config = parsed.data;
+  if (options.baseDir !== undefined) {
+    for (const td of Object.values(config.trustDomains)) {
+      if ('file' in td.bundle && !isAbsolute(td.bundle.file)) td.bundle = { file: resolve(options.baseDir, td.bundle.file) };
+    }
+  }
+  locators.set(config, { source: sourceName, locate });
+  return config;
+}
+
+export interface LoadOptions {
+  /** When given, also runs the second pass (`validateTargets`) against these factories. */
+  factories?: DriverFactories;
+}
+
+/** Reads and validates a `tasklease.config` file; relative bundle paths resolve against its directory. */
+export async function loadConfig(path: string, options: LoadOptions = {}): Promise<TaskLeaseConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    throw new ConfigError(`cannot read tasklease config ${path}: ${typeof code === 'string' ? code : 'read failed'}`);
+  }
+  const config = parseConfig(text, path, { baseDir: dirname(resolve(path)) });
+  if (options.factories) validateTargets(config, options.factories);
+  return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pass 2: driver settings against the factories
+
+// The factories' own type parameters vary by kind; the config layer only moves values through.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyDriverFactory = DriverFactory<any, any>;
+export type DriverFactories = readonly AnyDriverFactory[] | ReadonlyMap<string, AnyDriverFactory> | Readonly<Record<string, AnyDriverFactory>>;
+
+function factoryMap(factories: DriverFactories): Map<string, AnyDriverFactory> {
+  if (factories instanceof Map) return new Map(factories);
+  const list: AnyDriverFactory[] = Array.isArray(factories) ? [...factories] : Object.values(factories as Record<string, AnyDriverFactory>);
+  return new Map(list.map((f) => [f.kind, f]));
+}
+
+/** A target whose settings and access levels passed its driver's schemas (values as the schemas output them). */
+export interface ResolvedTarget {
+  name: string;
+  kind: string;
+  factory: AnyDriverFactory;
+  settings: unknown;
+  access: Record<string, unknown>;
+  maxConcurrency?: number;
+}
+
+/**
+ * Validates every target's `settings` and `access` against the factory of its `kind`.
+ * Throws one ConfigError listing every problem, each with its path.
+ */
+export function validateTargets(config: TaskLeaseConfig, factories: DriverFactories): ResolvedTarget[] {
+  const byKind = factoryMap(factories);
+  const issues: Issue[] = [];
+  const resolved: ResolvedTarget[] = [];
+
+  for (const [name, target] of Object.entries(config.targets)) {
+    const factory = byKind.get(target.kind);
+    if (!factory) {
+      const known = [...byKind.keys()];
+      issues.push({
+        path: ['targets', name, 'kind'],
+        message: `unknown target kind '${target.kind}' (known: ${known.length ? known.join(', ') : 'none registered'})`,
+      });
+      continue;
+    }
+    let ok = true;
+    const settings = factory.settingsSchema.safeParse(target.settings, { error: parseErrors });
+    if (!settings.success) {
+      ok = false;
+      issues.push(...flattenIssues(settings.error.issues, ['targets', name, 'settings']));
+    }
+    const access: Record<string, unknown> = {};
+    for (const [level, value] of Object.entries(target.access)) {
+      const parsed = factory.accessSchema.safeParse(value, { error: parseErrors });
+      if (!parsed.success) {
+        ok = false;
+        issues.push(...flattenIssues(parsed.error.issues, ['targets', name, 'access', level]));
+      } else access[level] = parsed.data;
+    }
+    if (ok) {
+      resolved.push({
+        name,
+        kind: target.kind,
+        factory,
+        settings: settings.data,
+        access,
+        ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
+      });
+    }
+  }
+
+  if (issues.length > 0) {
+    const origin = locators.get(config);
+    throw configError(origin?.source ?? '(in memory)', issues, origin?.locate);
+  }
+  return resolved;
+}
