@@ -7,6 +7,8 @@ export default defineConfig({
     // two cores, so keep parallelism modest.
     maxWorkers: 2,
     testTimeout: 60_000,
+    // Local Node is 20 (Lambda runs 24); the SDK's upgrade notice would only clutter test output.
+    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     hookTimeout: 120_000,
   },
 });

@@ -124,6 +124,8 @@ function printTable(result: DemoResult, out: (line: string) => void): void {
 }
 
 async function main(): Promise<number> {
+  // Lambda runs Node 24; on a Node 20 laptop the SDK's upgrade notice is noise in the demo.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const { values } = parseArgs({
     options: {
       json: { type: 'boolean', default: false },
