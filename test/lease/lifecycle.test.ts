@@ -59,7 +59,7 @@ async function loginError(s: Record<string, string>): Promise<string | undefined
 }
 
 async function admin<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) {
-  const c = new pg.Client({ ...rt.postgres.settings, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database: rt.postgres.database });
+  const c = new pg.Client({ host: rt.postgres.host, port: rt.postgres.port, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database: rt.postgres.database });
   await c.connect();
   try {
     return (await c.query<T>(sql, params)).rows;
