@@ -90,11 +90,13 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     });
     stops.push(() => targets.close());
 
-    const { verifier } = buildSvidVerifier(config, {
+    const { verifier, bundles } = buildSvidVerifier(config, {
       localBundle: () => httpBundleSource(issuer.bundleUrl),
       clock,
       onBundleError: (td, err) => options.log?.warn('trust bundle failed to load; keeping the last good one', { trustDomain: td, error: err.message }),
     });
+    // Warm the bundles so the first task does not pay for the fetch (failures are kept and retried).
+    await bundles.loadAll();
     const ledger = new DynamoDbLedger(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName, { now: () => clock.now() });
     const secrets = new MemorySecretStore();
     const bus = new LocalBus({ concurrency: options.busConcurrency ?? 8 });

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, importJWK, jwtVerify } from 'jose';
 import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
-import { DenialError } from '../lease/errors.ts';
+import { DenialError, TaskLeaseError } from '../lease/errors.ts';
 import type { Clock, SvidVerifier, VerifiedWorkload } from '../lease/ports.ts';
 import type { TrustBundleSet } from './bundle.ts';
 import { SpiffeIdError, parseSpiffeId } from './spiffe-id.ts';
@@ -36,6 +36,14 @@ export interface JwtSvidVerifierOptions {
 const iso = (seconds: number): string => new Date(seconds * 1000).toISOString();
 const invalid = (message: string): DenialError => new DenialError('svid-invalid', message);
 const untrusted = (message: string): DenialError => new DenialError('svid-untrusted', message);
+
+/** No good bundle was ever loaded for the trust domain: an infrastructure failure, retryable. */
+export class TrustBundleUnavailableError extends TaskLeaseError {
+  readonly retryable = true;
+  constructor(message: string) {
+    super('trust-bundle-unavailable', message);
+  }
+}
 
 export class JwtSvidVerifier implements SvidVerifier {
   private readonly clock: Pick<Clock, 'now'>;
@@ -140,7 +148,8 @@ export class JwtSvidVerifier implements SvidVerifier {
     if (!jwk) {
       const status = bundles.statusOf(trustDomain);
       if (!status?.loaded) {
-        throw untrusted(`the trust bundle of ${trustDomain} is not available (${status?.lastError ?? 'not loaded'}); fix the bundle source and retry`);
+        // An outage of the bundle source says nothing about the SVID: retry, never deny for good.
+        throw new TrustBundleUnavailableError(`the trust bundle of ${trustDomain} is not available (${status?.lastError ?? 'not loaded'}); fix the bundle source and retry`);
       }
       throw untrusted(
         `key "${kid}" is not in the trust bundle of ${trustDomain} (known: ${status.keyIds.join(', ') || 'none'}); ` +
@@ -156,8 +165,8 @@ export class JwtSvidVerifier implements SvidVerifier {
   }
 
   /** Turns a jose failure into a denial a person can act on. */
-  private explain(err: unknown, id: SpiffeId, kid: string, claims: JWTPayload): DenialError {
-    if (err instanceof DenialError) return err;
+  private explain(err: unknown, id: SpiffeId, kid: string, claims: JWTPayload): DenialError | TrustBundleUnavailableError {
+    if (err instanceof DenialError || err instanceof TrustBundleUnavailableError) return err;
     const { audience } = this.options;
     if (err instanceof errors.JWTExpired) {
       const exp = typeof claims.exp === 'number' ? iso(claims.exp) : 'its exp';

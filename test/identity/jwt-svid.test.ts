@@ -3,7 +3,7 @@ import { exportJWK, exportSPKI, importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TrustBundleSet, staticBundleSource } from '../../shared/identity/bundle.ts';
-import { JwtSvidVerifier } from '../../shared/identity/jwt-svid.ts';
+import { JwtSvidVerifier, TrustBundleUnavailableError } from '../../shared/identity/jwt-svid.ts';
 import type { JwtSvidAlgorithm } from '../../shared/identity/jwt-svid.ts';
 import { DenialError } from '../../shared/lease/errors.ts';
 import type { DenialCode } from '../../shared/events/schemas.ts';
@@ -222,13 +222,16 @@ describe('JwtSvidVerifier rejects', () => {
 });
 
 describe('JwtSvidVerifier with unavailable bundles', () => {
-  it('denies as untrusted and says why when a bundle never loaded', async () => {
+  it('fails retryably (never a denial) and says why when a bundle never loaded', async () => {
     const bundles = new TrustBundleSet({
       clock,
       domains: [{ trustDomain: 'a.example', source: { description: 'broken', load: () => Promise.reject(new Error('boom')) } }],
     });
     const v = new JwtSvidVerifier({ audience: AUD, bundles, clock });
-    await expectDenial(await sign(keysA.ES256, claims()), 'svid-untrusted', /trust bundle of a\.example is not available \(.*broken.*boom/, v);
+    const err = await v.verify(await sign(keysA.ES256, claims())).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TrustBundleUnavailableError);
+    expect(err).not.toBeInstanceOf(DenialError);
+    expect((err as Error).message).toMatch(/trust bundle of a\.example is not available \(.*broken.*boom/);
   });
 
   it('refuses a kid whose bundle key pins a different alg', async () => {
