@@ -1,0 +1,195 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import type { Stack } from 'aws-cdk-lib';
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TaskLeaseProps } from '../../infra/task-lease.ts';
+import { configFrom, identityStatements, list, synth } from './helpers.ts';
+import type { Synthesized } from './helpers.ts';
+
+// Template-only checks of the construct's props and config handling: bundling is skipped
+// (CDK's `aws:cdk:bundling-stacks`), the cdk-nag plugin still runs on every synth.
+
+const yaml = (extra: { targets?: string; rules?: string; settings?: string; trustDomains?: string } = {}) => `
+audience: tasklease
+trustDomains:
+${extra.trustDomains ?? '  demo.example.org:\n    bundle: { url: https://bundle.example.org/jwks }'}
+targets:
+${
+  extra.targets ??
+  `  app-db:
+    kind: postgres
+    settings: { host: db.internal, database: app, user: admin, passwordSecret: app-db/admin }
+    access: { read: { groupRole: app_read } }`
+}
+rules:
+${extra.rules ?? '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [app-db.read], maxLeaseSeconds: 600 }'}
+settings:
+${extra.settings ?? '  verifyDeadlineSeconds: 20\n  reaperIntervalSeconds: 30\n  openDebtObjectiveSeconds: 120'}
+`;
+
+let current: Synthesized | undefined;
+afterEach(() => {
+  current?.cleanup();
+  current = undefined;
+});
+
+function build(configYaml: string, taskLease: Omit<TaskLeaseProps, 'config'> = {}): Synthesized {
+  current = synth({ config: configFrom(configYaml), bundle: false, stackProps: { taskLease } });
+  return current;
+}
+
+const fnProps = (s: Synthesized) => Object.values(s.template.findResources('AWS::Lambda::Function')).map((f) => f.Properties as Record<string, unknown>);
+
+describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
+  it('grants nothing for what is not configured and uses the documented defaults', () => {
+    const s = build(yaml());
+    for (const p of fnProps(s)) {
+      expect(p.VpcConfig).toBeUndefined();
+      expect(p.MemorySize).toBe(512);
+    }
+    // Queue-driven functions: max(60, verifyDeadlineSeconds 20 + 30); the reaper: 5 minutes.
+    expect(fnProps(s).map((p) => p.Timeout as number).sort((a, b) => a - b)).toEqual([60, 60, 60, 300]);
+    const actions = identityStatements(s.template).flatMap((x) => list(x.statement.Action));
+    expect(actions.filter((a) => a.startsWith('sts:') || a.startsWith('iam:') || a.startsWith('ssm:'))).toEqual([]);
+    for (const role of Object.values(s.template.findResources('AWS::IAM::Role'))) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
+    // No target sets maxConcurrency → 10; the reaper interval (30 s) rounds up to Scheduler's minimum.
+    s.template.allResourcesProperties('AWS::Lambda::EventSourceMapping', { ScalingConfig: { MaximumConcurrency: 10 } });
+    s.template.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(1 minute)' });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', { Threshold: 120_000, ComparisonOperator: 'GreaterThanThreshold' });
+    s.template.hasResourceProperties('AWS::CloudWatch::Dashboard', { DashboardName: 'TaskLease-TaskLease' });
+    // Retained by default: the ledger and the key that decrypts it.
+    s.template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Retain' });
+    s.template.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain' });
+    // No workload principal configured → no key-policy statement for workloads.
+    expect(JSON.stringify(s.template.findResources('AWS::KMS::Key'))).not.toContain('WorkloadsDecryptDeliveredSecrets');
+    expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
+  });
+
+  it('warns when a trust bundle cannot be read inside Lambda', () => {
+    const s = build(yaml({ trustDomains: '  demo.example.org:\n    bundle: { local: true }' }));
+    const warnings = Annotations.fromStack(s.stack).findWarning('*', Match.stringLikeRegexp('bundle.local cannot be read inside Lambda'));
+    expect(warnings).toHaveLength(1);
+  });
+});
+
+describe('props', () => {
+  it('applies overrides: bus, producers, objective, concurrency, retention, removal, alarm topic, timeouts', () => {
+    const topicArn = 'arn:aws:sns:eu-west-1:123456789012:tasklease-alarms';
+    current = synth({
+      config: configFrom(yaml()),
+      bundle: false,
+      stackProps: {
+        alarmTopicArn: topicArn,
+        taskLease: {
+          busName: 'workflows',
+          eventProducerAccounts: ['111122223333'],
+          eventProducerPrincipalArns: ['arn:aws:iam::444455556666:role/engine'],
+          openDebtObjective: Duration.seconds(30),
+          maxConcurrency: 3,
+          batchSize: 5,
+          maxReceiveCount: 3,
+          removalPolicy: RemovalPolicy.DESTROY,
+          deletionProtection: false,
+          logRetention: RetentionDays.ONE_WEEK,
+          functionTimeout: Duration.minutes(2),
+          reaperTimeout: Duration.minutes(10),
+          reservedConcurrency: { reaper: 1 },
+          dashboardName: 'tl-test',
+        },
+      },
+    });
+    const t = current.template;
+    t.hasResourceProperties('AWS::Events::EventBus', { Name: 'workflows' });
+    t.hasResourceProperties('AWS::Events::EventBusPolicy', {
+      Statement: Match.objectLike({
+        Action: 'events:PutEvents',
+        Principal: { AWS: [{ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::111122223333:root']] }, 'arn:aws:iam::444455556666:role/engine'] },
+      }),
+    });
+    t.allResourcesProperties('AWS::Lambda::EventSourceMapping', { ScalingConfig: { MaximumConcurrency: 3 }, BatchSize: 5 });
+    t.hasResourceProperties('AWS::CloudWatch::Alarm', { Threshold: 30_000, ComparisonOperator: 'GreaterThanThreshold' });
+    t.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete', Properties: Match.objectLike({ DeletionProtectionEnabled: false }) });
+    t.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Delete' });
+    t.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 7 });
+    t.hasResourceProperties('AWS::CloudWatch::Dashboard', { DashboardName: 'tl-test' });
+    const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
+    expect(alarms).toHaveLength(8);
+    for (const alarm of alarms) {
+      expect(alarm.Properties.AlarmActions).toEqual([topicArn]);
+      expect(alarm.Properties.OKActions).toEqual([topicArn]);
+    }
+    expect(fnProps(current).map((p) => p.Timeout as number).sort((a, b) => a - b)).toEqual([120, 120, 120, 600]);
+    // Visibility timeout 6 × 120 s; redrive after 3 receives.
+    t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 720, RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }) });
+    expect(fnProps(current).filter((p) => p.ReservedConcurrentExecutions === 1)).toHaveLength(1);
+    expect(current.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
+  });
+
+  it('attaches to a VPC given as a prop', () => {
+    const vpc = { vpcId: 'vpc-0123456789abcdef0', subnetIds: ['subnet-0123456789abcdef0'], securityGroupIds: ['sg-0123456789abcdef0', 'sg-0123456789abcdef1'] };
+    const s = build(yaml(), { vpc });
+    for (const p of fnProps(s)) expect(p.VpcConfig).toEqual({ SubnetIds: vpc.subnetIds, SecurityGroupIds: vpc.securityGroupIds });
+    expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
+  });
+});
+
+describe('configs that cannot work in AWS are refused at synth', () => {
+  it('a plaintext postgres password (it would land in the template), without echoing it', () => {
+    const config = yaml({
+      targets: `  app-db:
+    kind: postgres
+    settings: { host: db.internal, database: app, user: admin, password: "s3cr3t-Pa55" }
+    access: { read: { groupRole: app_read } }`,
+    });
+    let message = '';
+    try {
+      build(config);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('targets app-db: settings.password would be written into the CloudFormation template');
+    expect(message).not.toContain('s3cr3t');
+  });
+
+  it('postgres targets in different VPCs', () => {
+    const pg = (name: string, vpc: string) => `  ${name}:
+    kind: postgres
+    settings: { host: h, database: d, user: u, passwordSecret: s, vpc: { vpcId: ${vpc}, subnetIds: [subnet-1], securityGroupIds: [sg-1] } }
+    access: { read: { groupRole: r } }
+`;
+    expect(() => build(yaml({ targets: pg('a-db', 'vpc-1') + pg('b-db', 'vpc-2'), rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [a-db.read], maxLeaseSeconds: 600 }' }))).toThrow(
+      /targets a-db and b-db have different settings.vpc/,
+    );
+  });
+
+  it('an aws-role target without a role ARN', () => {
+    const targets = `  bucket:
+    kind: aws-role
+    settings: { roleArn: not-an-arn }
+    access: { read: {} }`;
+    expect(() => build(yaml({ targets, rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: 600 }' }))).toThrow(
+      /targets.bucket.settings.roleArn must be an IAM role ARN/,
+    );
+  });
+
+  it('an event-source concurrency outside 2..1000 and a timeout that leaves no room for the verify deadline', () => {
+    expect(() => build(yaml(), { maxConcurrency: 1 })).toThrow(/maxConcurrency must be between 2 and 1000/);
+    expect(() => build(yaml(), { functionTimeout: Duration.seconds(20) })).toThrow(/must exceed settings.verifyDeadlineSeconds/);
+  });
+
+  it('a config too large for the Lambda environment', () => {
+    const rules = Array.from({ length: 60 }, (_, i) => `  - { id: rule-${i}, spiffeId: "spiffe://demo.example.org/app/${i}", grants: [app-db.read], maxLeaseSeconds: 600 }`).join('\n');
+    expect(() => build(yaml({ rules }))).toThrow(/over Lambda's 4096-byte limit/);
+  });
+});
+
+describe('cdk-nag wiring of buildApp', () => {
+  it('fails the synth on an unacknowledged AwsSolutions finding', () => {
+    // A queue with neither a DLQ nor TLS enforcement, next to the construct.
+    const careless = (stack: Stack) => new sqs.Queue(stack, 'Careless', { encryption: sqs.QueueEncryption.SQS_MANAGED });
+    expect(() => synth({ config: configFrom(yaml()), bundle: false, extend: careless })).toThrow(/AwsSolutions-SQS3/);
+    expect(() => synth({ config: configFrom(yaml()), bundle: false, extend: careless })).toThrow(/AwsSolutions-SQS4/);
+  });
+});
