@@ -95,6 +95,14 @@ export const PostgresSettingsSchema = z
       .min(100, { error: 'must be between 100 and 300000' })
       .max(300_000, { error: 'must be between 100 and 300000' })
       .default(10_000),
+    /** Where the functions that reach this database run in AWS; read by the CDK stack, not by the driver. */
+    vpc: z
+      .strictObject({
+        vpcId: z.string().regex(/^vpc-[0-9a-f]+$/, { error: 'must be a VPC id (vpc-…)' }),
+        subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, { error: 'must be a subnet id (subnet-…)' })).min(1),
+        securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, { error: 'must be a security group id (sg-…)' })).min(1),
+      })
+      .optional(),
   })
   .superRefine((s, ctx) => {
     if ((s.password === undefined) === (s.passwordSecret === undefined)) {
