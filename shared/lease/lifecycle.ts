@@ -229,6 +229,21 @@ export class LeaseLifecycle {
       { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined },
       { notEndRequested: true },
     );
+    if (!activated) {
+      // Never announce a lease that did not become active: the workload must not be told to use
+      // credentials of a task that already ended, or of a lease another worker rolled back.
+      const current = await this.deps.ledger.getLease(taskId);
+      if (current?.lease.endRequested && current.lease.state === 'issuing') {
+        // `Task Ended` arrived while we were issuing; it left the end to us.
+        await this.deps.ledger.updateLease(taskId, ['issuing'], { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined });
+        this.log.info('Task Ended arrived while issuing; revoking without announcing the lease', { taskId });
+        const ended = await this.endLease(taskId, current.lease.outcome ?? 'succeeded', current.lease.endedAt ?? this.deps.clock.now());
+        return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
+      }
+      this.log.warn('lease left the issuing state while we issued; not announcing it', { taskId, state: current?.lease.state });
+      return { status: 'in-progress', taskId };
+    }
+
     const active: LeaseRecord = { ...lease, state: 'active', issuedAt, lockedUntil: undefined };
     await this.deps.events.publish({
       detailType: DETAIL_TYPES.leaseIssued,
@@ -258,15 +273,6 @@ export class LeaseLifecycle {
     }
     this.deps.observer?.issued?.(active, credentials, issuedAt - receivedAt);
     this.log.info('lease issued', { taskId, workload, grants: lease.grants.map(grantKey), expiresAt: iso(expiresAt) });
-
-    if (!activated) {
-      // `Task Ended` arrived while we were issuing; it left the end to us.
-      const current = await this.deps.ledger.getLease(taskId);
-      if (current?.lease.endRequested && current.lease.state === 'issuing') {
-        await this.deps.ledger.updateLease(taskId, ['issuing'], { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined });
-        await this.endLease(taskId, current.lease.outcome ?? 'succeeded', current.lease.endedAt ?? this.deps.clock.now());
-      }
-    }
     return { status: 'issued', taskId, credentials };
   }
 
