@@ -229,10 +229,11 @@ export class LeaseLifecycle {
       { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined },
       { notEndRequested: true },
     );
-    if (!activated) {
+    // A lost response to an applied write reads as a failed condition: our own issuedAt says it won.
+    const current = activated ? undefined : await this.deps.ledger.getLease(taskId);
+    if (!activated && !(current?.lease.state === 'active' && current.lease.issuedAt === issuedAt)) {
       // Never announce a lease that did not become active: the workload must not be told to use
       // credentials of a task that already ended, or of a lease another worker rolled back.
-      const current = await this.deps.ledger.getLease(taskId);
       if (current?.lease.endRequested && current.lease.state === 'issuing') {
         // `Task Ended` arrived while we were issuing; it left the end to us.
         await this.deps.ledger.updateLease(taskId, ['issuing'], { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined });
