@@ -199,6 +199,20 @@ export class LeaseLifecycle {
       }
     }
     if (lease.state === 'issuing') return { status: 'in-progress', taskId: lease.taskId };
+    if (lease.state === 'active' && lease.workload === workload.spiffeId && (lease.expiresAt ?? 0) > this.deps.clock.now()) {
+      // A worker that died between activation and its announcement left a lease nobody was told
+      // about; the redelivered start announces it (again: Lease Issued is at-least-once).
+      const found = await this.deps.ledger.getLease(lease.taskId);
+      if (found?.lease.state === 'active') {
+        await this.announce(found.lease, found.credentials, undefined);
+        if (detail.taskToken) {
+          // The first answer may have gone through; a second one for the same token is refused.
+          await this.announceToken(found.lease, found.credentials, detail.taskToken).catch((err: unknown) =>
+            this.log.warn('task token already answered or gone', { taskId: lease.taskId, error: describeError(err) }),
+          );
+        }
+      }
+    }
     return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
   }
 
@@ -246,16 +260,24 @@ export class LeaseLifecycle {
     }
 
     const active: LeaseRecord = { ...lease, state: 'active', issuedAt, lockedUntil: undefined };
+    await this.announce(active, credentials, lease.taskToken);
+    this.deps.observer?.issued?.(active, credentials, issuedAt - receivedAt);
+    this.log.info('lease issued', { taskId, workload, grants: lease.grants.map(grantKey), expiresAt: iso(expiresAt) });
+    return { status: 'issued', taskId, credentials };
+  }
+
+  /** Lease Issued (and the task token's answer). At-least-once: a redelivered start may repeat it. */
+  private async announce(lease: LeaseRecord, credentials: CredentialRecord[], taskToken: string | undefined): Promise<void> {
     await this.deps.events.publish({
       detailType: DETAIL_TYPES.leaseIssued,
       detail: {
-        taskId,
-        workload,
+        taskId: lease.taskId,
+        workload: lease.workload as string,
         ...(lease.initiator ? { initiator: lease.initiator } : {}),
         ...(lease.workflow ? { workflow: lease.workflow } : {}),
         rule: lease.rule ?? '',
-        issuedAt: iso(issuedAt),
-        expiresAt: iso(expiresAt),
+        issuedAt: iso(lease.issuedAt as number),
+        expiresAt: iso(lease.expiresAt as number),
         credentials: credentials.map((c) => ({
           grant: c.grant,
           kind: c.kind,
@@ -265,16 +287,15 @@ export class LeaseLifecycle {
         })),
       },
     });
-    if (lease.taskToken && this.deps.callback) {
-      await this.deps.callback.success(lease.taskToken, {
-        taskId,
-        expiresAt: iso(expiresAt),
-        secrets: credentials.map((c) => ({ grant: grantKey(c.grant), secretName: c.secretName, secretArn: c.secretArn })),
-      });
-    }
-    this.deps.observer?.issued?.(active, credentials, issuedAt - receivedAt);
-    this.log.info('lease issued', { taskId, workload, grants: lease.grants.map(grantKey), expiresAt: iso(expiresAt) });
-    return { status: 'issued', taskId, credentials };
+    if (taskToken) await this.announceToken(lease, credentials, taskToken);
+  }
+
+  private async announceToken(lease: LeaseRecord, credentials: CredentialRecord[], taskToken: string): Promise<void> {
+    await this.deps.callback?.success(taskToken, {
+      taskId: lease.taskId,
+      expiresAt: iso(lease.expiresAt as number),
+      secrets: credentials.map((c) => ({ grant: grantKey(c.grant), secretName: c.secretName, secretArn: c.secretArn })),
+    });
   }
 
   private async issueOne(lease: LeaseRecord, grant: Grant, prior: CredentialRecord | undefined, readerPrincipal?: string): Promise<CredentialRecord> {
