@@ -60,6 +60,10 @@ export interface DashboardHandle {
   port: number;
   /** Reads the ledger now and returns what `/api/ledger` serves. */
   snapshot(): Promise<DashboardData>;
+  /** Pages connected to the live stream right now. */
+  viewers(): number;
+  /** Resolves true once a page is connected (at once if one is), false after `timeoutMs`. */
+  waitForViewer(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -141,6 +145,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   for (const [path, a] of Object.entries(ASSETS)) assets.set(path, { body: await readFile(join(PAGE_DIR, a.file)), type: a.type });
 
   const clients = new Set<ServerResponse>();
+  const viewerWaiters = new Set<(seen: boolean) => void>();
   let last: DashboardData | undefined;
   let lastPrint = '';
   let ledgerOk = true;
@@ -242,6 +247,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       res.write('retry: 2000\n\n');
       clients.add(res);
       req.on('close', () => clients.delete(res));
+      for (const wake of [...viewerWaiters]) wake(true);
       if (last) send(res, 'ledger', last);
       await refresh();
       return;
@@ -270,9 +276,23 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     url: `http://127.0.0.1:${port}/`,
     port,
     snapshot,
+    viewers: () => clients.size,
+    waitForViewer: (timeoutMs) =>
+      clients.size > 0
+        ? Promise.resolve(true)
+        : new Promise<boolean>((resolve) => {
+            const done = (seen: boolean) => {
+              clearTimeout(timer);
+              viewerWaiters.delete(done);
+              resolve(seen);
+            };
+            const timer = setTimeout(() => done(false), timeoutMs);
+            viewerWaiters.add(done);
+          }),
     close: () =>
       (closing ??= (async () => {
         closed = true;
+        for (const wake of [...viewerWaiters]) wake(false);
         unwatch?.();
         clearInterval(poll);
         clearInterval(heartbeat);

@@ -34,7 +34,8 @@ export function formatDuration(ms: number | undefined): string {
   const a = Math.abs(ms);
   if (a < 1000) return `${sign}${Math.round(a)} ms`;
   if (a < 60_000) return `${sign}${(a / 1000).toFixed(a < 10_000 ? 2 : 1)} s`;
-  const s = Math.round(a / 1000);
+  // Whole seconds down: 899.8 s of avoided debt is 14m 59s, not a rounded-up 15 minutes.
+  const s = Math.floor(a / 1000);
   const pad = (n: number) => String(n).padStart(2, '0');
   if (s < 3600) return `${sign}${Math.floor(s / 60)}m ${pad(s % 60)}s`;
   if (s < 86_400) return `${sign}${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;

@@ -44,7 +44,8 @@ function fmtDuration(ms) {
   const a = Math.abs(ms);
   if (a < 1000) return `${sign}${Math.round(a)} ms`;
   if (a < 60000) return `${sign}${(a / 1000).toFixed(a < 10000 ? 2 : 1)} s`;
-  const s = Math.round(a / 1000);
+  // Whole seconds down: 899.8 s of avoided debt is 14m 59s, not a rounded-up 15 minutes.
+  const s = Math.floor(a / 1000);
   const pad = (n) => String(n).padStart(2, '0');
   if (s < 3600) return `${sign}${Math.floor(s / 60)}m ${pad(s % 60)}s`;
   if (s < 86400) return `${sign}${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
@@ -80,7 +81,10 @@ function renderHeadline(d) {
   setMetric('metric-avoided', s.avoidedDebtMs.p50);
   const open = d.openDebt;
   const oldest = open.count > 0 ? (open.oldestMs ?? 0) + (serverNow() - d.generatedAt) : undefined;
-  setMetric('metric-open', open.count, open.count === 0 ? '0' : `${open.count} · ${fmtDuration(oldest)}`);
+  setMetric('metric-open', open.count, String(open.count));
+  const hint = $('open-oldest');
+  hint.textContent = open.count > 0 ? `oldest ${fmtDuration(oldest)}` : 'every ended task proven';
+  hint.dataset.value = oldest === undefined ? '' : String(Math.round(oldest));
   $('open-card').classList.toggle('alarm', open.count > 0);
 }
 
@@ -93,6 +97,9 @@ function ticks(span, target = 7) {
   for (let t = 0; t <= span + 1e-9; t += step) out.push(t);
   return out;
 }
+
+/** The `//` of a broken axis, at height `y`: time skips from the plot to the natural expiry. */
+const breakMarks = (y) => `M${BREAK_X0 - 3},${y + 5} L${BREAK_X0 + 3},${y - 5} M${BREAK_X1 - 3},${y + 5} L${BREAK_X1 + 3},${y - 5}`;
 
 function fmtOffset(ms) {
   if (ms === 0) return '0';
@@ -124,9 +131,11 @@ function renderTimeline(d) {
   const t0 = Math.min(...instants);
   let t1 = Math.max(...instants, anyLive ? now : -Infinity);
   t1 = Math.max(t1, t0 + 100);
-  const span = (t1 - t0) * 1.02;
+  // Room on the right for the last debt label before the axis break.
+  const span = (t1 - t0) * 1.1;
   const x = (t) => PLOT_X0 + ((Math.min(Math.max(t, t0), t0 + span) - t0) / span) * (PLOT_X1 - PLOT_X0);
-  const inPlot = (t) => t <= t0 + span;
+  // An expiry inside the data's own range is drawn where it falls; later ones go past the axis break.
+  const inPlot = (t) => t <= t1;
 
   const rows = leases.reduce((h, l) => h + TASK_H + l.credentials.length * CRED_H, 0);
   const H = AXIS_H + rows + 6;
@@ -143,8 +152,8 @@ function renderTimeline(d) {
   root.append(axis);
   root.append(svg('rect', { class: 'zone', x: BREAK_X1, y: AXIS_H - 6, width: W - BREAK_X1, height: H - AXIS_H + 6 }));
   root.append(svg('text', { class: 'zone-label', x: EXPIRY_X, y: AXIS_H - 10, 'text-anchor': 'middle' }, 'natural expiry'));
-  const zig = `M${BREAK_X0},${AXIS_H - 6} L${BREAK_X0 + 5},${AXIS_H - 2} L${BREAK_X0},${AXIS_H + 2} M${BREAK_X1 - 5},${AXIS_H - 6} L${BREAK_X1},${AXIS_H - 2} L${BREAK_X1 - 5},${AXIS_H + 2}`;
-  root.append(svg('path', { class: 'axis-break', d: zig }));
+  root.append(svg('path', { class: 'axis-break', d: breakMarks(AXIS_H - 6) }));
+  root.append(svg('text', { class: 'zone-label', x: (BREAK_X0 + BREAK_X1) / 2, y: AXIS_H - 10, 'text-anchor': 'middle' }, '≈'));
 
   let y = AXIS_H;
   for (const lease of leases) {
@@ -155,9 +164,10 @@ function renderTimeline(d) {
     const meta = `${shortWorkload(lease.workload)} · ${lease.denial ? 'denied' : (lease.outcome ?? lease.state)}`;
     g.append(svg('text', { class: 'task-meta', x: 6 + lease.taskId.length * 7 + 10, y: y + 15 }, meta));
     if (lease.denial) {
-      g.append(svg('text', { class: 'denied', x: PLOT_X0, y: y + 15 }, `denied — ${lease.denial.code}`));
+      g.append(svg('text', { class: 'denied', x: Math.min(x(lease.requestedAt), PLOT_X1 - 200), y: y + 15 }, `denied — ${lease.denial.code}`));
     } else {
-      const start = lease.issuedAt ?? lease.requestedAt;
+      // The task's life: Task Started (requested) → Task Ended.
+      const start = lease.requestedAt;
       const end = lease.endedAt ?? now;
       g.append(svg('line', { class: 'task-line', x1: x(start), x2: Math.max(x(end), x(start) + 1), y1: y + 11, y2: y + 11 }));
     }
@@ -218,10 +228,12 @@ function credentialBar(c, y, x, inPlot, now) {
       } else {
         g.append(svg('line', { class: 'seg-avoided', x1: xDebtEnd + 2, x2: BREAK_X0, y1: mid, y2: mid }));
         g.append(svg('line', { class: 'seg-avoided', x1: BREAK_X1, x2: EXPIRY_X, y1: mid, y2: mid }));
+        g.append(svg('path', { class: 'axis-break', d: breakMarks(mid) }));
         g.append(svg('line', { class: 'expiry-mark', x1: EXPIRY_X, x2: EXPIRY_X, y1: top, y2: top + BAR_H }));
       }
       const label = verified !== undefined ? `avoided ${fmtDuration(c.avoidedDebtMs ?? remaining)}` : `expires in ${fmtDuration(remaining)}`;
-      g.append(svg('text', { class: 'avoided-label', x: EXPIRY_X + 8, y: mid + 4 }, label));
+      const labelX = inPlot(c.naturalExpiry) ? x(c.naturalExpiry) + 6 : EXPIRY_X + 8;
+      g.append(svg('text', { class: 'avoided-label', x: labelX, y: mid + 4 }, label));
     }
   }
   if (debtText) g.append(svg('text', { class: `debt-label${verified === undefined ? ' open' : ''}`, x: xDebtEnd + 6, y: mid + 4 }, debtText));
