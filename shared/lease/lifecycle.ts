@@ -521,7 +521,9 @@ export class LeaseLifecycle {
     }
 
     // The old secret, if the store still has it, lets the driver prove rejection by trying it.
-    const secret = cred.secretName ? await this.deps.secrets.get(cred.secretName).catch(() => undefined) : undefined;
+    // An intent has no secretName yet, but its issue may have delivered one: names are derived.
+    const secretName = cred.secretName ?? secretNameFor(cred.taskId, cred.grant);
+    const secret = await this.deps.secrets.get(secretName).catch(() => undefined);
     let delay = this.opts.verifyInitialDelayMs;
     let last: 'still-valid' | 'inconclusive' = 'inconclusive';
     let lastError: string | undefined;
@@ -550,11 +552,9 @@ export class LeaseLifecycle {
       delay = Math.min(delay * 2, this.opts.verifyMaxDelayMs);
     }
 
-    if (cred.secretName) {
-      await this.deps.secrets.delete(cred.secretName);
-      if (await this.deps.secrets.exists(cred.secretName)) {
-        return this.recordOpen(current, `secret ${cred.secretName} still exists after delete`, 'revoking');
-      }
+    await this.deps.secrets.delete(secretName);
+    if (await this.deps.secrets.exists(secretName)) {
+      return this.recordOpen(current, `secret ${secretName} still exists after delete`, 'revoking');
     }
     const verifiedAt = this.deps.clock.now();
     const debt = trustDebtMs(verifiedAt, current.endedAt as number);
