@@ -1,1 +1,26 @@
-export const handler = async (): Promise<never> => { throw new Error('handler not built yet'); };
+/**
+ * Scheduled reaper: lost `Task Ended`, interrupted issuing, stale write-ahead intents, unproven
+ * revocations. Publishes the open trust debt (count and oldest age) every run.
+ */
+import middy from '@middy/core';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
+import type { Context } from 'aws-lambda';
+import { runReaper } from '../shared/lease/reaper.ts';
+import type { ReaperReport } from '../shared/lease/reaper.ts';
+import { logger, metrics, tracer } from './lib/powertools.ts';
+import { getRuntime } from './lib/runtime.ts';
+
+export const lambdaHandler = async (_event: unknown, _context: Context): Promise<ReaperReport> => {
+  const rt = getRuntime();
+  const report = await runReaper(rt.lifecycle, { ledger: rt.ledger, clock: rt.clock, log: rt.log }, { verifyDeadlineMs: rt.verifyDeadlineMs });
+  rt.observer.openDebt(report.openDebt.count, report.openDebt.oldestMs);
+  logger.info('reaper run', { ...report });
+  return report;
+};
+
+export const handler = middy(lambdaHandler)
+  .use(captureLambdaHandler(tracer, { captureResponse: false }))
+  .use(injectLambdaContext(logger))
+  .use(logMetrics(metrics, { captureColdStartMetric: true }));

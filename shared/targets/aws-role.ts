@@ -23,6 +23,10 @@
  * revocation that can always be written. That statement is pruned once every session issued
  * before it has expired. The broker refuses to touch a role not tagged `tasklease:managed=true`.
  *
+ * A session STS refused (an error response) was never issued: its rollback needs no deny and
+ * verifies as rejected. After a timeout or 5xx a session may exist; without its credentials it
+ * stays inconclusive and the ledger keeps it open (the deny covers any session of that name).
+ *
  * Verify: the configured probe call made with the old session credentials. AccessDenied (or an
  * expired/unknown token) = rejected; success, or an error that only an authorised caller can get
  * (NoSuchEntity) = still-valid; anything else = inconclusive. The probe must be an action IAM
@@ -44,7 +48,7 @@ import type { Grant } from '../events/schemas.ts';
 import { describeIssues } from '../events/parse.ts';
 import { ConfigError, TargetError } from '../lease/errors.ts';
 import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../lease/ports.ts';
-import { describeAwsError, isAwsError } from '../aws/errors.ts';
+import { awsHttpStatus, describeAwsError, isAwsError } from '../aws/errors.ts';
 import type { DriverDeps, DriverFactory } from './driver.ts';
 
 export const AWS_ROLE_KIND = 'aws-role';
@@ -346,6 +350,12 @@ export class AwsRoleDriver implements TargetDriver {
   private readonly probe: AwsRoleProbe;
   private readonly sessionPolicies = new Map<string, string>();
   private readonly now: () => number;
+  /**
+   * Sessions STS answered with an error response (so it issued nothing), remembered in this
+   * process so the rollback that follows can tell "never issued" from "issued, unproven".
+   * After a timeout or a 5xx a session may exist: those are not remembered.
+   */
+  private readonly refused = new Set<string>();
 
   constructor(
     readonly name: string,
@@ -411,9 +421,12 @@ export class AwsRoleDriver implements TargetDriver {
         }),
       );
     } catch (err) {
+      const status = awsHttpStatus(err);
+      if (status !== undefined && status >= 400 && status < 500) this.remember(this.refused, ctx.externalId);
       const permanent = isAwsError(err, 'AccessDenied', 'MalformedPolicyDocument', 'PackedPolicyTooLarge', 'RegionDisabled', 'ValidationError');
       throw new TargetError(`sts AssumeRole ${this.settings.roleArn} failed: ${describeAwsError(err)}`, { retryable: !permanent });
     }
+    this.refused.delete(ctx.externalId);
     const c = out.Credentials;
     if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
       throw new TargetError(`sts AssumeRole ${this.settings.roleArn} returned no credentials`);
@@ -449,6 +462,7 @@ export class AwsRoleDriver implements TargetDriver {
   }
 
   async revoke(ctx: RevokeContext): Promise<void> {
+    if (this.refused.has(ctx.externalId)) return; // STS issued nothing
     const now = this.now();
     const expiresAt = ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
     // An expired session is rejected by STS itself; nothing to add.
@@ -484,6 +498,7 @@ export class AwsRoleDriver implements TargetDriver {
   async verify(ctx: VerifyContext): Promise<VerifyResult> {
     const expiresAt = ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
     if (expiresAt !== undefined && expiresAt <= this.now()) return 'rejected';
+    if (this.refused.has(ctx.externalId) && !ctx.metadata?.sessionName) return 'rejected';
     const s = ctx.secret;
     if (!s?.accessKeyId || !s.secretAccessKey || !s.sessionToken) return 'inconclusive';
     return this.runProbe({ accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey, sessionToken: s.sessionToken });
@@ -498,6 +513,11 @@ export class AwsRoleDriver implements TargetDriver {
       if (isAwsError(err, ...this.probe.authorisedErrors)) return 'still-valid';
       return 'inconclusive';
     }
+  }
+
+  private remember(set: Set<string>, value: string): void {
+    set.add(value);
+    if (set.size > 1000) set.delete(set.values().next().value as string);
   }
 
   private probeRegion(): string {

@@ -1,0 +1,76 @@
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+import type { PartialItemFailureResponse } from '@aws-lambda-powertools/batch/types';
+import { EventBridgeSchema } from '@aws-lambda-powertools/parser/schemas';
+import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
+import type { z } from 'zod';
+import { describeIssues } from '../../shared/events/parse.ts';
+import { describeError, InvalidEventError } from '../../shared/lease/errors.ts';
+import { logger } from './powertools.ts';
+
+export type EventBridgeEvent = z.infer<typeof EventBridgeSchema>;
+
+/**
+ * The EventBridge event inside an SQS message body (an EventBridge rule with an SQS target
+ * delivers the whole event as the body). Throws InvalidEventError with a reason that never
+ * repeats the body: JSON.parse's own message quotes it, and it may hold an SVID.
+ */
+export function parseEventBridgeBody(body: string, expectedDetailType: string): EventBridgeEvent {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new InvalidEventError(`message body is not JSON (${Buffer.byteLength(body)} bytes)`);
+  }
+  const parsed = EventBridgeSchema.safeParse(json);
+  if (!parsed.success) throw new InvalidEventError(`message body is not an EventBridge event: ${describeIssues(parsed.error)}`);
+  if (parsed.data['detail-type'] !== expectedDetailType) {
+    throw new InvalidEventError(`detail-type '${parsed.data['detail-type'].slice(0, 64)}' reached the '${expectedDetailType}' queue`);
+  }
+  return parsed.data;
+}
+
+/** A JSON body validated by `schema`; InvalidEventError otherwise (never quoting the body). */
+export function parseJsonBody<S extends z.ZodType>(body: string, schema: S, what: string): z.infer<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    throw new InvalidEventError(`${what}: message body is not JSON`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw new InvalidEventError(`${what}: ${describeIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+/**
+ * Runs `handle` for every record and reports the ones that threw as batch item failures, so
+ * SQS retries only those (and dead-letters them after maxReceiveCount); the rest succeed.
+ * Every failure is logged with its reason and message id, never with the body.
+ */
+export async function processSqsBatch(
+  event: SQSEvent,
+  context: Context,
+  handle: (record: SQSRecord) => Promise<Record<string, unknown> | void>,
+): Promise<PartialItemFailureResponse> {
+  const processor = new BatchProcessor(EventType.SQS);
+  const recordHandler = async (record: SQSRecord): Promise<void> => {
+    const receiveCount = Number(record.attributes?.ApproximateReceiveCount ?? 1);
+    try {
+      const outcome = await handle(record);
+      logger.info('message processed', { messageId: record.messageId, ...(outcome ?? {}) });
+    } catch (err) {
+      if (err instanceof InvalidEventError) {
+        logger.warn('malformed message rejected; SQS moves it to the dead-letter queue after its last receive', {
+          messageId: record.messageId,
+          receiveCount,
+          reason: err.message,
+        });
+      } else {
+        logger.error('message failed; SQS will redeliver it', { messageId: record.messageId, receiveCount, error: describeError(err) });
+      }
+      throw err;
+    }
+  };
+  // A batch that failed entirely is still answered item by item (no invocation error).
+  return processPartialResponse(event, recordHandler, processor, { context, throwOnFullBatchFailure: false });
+}
