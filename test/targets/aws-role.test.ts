@@ -6,6 +6,7 @@ import { ConfigError, TargetError } from '../../shared/lease/errors.ts';
 import type { IssueContext } from '../../shared/lease/ports.ts';
 import {
   addSessionDeny,
+  AwsRoleAccessSchema,
   AwsRoleDriver,
   awsRoleDriverFactory,
   AwsRoleSettingsSchema,
@@ -15,7 +16,7 @@ import {
   sessionNameFor,
   sourceIdentityFor,
 } from '../../shared/targets/aws-role.ts';
-import type { AwsRoleAccess, AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role.ts';
+import type { AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role.ts';
 import { ACCOUNT, awsError, FakeAws, REGION } from '../aws/fake-aws.ts';
 
 const aws = new FakeAws();
@@ -33,13 +34,14 @@ let clock = Date.now();
 const brokerCreds = { accessKeyId: 'AKIABROKER', secretAccessKey: 'broker-secret-key' };
 
 function driver(settings: Partial<AwsRoleSettingsInput> = {}, access: Record<string, unknown> = { read: { sessionPolicy: READ_POLICY } }): AwsRoleDriver {
-  const d = awsRoleDriverFactory.create(
-    { name: 'deploy-role', settings: AwsRoleSettingsSchema.parse({ roleArn: ROLE_ARN, region: REGION, ...settings }), access: access as Record<string, AwsRoleAccess> },
-    { aws: { sts: new STSClient({ region: REGION, credentials: brokerCreds }), iam: new IAMClient({ region: REGION, credentials: brokerCreds }) } },
+  return new AwsRoleDriver(
+    'deploy-role',
+    AwsRoleSettingsSchema.parse({ roleArn: ROLE_ARN, region: REGION, ...settings }),
+    Object.fromEntries(Object.entries(access).map(([k, v]) => [k, AwsRoleAccessSchema.parse(v)])),
+    { sts: new STSClient({ region: REGION, credentials: brokerCreds }), iam: new IAMClient({ region: REGION, credentials: brokerCreds }) },
+    // The driver's clock follows the test's, so expiry and pruning are deterministic.
+    { now: () => clock },
   );
-  // The driver's clock follows the test's, so expiry and pruning are deterministic.
-  (d as unknown as { now: () => number }).now = () => clock;
-  return d;
 }
 
 function issueCtx(taskId = 'run-42:step.deploy', durationSeconds = 600, access = 'read'): IssueContext {
@@ -89,6 +91,13 @@ describe('names within STS limits', () => {
 });
 
 describe('config', () => {
+  it('the factory validates and builds an aws-role driver with the runtime\'s clients', () => {
+    const d = awsRoleDriverFactory.create({ name: 'r', settings: { roleArn: ROLE_ARN } as never, access: { read: { sessionPolicy: READ_POLICY } as never } }, {});
+    expect(d.kind).toBe('aws-role');
+    expect(d.externalId('t-1', { target: 'r', access: 'read' })).toBe(sessionNameFor('t-1', { target: 'r', access: 'read' }));
+    expect(() => awsRoleDriverFactory.create({ name: 'r', settings: { roleArn: 'arn:aws:iam::1:user/x' } as never, access: {} }, {})).toThrow(ConfigError);
+  });
+
   it('refuses sts:GetCallerIdentity as a probe: IAM cannot deny it', () => {
     const r = AwsRoleSettingsSchema.safeParse({ roleArn: ROLE_ARN, probe: { action: 'sts:GetCallerIdentity' } });
     expect(r.success).toBe(false);
