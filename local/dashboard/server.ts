@@ -49,7 +49,8 @@ export interface DashboardOptions {
   pollMs?: number;
   /** Most recent leases drawn on the timeline; headline figures cover all of them. Default 300. */
   maxLeases?: number;
-  filter?: ReportFilter;
+  /** A function is asked at every read, so a window like "the last hour" slides along. */
+  filter?: ReportFilter | (() => ReportFilter);
   now?: () => number;
   /** Told when the ledger cannot be read (the page keeps the last good data). */
   onError?: (err: unknown) => void;
@@ -151,7 +152,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   let ledgerOk = true;
   let closed = false;
 
-  const snapshot = () => dashboardData(options.ledger, { now: now(), filter: options.filter, maxLeases: options.maxLeases });
+  const filterNow = () => (typeof options.filter === 'function' ? options.filter() : options.filter);
+  const snapshot = () => dashboardData(options.ledger, { now: now(), filter: filterNow(), maxLeases: options.maxLeases });
   const send = (res: ServerResponse, event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   const broadcast = (event: string, data: unknown) => {
     for (const res of clients) send(res, event, data);

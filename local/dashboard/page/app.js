@@ -83,7 +83,7 @@ function renderHeadline(d) {
   const oldest = open.count > 0 ? (open.oldestMs ?? 0) + (serverNow() - d.generatedAt) : undefined;
   setMetric('metric-open', open.count, String(open.count));
   const hint = $('open-oldest');
-  hint.textContent = open.count > 0 ? `oldest ${fmtDuration(oldest)}` : 'every ended task proven';
+  hint.textContent = open.count > 0 ? `oldest ${fmtDuration(oldest)}` : 'all proven';
   hint.dataset.value = oldest === undefined ? '' : String(Math.round(oldest));
   $('open-card').classList.toggle('alarm', open.count > 0);
 }
