@@ -199,11 +199,11 @@ export class LeaseLifecycle {
       }
     }
     if (lease.state === 'issuing') return { status: 'in-progress', taskId: lease.taskId };
-    if (lease.state === 'active' && lease.workload === workload.spiffeId && (lease.expiresAt ?? 0) > this.deps.clock.now()) {
+    if (lease.state === 'active' && !lease.endRequested && lease.workload === workload.spiffeId && (lease.expiresAt ?? 0) > this.deps.clock.now()) {
       // A worker that died between activation and its announcement left a lease nobody was told
       // about; the redelivered start announces it (again: Lease Issued is at-least-once).
       const found = await this.deps.ledger.getLease(lease.taskId);
-      if (found?.lease.state === 'active') {
+      if (found?.lease.state === 'active' && !found.lease.endRequested) {
         await this.announce(found.lease, found.credentials, undefined);
         if (detail.taskToken) {
           // The first answer may have gone through; a second one for the same token is refused.
@@ -249,11 +249,17 @@ export class LeaseLifecycle {
       // Never announce a lease that did not become active: the workload must not be told to use
       // credentials of a task that already ended, or of a lease another worker rolled back.
       if (current?.lease.endRequested && current.lease.state === 'issuing') {
-        // `Task Ended` arrived while we were issuing; it left the end to us.
-        await this.deps.ledger.updateLease(taskId, ['issuing'], { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined });
+        // `Task Ended` arrived while we were issuing; it left the end to us. Straight to `ending`
+        // (never `active`): a redelivered start must not see it live, and if we die here the
+        // reaper resumes the end after the lock instead of waiting for the lease to expire.
+        const now = this.deps.clock.now();
         this.log.info('Task Ended arrived while issuing; revoking without announcing the lease', { taskId });
-        const ended = await this.endLease(taskId, current.lease.outcome ?? 'succeeded', current.lease.endedAt ?? this.deps.clock.now());
-        return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
+        if (await this.deps.ledger.updateLease(taskId, ['issuing'], { state: 'ending', issuedAt, lockedUntil: now + this.opts.lockMs, taskToken: undefined })) {
+          const ending = { ...current.lease, state: 'ending' as const, issuedAt, endedAt: current.lease.endedAt ?? now, outcome: current.lease.outcome ?? 'succeeded' };
+          const ended = await this.revokeLease(ending, (await this.deps.ledger.getLease(taskId))?.credentials ?? credentials);
+          return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
+        }
+        return { status: 'in-progress', taskId };
       }
       this.log.warn('lease left the issuing state while we issued; not announcing it', { taskId, state: current?.lease.state });
       return { status: 'in-progress', taskId };
