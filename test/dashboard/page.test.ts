@@ -15,7 +15,8 @@ import { grantKey } from '../../shared/events/schemas.ts';
 import type { CredentialRecord } from '../../shared/lease/records.ts';
 import { summarizeDebt } from '../../shared/lease/trust-debt.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium package; CHROMIUM_PATH points elsewhere (another distribution's binary). */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const OUTPUT_DIR = join(import.meta.dirname, '..', '..', 'test-output');
 const SCREENSHOT = join(OUTPUT_DIR, 'dashboard.png');
