@@ -85,6 +85,8 @@ export class FakeAws {
   readonly events: PutEventsRequestEntry[] = [];
   readonly sqsMessages: Array<{ QueueUrl?: string; MessageBody?: string; DelaySeconds?: number }> = [];
   readonly taskAnswers: Array<{ kind: 'success' | 'failure'; input: Record<string, unknown> }> = [];
+  /** Every SecretString ever written (kept across clearHistory, for leak checks). */
+  readonly writtenSecretValues: string[] = [];
   /** How long a PutRolePolicy takes to affect authorisation. */
   propagationMs = 0;
   now: () => number = Date.now;
@@ -119,6 +121,14 @@ export class FakeAws {
     this.changes.clear();
     this.propagationMs = 0;
     this.install();
+  }
+
+  /** Forgets recorded calls, events and messages; keeps roles, sessions, secrets and behaviour. */
+  clearHistory(): void {
+    for (const stub of [this.sts, this.iam, this.sm, this.eb, this.sqs, this.sfn]) stub.resetHistory();
+    this.events.length = 0;
+    this.sqsMessages.length = 0;
+    this.taskAnswers.length = 0;
   }
 
   restore(): void {
@@ -200,6 +210,7 @@ export class FakeAws {
     this.sm.on(PutSecretValueCommand).callsFake((input: { SecretId: string; SecretString: string }) => {
       const secret = this.secret(input.SecretId);
       secret.value = input.SecretString;
+      this.writtenSecretValues.push(input.SecretString);
       return { ARN: secret.arn, Name: secret.name, VersionId: randomUUID() };
     });
     this.sm.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => {
