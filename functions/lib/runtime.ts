@@ -47,7 +47,7 @@ const EnvSchema = z.object({
   [ENV.eventBusName]: z.string().min(1),
   [ENV.config]: z.string().min(2),
   [ENV.secretsKmsKeyId]: z.string().min(1),
-  [ENV.reverifyQueueUrl]: z.string().url(),
+  [ENV.reverifyQueueUrl]: z.url(),
   [ENV.verifyDeadlineMs]: z.coerce.number().int().min(100).max(900_000).optional(),
   [BROKER_PRINCIPALS_ENV]: z.string().optional(),
 });
