@@ -257,10 +257,12 @@ describe('functions', () => {
       expect(existsSync(join(assetDir, 'index.mjs.map'))).toBe(true);
       const code = readFileSync(join(assetDir, 'index.mjs'), 'utf8');
       // The banner that gives bundled CommonJS dependencies (pg, Powertools) their `require` in ESM.
-      expect(code.startsWith(ESM_REQUIRE_BANNER)).toBe(true);
-      // An ES module export, minified (no whitespace inside the braces).
-      expect(code).toMatch(/export\{[\w$]+ as handler\}/);
-      expect(code).toContain('//# sourceMappingURL=index.mjs.map');
+      // Booleans, not toMatch: a failure must not print a megabyte of minified code.
+      expect(code.startsWith(ESM_REQUIRE_BANNER), `${name}: ESM require banner`).toBe(true);
+      // An ES module export of `handler`, minified (no whitespace inside the braces).
+      const exports = code.match(/export\{[^}]*\}/g)?.at(-1) ?? '(no export)';
+      expect(exports, `${name}: exports`).toMatch(/^export\{(?:[\w$]+ as [\w$]+,)*[\w$]+ as handler(?:,[\w$]+ as [\w$]+)*\}$/);
+      expect(code.includes('//# sourceMappingURL=index.mjs.map'), `${name}: source map comment`).toBe(true);
     }
   });
 
