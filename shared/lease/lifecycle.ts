@@ -519,7 +519,8 @@ export class LeaseLifecycle {
     try {
       await driver.revoke(ctx);
     } catch (err) {
-      return this.recordOpen(current, describeError(err), 'revoking');
+      // A failed revoke is an attempt too: the count drives the backoff and shows the debt's history.
+      return this.recordOpen({ ...current, verifyAttempts: current.verifyAttempts + 1 }, describeError(err), 'revoking');
     }
     if (current.revokedAt === undefined) {
       current = { ...current, revokedAt: this.deps.clock.now() };
@@ -582,11 +583,13 @@ export class LeaseLifecycle {
   private async recordOpen(cred: CredentialRecord, error: string, state: 'revoking' | 'still-valid'): Promise<CredentialRecord> {
     const now = this.deps.clock.now();
     const failures = Math.max(1, cred.verifyAttempts);
-    const delay = Math.min(this.opts.verifyInitialDelayMs * 2 ** Math.min(failures, 20), this.opts.retryMaxDelayMs);
-    const open: CredentialRecord = { ...cred, state, lastError: error, nextCheckAt: now + Math.max(delay, 1_000) };
+    // At least a second between tries, never more than the cap (the floor yields to a smaller cap).
+    const delay = Math.min(Math.max(this.opts.verifyInitialDelayMs * 2 ** Math.min(failures, 30), 1_000), this.opts.retryMaxDelayMs);
+    const open: CredentialRecord = { ...cred, state, lastError: error, nextCheckAt: now + delay };
     await this.deps.ledger.updateCredential(cred.taskId, grantKey(cred.grant), ['revoking', 'still-valid'], {
       state,
       lastError: error,
+      verifyAttempts: cred.verifyAttempts,
       nextCheckAt: open.nextCheckAt,
     });
     this.deps.observer?.revocationFailed?.(open, error);
