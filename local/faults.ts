@@ -166,6 +166,7 @@ export class FaultInjector {
   readonly trace: string[] = [];
   private rates: FaultRates;
   private readonly occurrences = new Map<string, number>();
+  private readonly forced: Array<{ kind: FaultKind; where: string; key: string; left: number }> = [];
   private readonly als = new AsyncLocalStorage<InvocationContext>();
   private healedFlag = false;
 
@@ -194,8 +195,23 @@ export class FaultInjector {
     return hash53(`${id}\u0000${n}`, this.seed) / 2 ** 53;
   }
 
+  /**
+   * Makes `kind` fire the next `times` times it is asked at a site containing `where` for `key`,
+   * whatever the rates (tests use it to place one fault exactly). Works after heal() too.
+   */
+  force(kind: FaultKind, where: string, key: string, times = 1): void {
+    this.forced.push({ kind, where, key, left: times });
+  }
+
   /** Whether `kind` fires here; counts it when it does. */
   fires(kind: FaultKind, key: string, site: string = kind): boolean {
+    const forced = this.forced.find((f) => f.left > 0 && f.kind === kind && f.key === key && site.includes(f.where));
+    if (forced) {
+      forced.left--;
+      this.counts[kind]++;
+      this.trace.push(`${kind} @ ${site} [${key}] (forced)`);
+      return true;
+    }
     const rate = this.rates[kind];
     if (!(rate > 0)) return false;
     if (this.draw(site, key) >= rate) return false;
@@ -221,7 +237,7 @@ export class FaultInjector {
   /** Crashes the current invocation here when `kind` fires. Crashes need an invocation. */
   maybeCrash(kind: FaultKind, key: string, where: string): void {
     const ctx = this.als.getStore();
-    if (!ctx || ctx.crashed || this.healedFlag) return;
+    if (!ctx || ctx.crashed) return;
     if (this.fires(kind, key, `${kind}:${where}`)) {
       ctx.crashed = true;
       throw new CrashError(`${kind.replace(/^crash-/, '')} at ${where}`);
