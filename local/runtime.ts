@@ -143,7 +143,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       dynamo,
       mintSvid: (spiffeId, ttlSeconds = 300) => issuer.mint({ spiffeId, audience: config.audience, ttlSeconds }),
       runReaper: reap,
-      stop: () => (stopped ??= bus.drained().then(stopAll)),
+      stop: () => (stopped ??= bus.close().then(stopAll)),
     };
   } catch (err) {
     await stopAll();
