@@ -93,6 +93,13 @@ export const secretNameFor = (taskId: string, grant: Grant): string => `taskleas
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** A rejection reason quotes the input's own keys; an attacker's keys can be megabytes long. */
+const MAX_INVALID_REASON = 1_000;
+function boundInvalid(err: unknown): unknown {
+  if (!(err instanceof InvalidEventError) || err.message.length <= MAX_INVALID_REASON) return err;
+  return new InvalidEventError(`${err.message.slice(0, MAX_INVALID_REASON)}… (reason truncated)`);
+}
+
 /**
  * The lease lifecycle core (DESIGN §2). Knows the ports only, so the Lambda handlers and the
  * local runtime run exactly this code with different adapters.
@@ -118,8 +125,9 @@ export class LeaseLifecycle {
     try {
       detail = parseDetail(TaskStartedSchema, raw, 'Task Started');
     } catch (err) {
-      await this.publishInvalid(raw, err);
-      throw err;
+      const bounded = boundInvalid(err);
+      await this.publishInvalid(raw, bounded);
+      throw bounded;
     }
     const { taskId } = detail;
 
@@ -413,7 +421,12 @@ export class LeaseLifecycle {
 
   /** Answers a `Task Ended` detail; throws {@link InvalidEventError} for a malformed one. */
   async taskEnded(raw: unknown): Promise<EndResult> {
-    const detail = parseDetail(TaskEndedSchema, raw, 'Task Ended');
+    let detail;
+    try {
+      detail = parseDetail(TaskEndedSchema, raw, 'Task Ended');
+    } catch (err) {
+      throw boundInvalid(err);
+    }
     return this.endLease(detail.taskId, detail.outcome, this.deps.clock.now());
   }
 
