@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Annotations, Aws, Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Aws, Duration, Fn, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -477,6 +477,9 @@ export class TaskLease extends Construct {
       roles[name] = role;
       this.grantCapabilities(role, name, view);
     }
+    // Any function may be the one that verifies a revocation and must read the old secret.
+    const brokerPrincipals = Fn.join(',', Object.values(roles).map((r) => r.roleArn));
+    for (const fn of Object.values(functions)) fn.addEnvironment(ENV.brokerPrincipalArns, brokerPrincipals);
     this.functions = functions;
     this.roles = roles;
 

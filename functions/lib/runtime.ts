@@ -27,20 +27,11 @@ import { buildTargetRegistry, ConfigPolicy, parseConfig } from '../../shared/pol
 import type { ClosableTargetRegistry, TaskLeaseConfig } from '../../shared/policy/index.ts';
 import { ENV } from '../../shared/runtime/env.ts';
 import { SecretsManagerStore } from '../../shared/secrets/secrets-manager-store.ts';
-import { awsRoleDriverFactory } from '../../shared/targets/aws-role.ts';
-import { postgresDriverFactory } from '../../shared/targets/postgres.ts';
+import { DRIVER_FACTORIES } from '../../shared/targets/index.ts';
 import { logger, metrics, redactor, tracer } from './powertools.ts';
 
-/**
- * Every tasklease function role that verifies revocations, comma-separated: exempt from the
- * delivered secrets' deny, so any of them can read an old credential to prove it rejected.
- * Proposed as ENV.brokerPrincipalArns; until the construct sets it, only the function's own role
- * (from sts:GetCallerIdentity) is exempt.
- */
-export const BROKER_PRINCIPALS_ENV = 'BROKER_PRINCIPAL_ARNS';
-
-/** Target kinds the AWS runtime can drive. */
-export const DRIVER_FACTORIES = [postgresDriverFactory, awsRoleDriverFactory] as const;
+/** ENV.brokerPrincipalArns; without it (an older stack) only the function's own role is exempt. */
+export const BROKER_PRINCIPALS_ENV = ENV.brokerPrincipalArns;
 
 const EnvSchema = z.object({
   [ENV.tableName]: z.string().min(1),

@@ -15,6 +15,11 @@ export const ENV = {
   reverifyQueueUrl: 'REVERIFY_QUEUE_URL',
   /** How long one invocation keeps verifying before handing over to the re-verify queue. */
   verifyDeadlineMs: 'VERIFY_DEADLINE_MS',
+  /**
+   * Every tasklease function role, comma-separated: exempt from the delivered secrets' deny, so
+   * whichever function verifies a revocation can read the old credential to prove it rejected.
+   */
+  brokerPrincipalArns: 'BROKER_PRINCIPAL_ARNS',
 } as const;
 
 /** Lambda entry points, relative to the repository root, keyed by function. */

@@ -245,6 +245,10 @@ describe('functions', () => {
       expect(vars[ENV.secretsKmsKeyId]).toEqual(r(tl.key.keyArn));
       expect(vars[ENV.reverifyQueueUrl]).toEqual(r(tl.queues.reverify.queueUrl));
       expect(vars[ENV.verifyDeadlineMs]).toBe('45000');
+      // Every function role, so whichever function verifies can read the old secret.
+      const joined = vars[ENV.brokerPrincipalArns] as { 'Fn::Join': [string, Array<{ 'Fn::GetAtt': [string, string] }>] };
+      expect(joined['Fn::Join'][0]).toBe(',');
+      expect(joined['Fn::Join'][1].map((x) => x['Fn::GetAtt'])).toEqual(FUNCTIONS.map((n) => [id(tl.roles[n]), 'Arn']));
       expect(vars.POWERTOOLS_METRICS_NAMESPACE).toBe(METRICS_NAMESPACE);
     }
   });
