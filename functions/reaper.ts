@@ -8,6 +8,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import type { Context } from 'aws-lambda';
 import { runReaper } from '../shared/lease/reaper.ts';
+import { blastRadius } from '../shared/metrics/blast-radius.ts';
 import type { ReaperReport } from '../shared/lease/reaper.ts';
 import { logger, metrics, tracer } from './lib/powertools.ts';
 import { getRuntime } from './lib/runtime.ts';
@@ -16,6 +17,14 @@ export const lambdaHandler = async (_event: unknown, _context: Context): Promise
   const rt = getRuntime();
   const report = await runReaper(rt.lifecycle, { ledger: rt.ledger, clock: rt.clock, log: rt.log }, { verifyDeadlineMs: rt.verifyDeadlineMs });
   rt.observer.openDebt(report.openDebt.count, report.openDebt.oldestMs);
+  // Blast radius: how far each workload's identity reached since the previous run. Credentials
+  // live in that window were requested within the longest lease before it.
+  const now = rt.clock.now();
+  const windowMs = rt.reaperIntervalMs;
+  const recent = await rt.ledger.listLeases({ since: now - windowMs - rt.maxLeaseMs, until: now });
+  for (const w of blastRadius(recent.flatMap((l) => l.credentials), { now, since: now - windowMs, until: now })) {
+    rt.observer.blastRadius(w.workload, w.peakCredentials, w.peakTargets);
+  }
   logger.info('reaper run', { ...report });
   return report;
 };

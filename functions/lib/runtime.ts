@@ -14,9 +14,6 @@ import { RedactingSecretStore } from '../../shared/aws/redaction.ts';
 import { secretsManagerResolver } from '../../shared/aws/secret-resolver.ts';
 import { StepFunctionsTaskCallback } from '../../shared/aws/sfn-callback.ts';
 import { SqsReverifyScheduler } from '../../shared/aws/sqs-reverify.ts';
-import { fileBundleSource, httpBundleSource, ssmBundleSource, TrustBundleSet } from '../../shared/identity/bundle.ts';
-import type { BundleSource } from '../../shared/identity/bundle.ts';
-import { JwtSvidVerifier } from '../../shared/identity/jwt-svid.ts';
 import { ConfigError, describeError } from '../../shared/lease/errors.ts';
 import { LeaseLifecycle } from '../../shared/lease/lifecycle.ts';
 import type { LifecycleLogger } from '../../shared/lease/lifecycle.ts';
@@ -26,6 +23,7 @@ import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
 import { buildTargetRegistry, ConfigPolicy, parseConfig } from '../../shared/policy/index.ts';
 import type { ClosableTargetRegistry, TaskLeaseConfig } from '../../shared/policy/index.ts';
 import { ENV } from '../../shared/runtime/env.ts';
+import { buildSvidVerifier } from '../../shared/runtime/identity.ts';
 import { SecretsManagerStore } from '../../shared/secrets/secrets-manager-store.ts';
 import { DRIVER_FACTORIES } from '../../shared/targets/index.ts';
 import { logger, metrics, redactor, tracer } from './powertools.ts';
@@ -53,13 +51,10 @@ export interface Runtime {
   reverify: SqsReverifyScheduler;
   targets: ClosableTargetRegistry;
   verifyDeadlineMs: number;
-}
-
-function bundleSource(domain: string, bundle: TaskLeaseConfig['trustDomains'][string]['bundle'], ssm: () => SSMClient): BundleSource {
-  if ('file' in bundle) return fileBundleSource(bundle.file);
-  if ('url' in bundle) return httpBundleSource(bundle.url);
-  if ('ssmParameter' in bundle) return ssmBundleSource(bundle.ssmParameter, { client: ssm() });
-  throw new ConfigError(`trustDomains["${domain}"].bundle: 'local' is served by the local runtime only; in AWS use url or ssmParameter`);
+  /** The reaper's schedule: the window its blast-radius figures cover. */
+  reaperIntervalMs: number;
+  /** The longest lease any rule allows. */
+  maxLeaseMs: number;
 }
 
 /** The role ARN(s) of this function, for the secrets' resource policy. */
@@ -88,19 +83,17 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   const sqs = tracer.captureAWSv3Client(new SQSClient({}));
   const sts = tracer.captureAWSv3Client(new STSClient({}));
   const iam = tracer.captureAWSv3Client(new IAMClient({}));
-  let ssm: SSMClient | undefined;
 
   const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
     resolveSecret: secretsManagerResolver(secretsManager, { onValue: (v) => redactor.remember(v) }),
     aws: { sts, iam },
   });
 
-  const bundles = new TrustBundleSet({
-    domains: Object.entries(config.trustDomains).map(([trustDomain, td]) => ({
-      trustDomain,
-      source: bundleSource(trustDomain, td.bundle, () => (ssm ??= tracer.captureAWSv3Client(new SSMClient({})))),
-    })),
-    onError: (trustDomain, error) => logger.warn('trust bundle could not be loaded; the last good one stays in use', { trustDomain, error: error.message }),
+  // `bundle: { local: true }` has no source here: buildSvidVerifier refuses it with the field's path.
+  const usesSsm = Object.values(config.trustDomains).some((td) => 'ssmParameter' in td.bundle);
+  const { verifier } = buildSvidVerifier(config, {
+    ssmClient: usesSsm ? tracer.captureAWSv3Client(new SSMClient({})) : undefined,
+    onBundleError: (trustDomain, error) => logger.warn('trust bundle could not be loaded; the last good one stays in use', { trustDomain, error: error.message }),
   });
 
   const configured = e[BROKER_PRINCIPALS_ENV]?.split(',').map((s) => s.trim()).filter(Boolean);
@@ -124,7 +117,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
     targets,
     secrets: new RedactingSecretStore(new SecretsManagerStore(secretsManager, { kmsKeyId: e[ENV.secretsKmsKeyId], brokerPrincipals }), redactor),
     events: new EventBridgePublisher(eventbridge, e[ENV.eventBusName]),
-    identity: new JwtSvidVerifier({ audience: config.audience, bundles, clockSkewSeconds: config.clockSkewSeconds }),
+    identity: verifier,
     policy: new ConfigPolicy(config),
     clock: systemClock,
     callback: new StepFunctionsTaskCallback(sfn, log),
@@ -137,7 +130,9 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   if (!configured?.length) {
     logger.warn(`${BROKER_PRINCIPALS_ENV} is not set: only this function's own role may read delivered secrets besides the workload`);
   }
-  return { config, lifecycle, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs };
+  const reaperIntervalMs = config.settings.reaperIntervalSeconds * 1000;
+  const maxLeaseMs = Math.max(0, ...config.rules.map((r) => r.maxLeaseSeconds)) * 1000;
+  return { config, lifecycle, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs, reaperIntervalMs, maxLeaseMs };
 }
 
 let current: Runtime | undefined;

@@ -102,6 +102,16 @@ export class MetricsObserver implements LifecycleObserver {
     this.safely(() => this.sink.emit(byTarget(c), [[METRIC.revocationFailures, MetricUnit.Count, 1]]));
   }
 
+  /** Peak live credentials and distinct targets of one workload over the last window (the reaper's). */
+  blastRadius(workload: string, credentials: number, targets: number): void {
+    this.safely(() =>
+      this.sink.emit({ [DIMENSION.workload]: workload }, [
+        [METRIC.blastRadiusCredentials, MetricUnit.Count, credentials],
+        [METRIC.blastRadiusTargets, MetricUnit.Count, targets],
+      ]),
+    );
+  }
+
   /** The reaper's open-debt gauges. */
   openDebt(count: number, oldestMs: number): void {
     this.safely(() =>

@@ -313,6 +313,8 @@ describe('re-verification and the reaper', () => {
     const report = await reaperHandler({}, ctx);
     expect(report.openDebt.count).toBeGreaterThanOrEqual(1);
     expect(logLines().some((l) => typeof l.OpenDebtCount === 'number' && (l.OpenDebtCount as number) >= 1 && typeof l.OpenDebtOldestMs === 'number')).toBe(true);
+    // And the blast radius of the workload whose credential is still live, by workload.
+    expect(logLines().some((l) => l.BlastRadiusCredentials === 1 && l.BlastRadiusTargets === 1 && typeof l.Workload === 'string' && (l.Workload as string).startsWith('spiffe://'))).toBe(true);
 
     // A message arriving before the credential's next check was superseded by a later attempt.
     const earlyRecord = sqsRecord(message.MessageBody!);
