@@ -76,7 +76,6 @@ describe('a start-up backlog of expired leases', () => {
         expect(j - i + 1).toBeLessThanOrEqual(Math.ceil(allowed));
       }
     }
-    expect(reports.reduce((n, r) => n + r.throttledMs, 0)).toBeGreaterThan(0);
 
     // And finished: every lease expired, every credential proven rejected, debt measured from expiry.
     expect(reports.length).toBeLessThanOrEqual(Math.ceil(LEASES / BATCH) + 1);

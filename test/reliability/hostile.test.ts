@@ -176,7 +176,7 @@ describe('hostile input, hand-written', () => {
       const err = await rejection(broker.lifecycle.taskStarted(c.detail));
       expect(err.message, c.name).toMatch(c.reason);
       expect(err.message.length, `${c.name}: reason length`).toBeLessThanOrEqual(MAX_REASON);
-      expect(Date.now() - started, `${c.name}: rejected quickly`).toBeLessThan(2_000);
+      expect(Date.now() - started, `${c.name}: rejected quickly`).toBeLessThan(5_000);
     }
     // Each rejection was announced (Lease Denied, invalid-event) with a bounded message too.
     const denied = ofType(brokerEvents, DETAIL_TYPES.leaseDenied).map((e) => e.detail as { taskId: string; reason: { code: string; message: string } });
