@@ -7,15 +7,19 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import type { Context } from 'aws-lambda';
-import { runReaper } from '../shared/lease/reaper.ts';
+import { createReaperState, runReaper } from '../shared/lease/reaper.ts';
 import { blastRadius } from '../shared/metrics/blast-radius.ts';
 import type { ReaperReport } from '../shared/lease/reaper.ts';
 import { logger, metrics, tracer } from './lib/powertools.ts';
 import { getRuntime } from './lib/runtime.ts';
 
+// Per container: the per-target token bucket and the reconciliation cadence span invocations
+// (the construct keeps the reaper to one concurrent execution, so this is the only bucket).
+const state = createReaperState();
+
 export const lambdaHandler = async (_event: unknown, _context: Context): Promise<ReaperReport> => {
   const rt = getRuntime();
-  const report = await runReaper(rt.lifecycle, { ledger: rt.ledger, clock: rt.clock, log: rt.log }, { verifyDeadlineMs: rt.verifyDeadlineMs });
+  const report = await runReaper(rt.lifecycle, { ledger: rt.ledger, clock: rt.clock, log: rt.log, targets: rt.targets, state }, { verifyDeadlineMs: rt.verifyDeadlineMs });
   rt.observer.openDebt(report.openDebt.count, report.openDebt.oldestMs);
   // Blast radius: how far each workload's identity reached since the previous run. Credentials
   // live in that window were requested within the longest lease before it.

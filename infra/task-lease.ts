@@ -116,7 +116,8 @@ export interface TaskLeaseProps {
 
   /**
    * Reserved concurrency per function.
-   * @default - no reservation (the account's unreserved pool)
+   * @default - 1 for the reaper (one run at a time: its per-target rate limit is per process);
+   *   no reservation for the others (the account's unreserved pool)
    */
   readonly reservedConcurrency?: Partial<Record<TaskLeaseFunctionName, number>>;
 
@@ -450,7 +451,8 @@ export class TaskLease extends Construct {
         role,
         logGroup,
         environment,
-        reservedConcurrentExecutions: props.reservedConcurrency?.[name],
+        // One reaper at a time: its per-target rate limit is per process, and overlapping runs only race.
+        reservedConcurrentExecutions: props.reservedConcurrency?.[name] ?? (name === 'reaper' ? 1 : undefined),
         ...(vpcAttachment ?? {}),
         bundling: {
           // Never Docker: the local esbuild from package.json bundles, offline.

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { LeaseLifecycle } from '../shared/lease/lifecycle.ts';
 import type { LifecycleLogger, LifecycleObserver, LifecycleOptions } from '../shared/lease/lifecycle.ts';
-import { runReaper } from '../shared/lease/reaper.ts';
+import { createReaperState, runReaper } from '../shared/lease/reaper.ts';
 import type { ReaperOptions, ReaperReport } from '../shared/lease/reaper.ts';
 import type { Clock } from '../shared/lease/ports.ts';
 import { systemClock } from '../shared/lease/ports.ts';
@@ -115,7 +115,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     bus.on('task-started', (e) => lifecycle.taskStarted(e.detail));
     bus.on('task-ended', (e) => lifecycle.taskEnded(e.detail));
 
-    const reap = (o?: Partial<ReaperOptions>) => runReaper(lifecycle, { ledger, clock, log: options.log }, { ...options.reaper, ...o });
+    // One state per runtime: the per-target rate limit and the reconciliation cadence span runs.
+    const reaperState = createReaperState();
+    const reap = (o?: Partial<ReaperOptions>) =>
+      runReaper(lifecycle, { ledger, clock, log: options.log, targets, state: reaperState }, { ...options.reaper, ...o });
     const interval = options.reaperIntervalMs ?? config.settings.reaperIntervalSeconds * 1000;
     if (interval !== false) {
       let running = false;

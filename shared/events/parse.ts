@@ -3,11 +3,16 @@ import { InvalidEventError } from '../lease/errors.ts';
 
 /** One line per issue, each naming the field: `grants[0].target: must be lower-case …`. */
 export function describeIssues(error: z.ZodError): string {
-  return error.issues
+  // Bounded: hostile input (a 100 KB key) must not become a 100 KB reason in logs and events.
+  const text = error.issues
     .slice(0, 5)
-    .map((i) => `${i.path.length ? formatPath(i.path) : '(detail)'}: ${i.message}`)
+    .map((i) => `${i.path.length ? formatPath(i.path) : '(detail)'}: ${i.message.slice(0, MAX_ISSUE_MESSAGE)}`)
     .join('; ');
+  return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON)}…` : text;
 }
+
+const MAX_ISSUE_MESSAGE = 200;
+const MAX_REASON = 900;
 
 function formatPath(path: PropertyKey[]): string {
   return path

@@ -13,7 +13,7 @@ import type {
   TaskCallback,
   VerifiedWorkload,
 } from './ports.ts';
-import type { CredentialRecord, EndOutcome, LeaseRecord } from './records.ts';
+import type { CredentialRecord, EndOutcome, LeaseRecord, LeaseWithCredentials } from './records.ts';
 import { avoidedDebtMs, openDebtMs, trustDebtMs } from './trust-debt.ts';
 
 /** Structured, secret-free logging; Powertools' Logger and the local console logger both fit. */
@@ -95,6 +95,24 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 /** A rejection reason quotes the input's own keys; an attacker's keys can be megabytes long. */
 const MAX_INVALID_REASON = 1_000;
+/** Denials a later, corrected request may overturn (never a tombstone, never one that issued anything). */
+const REOPENABLE = new Set<DenialCode>([
+  'svid-invalid',
+  'svid-expired',
+  'svid-untrusted',
+  'svid-replayed',
+  'policy-no-rule',
+  'policy-grant-not-allowed',
+  'policy-duration-exceeded',
+  'policy-initiator-not-allowed',
+  'unknown-target',
+]);
+
+function isReopenable(found: LeaseWithCredentials): boolean {
+  const { lease, credentials } = found;
+  return lease.state === 'denied' && !lease.tombstone && credentials.length === 0 && lease.denial !== undefined && REOPENABLE.has(lease.denial.code);
+}
+
 function boundInvalid(err: unknown): unknown {
   if (!(err instanceof InvalidEventError) || err.message.length <= MAX_INVALID_REASON) return err;
   return new InvalidEventError(`${err.message.slice(0, MAX_INVALID_REASON)}… (reason truncated)`);
@@ -140,7 +158,11 @@ export class LeaseLifecycle {
     }
 
     const existing = await this.deps.ledger.getLease(taskId);
-    if (existing) return this.onExistingLease(existing.lease, detail, workload);
+    // A denial for a bad SVID or a policy refusal does not burn the task id: otherwise anyone who
+    // can put a forged event on the bus first could block a real task, and an engine could never
+    // retry with a fresh SVID. Only a request that passes every check below reopens it.
+    const reopen = existing !== undefined && isReopenable(existing);
+    if (existing && !reopen) return this.onExistingLease(existing.lease, detail, workload);
 
     const decision = this.deps.policy.evaluate({
       workload: workload.spiffeId,
@@ -172,7 +194,11 @@ export class LeaseLifecycle {
       lockedUntil: now + this.opts.lockMs,
       taskToken: detail.taskToken,
     };
-    if (!(await this.deps.ledger.createLease(lease))) {
+    const { taskId: _key, ...fields } = lease;
+    const opened = reopen
+      ? await this.deps.ledger.updateLease(taskId, ['denied'], { ...fields, denial: undefined, closedAt: undefined })
+      : await this.deps.ledger.createLease(lease);
+    if (!opened) {
       const raced = await this.deps.ledger.getLease(taskId);
       return raced ? this.onExistingLease(raced.lease, detail, workload) : { status: 'in-progress', taskId };
     }
@@ -323,7 +349,7 @@ export class LeaseLifecycle {
 
     if (prior) {
       // A worker died after writing the intent; the target may hold a half-made credential.
-      await driver.revoke({ taskId: lease.taskId, grant, externalId, metadata: prior.metadata });
+      await driver.revoke({ taskId: lease.taskId, grant, externalId, metadata: prior.metadata, intentAt: prior.intentAt });
     } else {
       const intent: CredentialRecord = {
         taskId: lease.taskId,
@@ -528,7 +554,7 @@ export class LeaseLifecycle {
     });
     if (!driver) return this.recordOpen(current, `no driver configured for target ${cred.target}`, 'revoking');
 
-    const ctx = { taskId: cred.taskId, grant: cred.grant, externalId: cred.externalId, metadata: cred.metadata, naturalExpiry: cred.naturalExpiry };
+    const ctx = { taskId: cred.taskId, grant: cred.grant, externalId: cred.externalId, metadata: cred.metadata, naturalExpiry: cred.naturalExpiry, intentAt: cred.intentAt };
     try {
       await driver.revoke(ctx);
     } catch (err) {
@@ -647,9 +673,12 @@ export class LeaseLifecycle {
       closedAt: now,
     });
     if (!created) {
-      // The task already has a record (a lease or an earlier denial): never overwrite it.
+      // The task already has a record: never overwrite a lease; an earlier denial gets the latest reason.
       const existing = await this.deps.ledger.getLease(detail.taskId);
       if (existing && existing.lease.state !== 'denied') return { status: 'duplicate', taskId: detail.taskId, state: existing.lease.state };
+      if (existing && isReopenable(existing)) {
+        await this.deps.ledger.updateLease(detail.taskId, ['denied'], { denial: { code, message }, workload, initiator: detail.initiator, workflow: detail.workflow, rule, grants: detail.grants });
+      }
     }
     await this.publishDenied(detail, workload, code, message);
     return { status: 'denied', taskId: detail.taskId, code, message };

@@ -64,6 +64,11 @@ export interface RevokeContext {
   externalId: string;
   metadata?: Record<string, string>;
   naturalExpiry?: number;
+  /**
+   * When the write-ahead intent was recorded: nothing issued for it can predate this, so a driver
+   * whose credentials have a maximum lifetime can bound a credential it knows nothing else about.
+   */
+  intentAt?: number;
 }
 
 export interface VerifyContext extends RevokeContext {

@@ -160,6 +160,9 @@ export const AwsRoleAccessSchema = z.strictObject({
 });
 export type AwsRoleAccess = z.output<typeof AwsRoleAccessSchema>;
 
+/** Clock slack when bounding a session by its intent's time. */
+const INTENT_SLACK_MS = 5 * 60_000;
+
 // ─── Probes ───────────────────────────────────────────────────────────────────
 
 /** Static session credentials, as the SDK clients accept them. */
@@ -498,6 +501,11 @@ export class AwsRoleDriver implements TargetDriver {
   async verify(ctx: VerifyContext): Promise<VerifyResult> {
     const expiresAt = ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
     if (expiresAt !== undefined && expiresAt <= this.now()) return 'rejected';
+    // Nothing is known of the session (an ambiguous AssumeRole failure): none issued after the
+    // intent can outlive the longest session STS would grant, plus clock slack.
+    if (expiresAt === undefined && ctx.intentAt !== undefined && ctx.intentAt + this.settings.maxSessionSeconds * 1000 + INTENT_SLACK_MS <= this.now()) {
+      return 'rejected';
+    }
     if (this.refused.has(ctx.externalId) && !ctx.metadata?.sessionName) return 'rejected';
     const s = ctx.secret;
     if (!s?.accessKeyId || !s.secretAccessKey || !s.sessionToken) return 'inconclusive';

@@ -296,6 +296,9 @@ describe('functions', () => {
       State: 'ENABLED',
       Target: Match.objectLike({ Arn: r(tl.functions.reaper.functionArn), RetryPolicy: { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 120 } }),
     });
+    // One reaper at a time by default (its per-target rate limit is per process).
+    expect(t.toJSON().Resources[id(tl.functions.reaper)].Properties.ReservedConcurrentExecutions).toBe(1);
+    expect(t.toJSON().Resources[id(tl.functions.taskStarted)].Properties.ReservedConcurrentExecutions).toBeUndefined();
     const schedule = Object.values(t.findResources('AWS::Scheduler::Schedule'))[0]!;
     const roleId = schedule.Properties.Target.RoleArn['Fn::GetAtt'][0] as string;
     const statements = identityStatements(t).filter((x) => x.roles.includes(roleId)).map((x) => x.statement);

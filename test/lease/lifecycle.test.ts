@@ -160,6 +160,28 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect((await rt.lifecycle.taskEnded({ taskId: 'life-svid-a', outcome: 'succeeded' })).status).toBe('closed');
   });
 
+  it('a forged or refused Task Started does not burn the task id: a valid request later gets its lease', async () => {
+    // Signed by a key no trust bundle knows: refused, recorded, nothing issued.
+    const { startSpiffeIssuer } = await import('../../local/spiffe-issuer.ts');
+    const rogue = await startSpiffeIssuer({ trustDomain: 'demo.tasklease.local' });
+    const forged = await rogue.mint({ spiffeId: READER, audience: rt.config.audience });
+    await rogue.close();
+    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['read'], forged))).toMatchObject({ status: 'denied', code: 'svid-untrusted' });
+    // A policy refusal for the same task id: the record keeps the latest reason.
+    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['write']))).toMatchObject({ status: 'denied', code: 'policy-grant-not-allowed' });
+    expect((await rt.ledger.getLease('life-reopen'))?.lease.denial?.code).toBe('policy-grant-not-allowed');
+
+    const ok = await rt.lifecycle.taskStarted(await started('life-reopen', READER));
+    expect(ok.status).toBe('issued');
+    const record = await rt.ledger.getLease('life-reopen');
+    expect(record?.lease).toMatchObject({ state: 'active', workload: READER });
+    expect(record?.lease.denial).toBeUndefined();
+    await secretOf('life-reopen');
+    expect((await rt.lifecycle.taskEnded({ taskId: 'life-reopen', outcome: 'succeeded' })).status).toBe('closed');
+    // A closed lease is never reopened.
+    expect((await rt.lifecycle.taskStarted(await started('life-reopen', READER))).status).toBe('duplicate');
+  });
+
   it('denies a grant the rule does not allow, records why, and issues nothing', async () => {
     const denied = await rt.lifecycle.taskStarted(await started('life-greedy', READER, ['read', 'write']));
     expect(denied).toMatchObject({ status: 'denied', code: 'policy-grant-not-allowed' });

@@ -218,6 +218,13 @@ describe('issue', () => {
     const ctx2 = issueCtx('t-5xx');
     await expect(d.issue(ctx2)).rejects.toThrow(TargetError);
     expect(await d.verify({ taskId: 't-5xx', grant: ctx2.grant, externalId: ctx2.externalId })).toBe('inconclusive');
+    // …until no session issued after its intent could still be alive (longest session + slack).
+    const intentAt = clock;
+    const unknown = { taskId: 't-5xx', grant: ctx2.grant, externalId: ctx2.externalId, intentAt };
+    clock = intentAt + 3600_000;
+    expect(await d.verify(unknown)).toBe('inconclusive');
+    clock = intentAt + 3600_000 + 5 * 60_000;
+    expect(await d.verify(unknown)).toBe('rejected');
   });
 });
 
