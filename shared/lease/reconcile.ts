@@ -2,6 +2,7 @@ import { describeError } from './errors.ts';
 import type { LifecycleLogger } from './lifecycle.ts';
 import type { Clock, Ledger, TargetDriver, TargetRegistry, VerifyResult } from './ports.ts';
 import type { CredentialRecord } from './records.ts';
+import { listUnverifiedCredentials } from './open-items.ts';
 
 /**
  * Reconciliation (issue 5 §2): what exists on each target against what the ledger says.
@@ -66,18 +67,6 @@ export interface ReconcileDeps {
   acquire?: (target: string) => Promise<void>;
 }
 
-/** Every credential the ledger still has open (not verified), all pages. */
-async function openCredentials(ledger: Ledger, pageSize: number): Promise<CredentialRecord[]> {
-  const out: CredentialRecord[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await ledger.listOpen(Number.MAX_SAFE_INTEGER, pageSize, cursor);
-    out.push(...page.credentials);
-    cursor = page.cursor;
-  } while (cursor !== undefined);
-  return out;
-}
-
 function namedDrivers(targets: ReconcileDeps['targets']): Array<{ name: string; driver: TargetDriver }> {
   const names = targets.names?.();
   if (names) return names.flatMap((name) => (targets.get(name) ? [{ name, driver: targets.get(name) as TargetDriver }] : []));
@@ -105,7 +94,7 @@ export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileO
   if (onTarget.size === 0) return report;
 
   // 2. What the ledger accounts for.
-  const open = await openCredentials(deps.ledger, opts.pageSize);
+  const open = await listUnverifiedCredentials(deps.ledger, opts.pageSize);
   report.ledgerOpen = open.length;
   const accounted = new Set(open.map((c) => `${c.target}\u0000${c.externalId}`));
 
@@ -124,7 +113,7 @@ export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileO
   }
   if (candidates.length && opts.graceMs > 0) {
     await deps.clock.sleep(opts.graceMs);
-    const again = new Set((await openCredentials(deps.ledger, opts.pageSize)).map((c) => `${c.target}\u0000${c.externalId}`));
+    const again = new Set((await listUnverifiedCredentials(deps.ledger, opts.pageSize)).map((c) => `${c.target}\u0000${c.externalId}`));
     candidates = candidates.filter((c) => !again.has(`${c.target}\u0000${c.externalId}`));
   }
 

@@ -5,6 +5,7 @@ import { openDebtMs, summarizeDebt } from '../lease/trust-debt.ts';
 import type { DebtSummary } from '../lease/trust-debt.ts';
 import { blastRadius } from '../metrics/blast-radius.ts';
 import type { WorkloadBlastRadius } from '../metrics/blast-radius.ts';
+import { listUnverifiedCredentials } from '../lease/open-items.ts';
 
 /** Which leases a report covers. The window applies to the lease's `requestedAt`, like `Ledger.listLeases`. */
 export interface ReportFilter {
@@ -176,17 +177,7 @@ export function buildReport(all: readonly LeaseWithCredentials[], options: Build
   };
 }
 
-/** Every credential not yet proven rejected, whatever its due time, through the ledger's open index. */
-export async function listUnverifiedCredentials(ledger: Ledger, pageSize = 200): Promise<CredentialRecord[]> {
-  const out: CredentialRecord[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await ledger.listOpen(Number.MAX_SAFE_INTEGER, pageSize, cursor);
-    out.push(...page.credentials);
-    cursor = page.cursor;
-  } while (cursor !== undefined);
-  return out;
-}
+export { listUnverifiedCredentials };
 
 /** Reads what a report needs from the ledger and builds it. */
 export async function loadReport(ledger: Ledger, filter: ReportFilter = {}, now = Date.now()): Promise<Report> {
