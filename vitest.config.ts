@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    reporters: ['default', './test/support/summary-reporter.ts'],
     // Integration suites each boot their own embedded PostgreSQL/dynalite on free ports;
     // two cores, so keep parallelism modest.
     maxWorkers: 2,
