@@ -79,7 +79,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     // The config names the local database by placeholder; point every postgres target at the embedded one.
     for (const target of Object.values(config.targets)) {
       if (target.kind === 'postgres') {
-        target.settings = { ...(target.settings as object), host: postgres.host, port: postgres.port, user: postgres.adminUser };
+        // An admin pool as wide as the bus, so revocations do not queue behind each other for a connection.
+        const adminPoolMax = Math.max(4, options.busConcurrency ?? 8);
+        target.settings = { ...(target.settings as object), host: postgres.host, port: postgres.port, user: postgres.adminUser, adminPoolMax };
       }
     }
     const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {

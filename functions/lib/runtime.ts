@@ -6,7 +6,7 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
-import { z } from 'zod';
+import * as z from 'zod';
 import { EventBridgePublisher } from '../../shared/aws/eventbridge-publisher.ts';
 import { lifecycleLogger } from '../../shared/aws/logger.ts';
 import { MetricsObserver, PowertoolsMetricsSink } from '../../shared/aws/metrics-observer.ts';

@@ -1,6 +1,6 @@
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { SQSClient } from '@aws-sdk/client-sqs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { GrantSchema, TaskIdSchema } from '../events/schemas.ts';
 import type { Grant } from '../events/schemas.ts';
 import type { ReverifyScheduler } from '../lease/lifecycle.ts';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { CONTRACT_SCHEMAS } from './schemas.ts';
 
 /** JSON Schema text for each contract schema, as checked in under `json-schema/`. */

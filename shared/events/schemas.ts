@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { JWT_PATTERN, LIMITS, NAME_PATTERN, PRINTABLE_PATTERN, TASK_ID_PATTERN } from './limits.ts';
 
 export const DETAIL_TYPES = {

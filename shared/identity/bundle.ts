@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import type { JWK } from 'jose';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError, TaskLeaseError, describeError } from '../lease/errors.ts';
 import type { Clock } from '../lease/ports.ts';
 import { parseTrustDomain } from './spiffe-id.ts';

@@ -202,7 +202,7 @@ export class LeaseLifecycle {
       const raced = await this.deps.ledger.getLease(taskId);
       return raced ? this.onExistingLease(raced.lease, detail, workload) : { status: 'in-progress', taskId };
     }
-    return this.issueGrants(lease, decision.readerPrincipal, receivedAt);
+    return this.issueGrants(lease, decision.readerPrincipal, receivedAt, !reopen);
   }
 
   private async onExistingLease(lease: LeaseRecord, detail: TaskStarted, workload: VerifiedWorkload): Promise<StartResult> {
@@ -250,11 +250,13 @@ export class LeaseLifecycle {
     return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
   }
 
-  private async issueGrants(lease: LeaseRecord, readerPrincipal: string | undefined, receivedAt: number): Promise<StartResult> {
+  private async issueGrants(lease: LeaseRecord, readerPrincipal: string | undefined, receivedAt: number, fresh = false): Promise<StartResult> {
     const { taskId } = lease;
     const workload = lease.workload as string;
     const expiresAt = lease.expiresAt as number;
-    const existing = new Map(((await this.deps.ledger.getLease(taskId))?.credentials ?? []).map((c) => [grantKey(c.grant), c]));
+    // A lease we just created has no credentials yet; a taken-over one may have some.
+    const prior = fresh ? [] : ((await this.deps.ledger.getLease(taskId))?.credentials ?? []);
+    const existing = new Map(prior.map((c) => [grantKey(c.grant), c]));
 
     const results = await Promise.allSettled(
       lease.grants.map((grant) => this.issueOne(lease, grant, existing.get(grantKey(grant)), readerPrincipal)),
@@ -274,7 +276,8 @@ export class LeaseLifecycle {
     const activated = await this.deps.ledger.updateLease(
       taskId,
       ['issuing'],
-      { state: 'active', issuedAt, lockedUntil: undefined, taskToken: undefined },
+      // expiresAt is the active lease's due time in the open index: carried so the write needs no read.
+      { state: 'active', issuedAt, expiresAt, lockedUntil: undefined, taskToken: undefined },
       { notEndRequested: true },
     );
     // A lost response to an applied write reads as a failed condition: our own issuedAt says it won.
@@ -547,10 +550,13 @@ export class LeaseLifecycle {
       endedAt: cred.endedAt ?? endedAt,
       revokeStartedAt: cred.revokeStartedAt ?? start,
     };
+    // Due again after our lock, should this worker die mid-way (carried so the write needs no read).
+    const dueIfAbandoned = () => this.deps.clock.now() + this.opts.lockMs;
     await this.deps.ledger.updateCredential(cred.taskId, key, ['intent', 'issued', 'revoking', 'still-valid'], {
       state: 'revoking',
       endedAt: current.endedAt,
       revokeStartedAt: current.revokeStartedAt,
+      nextCheckAt: dueIfAbandoned(),
     });
     if (!driver) return this.recordOpen(current, `no driver configured for target ${cred.target}`, 'revoking');
 
@@ -561,10 +567,9 @@ export class LeaseLifecycle {
       // A failed revoke is an attempt too: the count drives the backoff and shows the debt's history.
       return this.recordOpen({ ...current, verifyAttempts: current.verifyAttempts + 1 }, describeError(err), 'revoking');
     }
-    if (current.revokedAt === undefined) {
-      current = { ...current, revokedAt: this.deps.clock.now() };
-      await this.deps.ledger.updateCredential(cred.taskId, key, ['revoking'], { revokedAt: current.revokedAt });
-    }
+    // Recorded with the next write (an attempt that did not prove rejection, or the verification):
+    // a crash before it only means the idempotent revoke runs again.
+    if (current.revokedAt === undefined) current = { ...current, revokedAt: this.deps.clock.now() };
 
     // The old secret, if the store still has it, lets the driver prove rejection by trying it.
     // An intent has no secretName yet, but its issue may have delivered one: names are derived.
@@ -582,8 +587,14 @@ export class LeaseLifecycle {
         lastError = describeError(err);
       }
       current = { ...current, verifyAttempts: current.verifyAttempts + 1 };
-      await this.deps.ledger.updateCredential(cred.taskId, key, ['revoking'], { verifyAttempts: current.verifyAttempts, lastError });
+      // The proving attempt is recorded by the `verified` write itself; every other one now.
       if (result === 'rejected') break;
+      await this.deps.ledger.updateCredential(cred.taskId, key, ['revoking'], {
+        verifyAttempts: current.verifyAttempts,
+        revokedAt: current.revokedAt,
+        lastError,
+        nextCheckAt: dueIfAbandoned(),
+      });
       if (result === 'still-valid') {
         last = 'still-valid';
         this.deps.observer?.stillValid?.(current);
@@ -608,6 +619,8 @@ export class LeaseLifecycle {
     const verified: CredentialRecord = { ...current, state: 'verified', verifiedAt, trustDebtMs: debt, avoidedDebtMs: avoided, lastError: undefined, nextCheckAt: undefined };
     await this.deps.ledger.updateCredential(cred.taskId, key, ['revoking'], {
       state: 'verified',
+      revokedAt: current.revokedAt,
+      verifyAttempts: current.verifyAttempts,
       verifiedAt,
       trustDebtMs: debt,
       avoidedDebtMs: avoided,
@@ -628,6 +641,7 @@ export class LeaseLifecycle {
     await this.deps.ledger.updateCredential(cred.taskId, grantKey(cred.grant), ['revoking', 'still-valid'], {
       state,
       lastError: error,
+      revokedAt: cred.revokedAt,
       verifyAttempts: cred.verifyAttempts,
       nextCheckAt: open.nextCheckAt,
     });

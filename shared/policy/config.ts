@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import type { Document, YAMLError } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { AccessNameSchema, TargetNameSchema } from '../events/schemas.ts';
 import { LIMITS, PRINTABLE_PATTERN } from '../events/limits.ts';
 import { ConfigError } from '../lease/errors.ts';

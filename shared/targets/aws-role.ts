@@ -43,7 +43,7 @@ import { createHash } from 'node:crypto';
 import { GetRoleCommand, GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import type { Role } from '@aws-sdk/client-iam';
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Grant } from '../events/schemas.ts';
 import { describeIssues } from '../events/parse.ts';
 import { ConfigError, TargetError } from '../lease/errors.ts';

@@ -1,7 +1,7 @@
 import { createHash, createHmac, pbkdf2, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Grant } from '../events/schemas.ts';
 import { describeIssues } from '../events/parse.ts';
 import { ConfigError, TargetError } from '../lease/errors.ts';
@@ -430,16 +430,34 @@ export class PostgresDriver implements TargetDriver {
 
   /** Best effort: keeps CREATE ROLE out of statement logs where the admin may change these settings. */
   private async quietLogging(client: pg.PoolClient): Promise<void> {
+    // Learned once per driver: which settings this admin may set. Afterwards one round trip.
+    if (this.quietAllowed) {
+      await client.query('SAVEPOINT tl_quiet');
+      try {
+        await client.query(`SELECT ${this.quietAllowed.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`, this.quietAllowed.flat());
+        await client.query('RELEASE SAVEPOINT tl_quiet');
+        return;
+      } catch {
+        // Privileges changed under us: learn again, one setting at a time.
+        await client.query('ROLLBACK TO SAVEPOINT tl_quiet');
+        this.quietAllowed = undefined;
+      }
+    }
+    const allowed: Array<readonly [string, string]> = [];
     for (const [name, value] of QUIET_SETTINGS) {
       await client.query('SAVEPOINT tl_quiet');
       try {
         await client.query('SELECT set_config($1, $2, true)', [name, value]);
         await client.query('RELEASE SAVEPOINT tl_quiet');
+        allowed.push([name, value]);
       } catch {
         await client.query('ROLLBACK TO SAVEPOINT tl_quiet');
       }
     }
+    if (allowed.length) this.quietAllowed = allowed;
   }
+
+  private quietAllowed: Array<readonly [string, string]> | undefined;
 
   private async revokeOnce(role: string, oids: Set<string>): Promise<void> {
     const roleId = escapeIdentifier(role);
@@ -454,7 +472,8 @@ export class PostgresDriver implements TargetDriver {
       await this.ignoreMissingRole(this.pool.query(`ALTER ROLE ${roleId} WITH NOLOGIN PASSWORD NULL`));
     }
     // Sessions survive NOLOGIN, a password change and even DROP ROLE: end them explicitly.
-    await this.drainSessions(role, oids);
+    // One quiet look suffices here: the drain after DROP ROLE (and verify) look again.
+    await this.drainSessions(role, oids, 1);
 
     if (oid) {
       // Ownership and privileges are per database: clean the target database, then every other
@@ -532,26 +551,35 @@ export class PostgresDriver implements TargetDriver {
   }
 
   /** Terminates the role's backends until none is seen twice in a row, or fails after the drain timeout. */
-  private async drainSessions(role: string, oids: Set<string>): Promise<void> {
+  private async drainSessions(role: string, oids: Set<string>, quietLooks = 2): Promise<void> {
     const deadline = Date.now() + this.settings.sessionDrainTimeoutMs;
     let quiet = 0;
     for (;;) {
-      const pids = await this.sessionPids(role, oids);
+      // Find and signal in one round trip; then poll below: the timeout form of
+      // pg_terminate_backend waits for each backend in turn at ~100 ms granularity.
+      const pids = await this.terminateSessions(role, oids);
       if (pids.length === 0) {
-        if (++quiet >= 2) return;
+        if (++quiet >= quietLooks) return;
       } else {
         quiet = 0;
-        // Signal them all at once and poll below: the timeout form of pg_terminate_backend waits
-        // for each backend in turn at ~100 ms granularity.
-        await this.pool.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]);
       }
       if (Date.now() > deadline) {
         throw new PostgresTargetError(
           `postgres revoke: sessions of ${role} still open after ${this.settings.sessionDrainTimeoutMs} ms`,
         );
       }
-      await sleep(pids.length === 0 ? 20 : 50);
+      await sleep(pids.length === 0 ? 5 : 20);
     }
+  }
+
+  /** Signals every backend of the role (by name or by oid); returns the pids it signalled. */
+  private async terminateSessions(role: string, oids: Iterable<string>): Promise<number[]> {
+    const { rows } = await this.pool.query<{ pid: number }>(
+      `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE (usename = $1 OR usesysid = ANY($2::oid[])) AND pid <> pg_backend_pid()`,
+      [role, [...oids]],
+    );
+    return rows.map((r) => r.pid);
   }
 
   /** 'refused' means PostgreSQL rejected the login itself; the caller then checks sessions. */
