@@ -70,7 +70,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
   };
   try {
     const [dynamo, postgres, issuer] = await Promise.all([
-      startDynalite(),
+      startDynalite({ childProcess: true }),
       startEmbeddedPostgres(),
       startSpiffeIssuer({ trustDomain, clock }),
     ]);
