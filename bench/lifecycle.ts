@@ -10,15 +10,14 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import pg from 'pg';
 import YAML from 'yaml';
 import { DETAIL_TYPES } from '../shared/events/schemas.ts';
-import type { Grant, LeaseIssued, TaskStarted } from '../shared/events/schemas.ts';
+import type { LeaseIssued, TaskStarted } from '../shared/events/schemas.ts';
 import type { BusEvent } from '../shared/events/routing.ts';
 import type { LifecycleObserver } from '../shared/lease/lifecycle.ts';
 import type { CredentialRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 import { percentile, summarizeDebt } from '../shared/lease/trust-debt.ts';
-import { waitForEvent } from '../local/demo.ts';
+import { connectWithSecret, DEMO_WORKLOADS, waitForEvent } from '../local/demo.ts';
 import { DEFAULT_CONFIG_PATH, startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import { CpuMeter, PgConnectionSampler, RssSampler, postmasterPid } from './samplers.ts';
@@ -33,19 +32,8 @@ import type { WhatIf } from './what-if.ts';
 /** The lease length the demo asks for (local/demo.ts `runDemoTask`); the TTL-only baseline depends on it. */
 export const LEASE_SECONDS = 900;
 
-const TD = 'spiffe://demo.tasklease.local';
-/** The demo's workloads (local/main.ts), round-robin: 4 PostgreSQL credentials per 3 tasks. */
-export const BENCH_WORKLOADS: ReadonlyArray<{ spiffeId: string; grants: Grant[] }> = [
-  { spiffeId: `${TD}/etl/nightly`, grants: [{ target: 'orders-db', access: 'read' }] },
-  { spiffeId: `${TD}/etl/hourly`, grants: [{ target: 'orders-db', access: 'read' }] },
-  {
-    spiffeId: `${TD}/billing/writer`,
-    grants: [
-      { target: 'orders-db', access: 'read' },
-      { target: 'orders-db', access: 'write' },
-    ],
-  },
-];
+/** The demo's workloads (local/demo.ts), round-robin: 4 PostgreSQL credentials per 3 tasks. */
+export const BENCH_WORKLOADS = DEMO_WORKLOADS;
 
 export interface LifecycleBenchOptions {
   tasks: number;
@@ -435,17 +423,7 @@ async function useOnce(rt: LocalRuntime, issued: LeaseIssued): Promise<void> {
   for (const cred of issued.credentials) {
     const secret = await rt.secrets.get(cred.secretName);
     if (!secret) throw new Error(`secret ${cred.secretName} was not delivered`);
-    const client = new pg.Client({
-      host: secret.host,
-      port: Number(secret.port),
-      database: secret.database,
-      user: secret.username,
-      password: secret.password,
-      application_name: 'tasklease-bench-workload',
-      connectionTimeoutMillis: 5_000,
-    });
-    client.on('error', () => undefined);
-    await client.connect();
+    const client = await connectWithSecret(secret, 'tasklease-bench-workload');
     try {
       await client.query('SELECT 1');
     } finally {

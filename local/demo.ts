@@ -11,6 +11,37 @@ export interface DemoWorkload {
   grants: Grant[];
 }
 
+export const DEMO_TRUST_DOMAIN = 'spiffe://demo.tasklease.local';
+
+/** The demo's workloads (tasklease.config.yaml allows each), taken round-robin by the demo and the bench. */
+export const DEMO_WORKLOADS: readonly DemoWorkload[] = [
+  { spiffeId: `${DEMO_TRUST_DOMAIN}/etl/nightly`, grants: [{ target: 'orders-db', access: 'read' }] },
+  { spiffeId: `${DEMO_TRUST_DOMAIN}/etl/hourly`, grants: [{ target: 'orders-db', access: 'read' }] },
+  {
+    spiffeId: `${DEMO_TRUST_DOMAIN}/billing/writer`,
+    grants: [
+      { target: 'orders-db', access: 'read' },
+      { target: 'orders-db', access: 'write' },
+    ],
+  },
+];
+
+/** Connects as the workload would, with a delivered PostgreSQL secret. */
+export async function connectWithSecret(secret: Record<string, string>, applicationName = 'tasklease-demo-workload'): Promise<pg.Client> {
+  const client = new pg.Client({
+    host: secret.host,
+    port: Number(secret.port),
+    database: secret.database,
+    user: secret.username,
+    password: secret.password,
+    application_name: applicationName,
+    connectionTimeoutMillis: 5_000,
+  });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
 export interface DemoTaskOutcome {
   taskId: string;
   workload: string;
@@ -92,15 +123,7 @@ export async function runDemoTask(deps: DemoDeps, taskId: string, workload: Demo
 async function useCredential(secrets: SecretStore, secretName: string, grant: Grant): Promise<string[]> {
   const secret = await secrets.get(secretName);
   if (!secret) throw new Error(`secret ${secretName} was not delivered`);
-  const client = new pg.Client({
-    host: secret.host,
-    port: Number(secret.port),
-    database: secret.database,
-    user: secret.username,
-    password: secret.password,
-    connectionTimeoutMillis: 5_000,
-  });
-  await client.connect();
+  const client = await connectWithSecret(secret);
   const checks: string[] = [];
   try {
     const { rows } = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM orders');

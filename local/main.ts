@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { DETAIL_TYPES, grantKey } from '../shared/events/schemas.ts';
 import { summarizeDebt } from '../shared/lease/trust-debt.ts';
 import type { LeaseWithCredentials } from '../shared/lease/records.ts';
-import { runDemoTask } from './demo.ts';
+import { DEMO_TRUST_DOMAIN, DEMO_WORKLOADS, runDemoTask } from './demo.ts';
 import type { DemoTaskOutcome, DemoWorkload } from './demo.ts';
 import { startLocalRuntime } from './runtime.ts';
 import type { LocalRuntime } from './runtime.ts';
@@ -10,18 +10,8 @@ import { consoleLogger } from './log.ts';
 import { startDashboard } from './dashboard/server.ts';
 import type { DashboardHandle } from './dashboard/server.ts';
 
-const TD = 'spiffe://demo.tasklease.local';
-const WORKLOADS: DemoWorkload[] = [
-  { spiffeId: `${TD}/etl/nightly`, grants: [{ target: 'orders-db', access: 'read' }] },
-  { spiffeId: `${TD}/etl/hourly`, grants: [{ target: 'orders-db', access: 'read' }] },
-  {
-    spiffeId: `${TD}/billing/writer`,
-    grants: [
-      { target: 'orders-db', access: 'read' },
-      { target: 'orders-db', access: 'write' },
-    ],
-  },
-];
+const TD = DEMO_TRUST_DOMAIN;
+const WORKLOADS = DEMO_WORKLOADS;
 /** Asks for more than its rule allows: the demo shows the denial and its reason. */
 const GREEDY: DemoWorkload = { spiffeId: `${TD}/etl/nightly`, grants: [{ target: 'orders-db', access: 'write' }] };
 
