@@ -196,7 +196,11 @@ export class LeaseLifecycle {
     };
     const { taskId: _key, ...fields } = lease;
     const opened = reopen
-      ? await this.deps.ledger.updateLease(taskId, ['denied'], { ...fields, denial: undefined, closedAt: undefined })
+      ? // Conditional on the very denial we judged reopenable: a Task Ended may tombstone it meanwhile.
+        await this.deps.ledger.updateLease(taskId, ['denied'], { ...fields, denial: undefined, closedAt: undefined }, {
+          denialCode: existing.lease.denial?.code,
+          notTombstone: true,
+        })
       : await this.deps.ledger.createLease(lease);
     if (!opened) {
       const raced = await this.deps.ledger.getLease(taskId);
@@ -207,9 +211,9 @@ export class LeaseLifecycle {
 
   private async onExistingLease(lease: LeaseRecord, detail: TaskStarted, workload: VerifiedWorkload): Promise<StartResult> {
     if (lease.tombstone) {
-      if (lease.denial) return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
+      if (lease.denial?.code === 'task-already-ended') return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
       const message = `task ${lease.taskId} already ended (${lease.outcome ?? 'unknown outcome'}) before it started; nothing is issued for it`;
-      await this.deps.ledger.updateLease(lease.taskId, ['closed'], {
+      await this.deps.ledger.updateLease(lease.taskId, ['closed', 'denied'], {
         denial: { code: 'task-already-ended', message },
         workload: workload.spiffeId,
         initiator: detail.initiator,
@@ -219,17 +223,27 @@ export class LeaseLifecycle {
       await this.publishDenied(detail, workload.spiffeId, 'task-already-ended', message);
       return { status: 'denied', taskId: lease.taskId, code: 'task-already-ended', message };
     }
-    // A stale `issuing` lease means its worker died; this redelivery finishes the job.
-    if (lease.state === 'issuing' && (lease.lockedUntil ?? 0) < this.deps.clock.now()) {
+    // A stale `issuing` lease means its worker died; a redelivery of *its* start finishes the job.
+    // Only the lease's own workload may, with an SVID not used for another task: anyone else's
+    // valid SVID must not complete (and so become the reader of) someone else's credentials.
+    if (lease.state === 'issuing' && (lease.lockedUntil ?? 0) < this.deps.clock.now() && workload.spiffeId === lease.workload) {
       const now = this.deps.clock.now();
-      if (await this.deps.ledger.updateLease(lease.taskId, ['issuing'], { lockedUntil: now + this.opts.lockMs }, { lockedBefore: now })) {
+      if (
+        (await this.deps.ledger.claimSvid(workload.replayKey, lease.taskId, workload.expiresAt)) &&
+        (await this.deps.ledger.updateLease(lease.taskId, ['issuing'], { lockedUntil: now + this.opts.lockMs }, { lockedBefore: now }))
+      ) {
         const decision = this.deps.policy.evaluate({
-          workload: workload.spiffeId,
+          workload: lease.workload,
           grants: lease.grants,
-          durationSeconds: detail.maxDurationSeconds,
+          durationSeconds: Math.max(1, Math.round(((lease.expiresAt ?? now) - lease.requestedAt) / 1000)),
           initiator: lease.initiator,
         });
-        return this.issueGrants(lease, decision.allowed ? decision.readerPrincipal : undefined, lease.requestedAt);
+        if (!decision.allowed) {
+          // The policy changed while the lease was stalled: it no longer holds, so nothing is issued.
+          await this.rollBack(lease, `issuing resumed after an interruption, but ${decision.message}`);
+          return { status: 'denied', taskId: lease.taskId, code: decision.code, message: decision.message };
+        }
+        return this.issueGrants(lease, decision.readerPrincipal, lease.requestedAt);
       }
     }
     if (lease.state === 'issuing') return { status: 'in-progress', taskId: lease.taskId };
@@ -427,7 +441,7 @@ export class LeaseLifecycle {
     const now = this.deps.clock.now();
     const current = await this.deps.ledger.getLease(lease.taskId);
     const creds = current?.credentials ?? [];
-    await Promise.all(creds.map((c) => this.revokeAndVerify(c, c.endedAt ?? now)));
+    await Promise.all(creds.filter((c) => c.state !== 'verified').map((c) => this.revokeAndVerify(c, c.endedAt ?? now)));
     const allVerified = (await this.deps.ledger.getLease(lease.taskId))?.credentials.every((c) => c.state === 'verified') ?? true;
     await this.deps.ledger.updateLease(lease.taskId, ['issuing'], {
       state: allVerified ? 'denied' : 'ending',
@@ -475,7 +489,15 @@ export class LeaseLifecycle {
       const { lease } = found;
       switch (lease.state) {
         case 'closed':
+          return { status: 'duplicate', taskId, state: lease.state };
         case 'denied':
+          // A reopenable denial could still become a lease: tombstone it, so a later start is refused.
+          if (isReopenable(found)) {
+            if (await this.deps.ledger.updateLease(taskId, ['denied'], { tombstone: true, endedAt, outcome }, { denialCode: lease.denial?.code, notTombstone: true })) {
+              return { status: 'tombstoned', taskId };
+            }
+            continue;
+          }
           return { status: 'duplicate', taskId, state: lease.state };
         case 'issuing':
           if (lease.endRequested) return { status: 'duplicate', taskId, state: lease.state };

@@ -151,7 +151,13 @@ export interface Ledger {
     taskId: string,
     from: LeaseState[],
     patch: Partial<LeaseRecord>,
-    extraCondition?: { lockedBefore?: number; notEndRequested?: boolean },
+    extraCondition?: {
+      lockedBefore?: number;
+      notEndRequested?: boolean;
+      /** The lease's current denial has this code (guards reopening and tombstoning a denial). */
+      denialCode?: DenialCode;
+      notTombstone?: boolean;
+    },
   ): Promise<boolean>;
   /** Write-ahead intent: creates the credential item if absent. */
   createCredential(credential: CredentialRecord): Promise<boolean>;

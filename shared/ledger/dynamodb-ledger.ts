@@ -145,6 +145,8 @@ class Expr {
 interface ExtraCondition {
   lockedBefore?: number;
   notEndRequested?: boolean;
+  denialCode?: string;
+  notTombstone?: boolean;
 }
 
 interface UpdateSpec {
@@ -162,6 +164,8 @@ function conditionHolds(item: Item, spec: UpdateSpec): boolean {
   const { lockedBefore, notEndRequested } = spec.extra;
   if (lockedBefore !== undefined && typeof item.lockedUntil === 'number' && !(item.lockedUntil < lockedBefore)) return false;
   if (notEndRequested && item.endRequested !== undefined && item.endRequested !== false) return false;
+  if (spec.extra.denialCode !== undefined && (item.denial as { code?: unknown } | undefined)?.code !== spec.extra.denialCode) return false;
+  if (spec.extra.notTombstone && item.tombstone !== undefined && item.tombstone !== false) return false;
   return true;
 }
 
@@ -502,6 +506,13 @@ export class DynamoDbLedger implements Ledger {
     }
     if (spec.extra.notEndRequested) {
       const a = e.n('endRequested');
+      conditions.push(`(attribute_not_exists(${a}) OR ${a} = ${e.v(false)})`);
+    }
+    if (spec.extra.denialCode !== undefined) {
+      conditions.push(`${e.n('denial')}.${e.n('code')} = ${e.v(spec.extra.denialCode)}`);
+    }
+    if (spec.extra.notTombstone) {
+      const a = e.n('tombstone');
       conditions.push(`(attribute_not_exists(${a}) OR ${a} = ${e.v(false)})`);
     }
     if (pinned) {

@@ -182,6 +182,33 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect((await rt.lifecycle.taskStarted(await started('life-reopen', READER))).status).toBe('duplicate');
   });
 
+  it('a Task Ended after a refused start tombstones the task: the real start that follows is denied', async () => {
+    const { startSpiffeIssuer } = await import('../../local/spiffe-issuer.ts');
+    const rogue = await startSpiffeIssuer({ trustDomain: 'demo.tasklease.local' });
+    const forged = await rogue.mint({ spiffeId: READER, audience: rt.config.audience });
+    await rogue.close();
+    expect((await rt.lifecycle.taskStarted(await started('life-forged-end', READER, ['read'], forged))).status).toBe('denied');
+    expect((await rt.lifecycle.taskEnded({ taskId: 'life-forged-end', outcome: 'succeeded' })).status).toBe('tombstoned');
+    const late = await rt.lifecycle.taskStarted(await started('life-forged-end', READER));
+    expect(late).toMatchObject({ status: 'denied', code: 'task-already-ended' });
+    const record = await rt.ledger.getLease('life-forged-end');
+    expect(record?.credentials).toHaveLength(0);
+    expect(record?.lease.denial?.code).toBe('task-already-ended');
+  });
+
+  it('a stalled issue is finished only by its own workload, never by another valid SVID', async () => {
+    const now = Date.now();
+    const grants = [{ target: 'orders-db', access: 'read' }];
+    await rt.ledger.createLease({ taskId: 'life-stalled', state: 'issuing', workload: READER, grants, requestedAt: now - 120_000, expiresAt: now + 600_000, lockedUntil: now - 1 });
+    // Another workload with a valid SVID: refused to take over, nothing issued.
+    expect((await rt.lifecycle.taskStarted(await started('life-stalled', WRITER))).status).toBe('in-progress');
+    expect((await rt.ledger.getLease('life-stalled'))?.credentials).toHaveLength(0);
+    // The lease's own workload finishes it.
+    expect((await rt.lifecycle.taskStarted(await started('life-stalled', READER))).status).toBe('issued');
+    await secretOf('life-stalled');
+    expect((await rt.lifecycle.taskEnded({ taskId: 'life-stalled', outcome: 'succeeded' })).status).toBe('closed');
+  });
+
   it('denies a grant the rule does not allow, records why, and issues nothing', async () => {
     const denied = await rt.lifecycle.taskStarted(await started('life-greedy', READER, ['read', 'write']));
     expect(denied).toMatchObject({ status: 'denied', code: 'policy-grant-not-allowed' });
