@@ -86,7 +86,11 @@ export const PostgresSettingsSchema = z
       .min(100, { error: 'must be between 100 and 120000' })
       .max(120_000, { error: 'must be between 100 and 120000' })
       .default(5_000),
-    /** Who receives objects a task role created (REASSIGN OWNED). Default: the admin user. */
+    /**
+     * Who receives objects a task role created (REASSIGN OWNED). Default: the grant's group role,
+     * which already had every privilege the task had. Never the admin by default: a task could
+     * otherwise leave a SECURITY DEFINER function behind that then runs with the admin's rights.
+     */
     reassignOwnedTo: PgIdentifierSchema.optional(),
     /** How long revoke waits for a role's sessions to end before failing (retryably). */
     sessionDrainTimeoutMs: z
@@ -317,9 +321,11 @@ export class PostgresDriver implements TargetDriver {
     const known = ctx.metadata?.roleOid;
     if (known && /^[0-9]+$/.test(known)) oids.add(known);
 
+    const access = Object.hasOwn(this.access, ctx.grant.access) ? this.access[ctx.grant.access] : undefined;
+    const owner = this.settings.reassignOwnedTo ?? access?.groupRole;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.revokeOnce(role, oids);
+        await this.revokeOnce(role, oids, owner);
         return;
       } catch (err) {
         const state = sqlStateOf(err);
@@ -459,7 +465,7 @@ export class PostgresDriver implements TargetDriver {
 
   private quietAllowed: Array<readonly [string, string]> | undefined;
 
-  private async revokeOnce(role: string, oids: Set<string>): Promise<void> {
+  private async revokeOnce(role: string, oids: Set<string>, owner: string | undefined): Promise<void> {
     const roleId = escapeIdentifier(role);
     const found = await this.pool.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [
       role,
@@ -478,27 +484,28 @@ export class PostgresDriver implements TargetDriver {
     if (oid) {
       // Ownership and privileges are per database: clean the target database, then every other
       // database where the catalog says the role still has something.
-      await this.releaseOwned(role, this.settings.database);
+      await this.releaseOwned(role, this.settings.database, owner);
       const others = await this.pool.query<{ datname: string }>(
         `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
           WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1::oid AND d.datname <> current_database()
             AND d.datallowconn`,
         [oid],
       );
-      for (const { datname } of others.rows) await this.releaseOwned(role, datname);
+      for (const { datname } of others.rows) await this.releaseOwned(role, datname, owner);
       await this.pool.query(`DROP ROLE IF EXISTS ${roleId}`);
     }
     // A login that passed authentication just before NOLOGIN committed can appear late: look again.
     await this.drainSessions(role, oids);
   }
 
-  private async releaseOwned(role: string, database: string): Promise<void> {
+  private async releaseOwned(role: string, database: string, owner: string | undefined): Promise<void> {
     const roleId = escapeIdentifier(role);
-    const to = this.settings.reassignOwnedTo ? escapeIdentifier(this.settings.reassignOwnedTo) : 'CURRENT_USER';
+    // No known owner (an access level removed from the config since): drop, never give to the admin.
+    const to = owner ? escapeIdentifier(owner) : undefined;
     await this.inDatabase(database, async (q) => {
       try {
         await q('BEGIN');
-        await q(`REASSIGN OWNED BY ${roleId} TO ${to}`);
+        if (to) await q(`REASSIGN OWNED BY ${roleId} TO ${to}`);
         await q(`DROP OWNED BY ${roleId}`);
         await q('COMMIT');
       } catch (err) {

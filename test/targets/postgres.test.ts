@@ -215,8 +215,9 @@ describe('verify and revoke', () => {
     await c.end().catch(() => undefined);
 
     expect(await roleExists(db(), ref.externalId)).toBe(false);
+    // Handed to the grant's group role (which had every privilege the task had), never to the admin.
     const owner = await adminQuery<{ owner: string }>(db(), 'SELECT tableowner AS owner FROM pg_tables WHERE tablename = $1', [table]);
-    expect(owner).toEqual([{ owner: db().adminUser }]);
+    expect(owner).toEqual([{ owner: db().access.write.groupRole }]);
     const left = await adminQuery(db(), 'SELECT 1 FROM pg_shdepend WHERE refobjid = $1::oid', [ref.metadata?.roleOid]);
     expect(left).toEqual([]);
     expect(await driver.verify({ ...ref, secret: cred.secret })).toBe('rejected');
@@ -236,7 +237,7 @@ describe('verify and revoke', () => {
     await driver.revoke(ref);
     expect(await roleExists(db(), ref.externalId)).toBe(false);
     const owner = await adminQuery<{ owner: string }>(db(), "SELECT tableowner AS owner FROM pg_tables WHERE tablename = 'side_table'", [], 'side');
-    expect(owner).toEqual([{ owner: db().adminUser }]);
+    expect(owner).toEqual([{ owner: db().access.read.groupRole }]);
   });
 
   it('revoke is idempotent: twice, and for a role never created', async () => {
@@ -332,7 +333,7 @@ describe('least-privilege admin (CREATEROLE, not superuser: the RDS shape)', () 
     expect(await limited.verify({ ...ref, secret: cred.secret })).toBe('rejected');
     expect(await roleExists(db(), externalId)).toBe(false);
     const owner = await adminQuery(db(), 'SELECT tableowner FROM pg_tables WHERE tablename = $1', [table]);
-    expect(owner).toEqual([{ tableowner: 'tasklease_admin' }]);
+    expect(owner).toEqual([{ tableowner: db().access.write.groupRole }]);
   });
 
   it('a privilege the admin cannot revoke: the credential is dead, the error says why, and it is retried', async () => {
