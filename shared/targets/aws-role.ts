@@ -476,26 +476,40 @@ export class AwsRoleDriver implements TargetDriver {
     if (!roleId) throw new TargetError(`role ${this.settings.roleArn} has no RoleId`);
     const maxSessionMs = Math.max(role.MaxSessionDuration ?? 3600, this.settings.maxSessionSeconds) * 1000;
 
-    let current: string | undefined;
-    try {
-      current = (await this.clients.iam.send(new GetRolePolicyCommand({ RoleName: this.roleName, PolicyName: REVOCATION_POLICY_NAME }))).PolicyDocument;
-    } catch (err) {
-      if (!isAwsError(err, 'NoSuchEntityException', 'NoSuchEntity')) throw this.iamError('GetRolePolicy', err);
-    }
-    const change = addSessionDeny(
-      parsePolicyDocument(current),
-      // Without a recorded expiry (a crash before it was recorded) assume the longest possible session.
-      { userId: `${roleId}:${ctx.externalId}`, expiresAt: expiresAt ?? now + maxSessionMs },
-      { now, maxChars: this.settings.revocationPolicyMaxChars, maxSessionMs },
-    );
-    if (!change.changed) return;
-    try {
-      await this.clients.iam.send(
-        new PutRolePolicyCommand({ RoleName: this.roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: JSON.stringify(change.document) }),
+    // The revocation policy is one document edited read-modify-write: two revocations interleaving
+    // would each write a copy without the other's deny. Edits through this driver (one per target
+    // role per container) are serialised; see RELIABILITY.md for edits from other containers.
+    await this.serialisePolicyEdit(async () => {
+      let current: string | undefined;
+      try {
+        current = (await this.clients.iam.send(new GetRolePolicyCommand({ RoleName: this.roleName, PolicyName: REVOCATION_POLICY_NAME }))).PolicyDocument;
+      } catch (err) {
+        if (!isAwsError(err, 'NoSuchEntityException', 'NoSuchEntity')) throw this.iamError('GetRolePolicy', err);
+      }
+      const change = addSessionDeny(
+        parsePolicyDocument(current),
+        // Without a recorded expiry (a crash before it was recorded) assume the longest possible session.
+        { userId: `${roleId}:${ctx.externalId}`, expiresAt: expiresAt ?? now + maxSessionMs },
+        { now, maxChars: this.settings.revocationPolicyMaxChars, maxSessionMs },
       );
-    } catch (err) {
-      throw this.iamError('PutRolePolicy', err);
-    }
+      if (!change.changed) return;
+      try {
+        await this.clients.iam.send(
+          new PutRolePolicyCommand({ RoleName: this.roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: JSON.stringify(change.document) }),
+        );
+      } catch (err) {
+        throw this.iamError('PutRolePolicy', err);
+      }
+    });
+  }
+
+  private policyEdits: Promise<unknown> = Promise.resolve();
+
+  /** Runs policy edits one after another; a failed edit does not block the next. */
+  private serialisePolicyEdit(edit: () => Promise<void>): Promise<void> {
+    const run = this.policyEdits.then(edit, edit);
+    this.policyEdits = run.catch(() => undefined);
+    return run;
   }
 
   async verify(ctx: VerifyContext): Promise<VerifyResult> {

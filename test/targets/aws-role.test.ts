@@ -229,6 +229,21 @@ describe('issue', () => {
 });
 
 describe('revoke and verify', () => {
+  it('concurrent revocations on one role keep every deny (no lost update of the shared document)', async () => {
+    const d = driver();
+    const sessions = await Promise.all(['t-par-1', 't-par-2', 't-par-3', 't-par-4'].map(async (taskId) => {
+      const ctx = issueCtx(taskId);
+      const issued = await d.issue(ctx);
+      return { rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry }, secret: issued.secret };
+    }));
+    await Promise.all(sessions.map((x) => d.revoke(x.rctx)));
+    const doc = JSON.stringify(aws.revocationPolicy(ROLE));
+    for (const x of sessions) {
+      expect(doc).toContain(`${x.rctx.metadata!.roleId}:${x.rctx.externalId}`);
+      expect(await d.verify({ ...x.rctx, secret: x.secret })).toBe('rejected');
+    }
+  });
+
   it('adds exactly one deny for the session, after which the old credentials are rejected', async () => {
     const d = driver();
     const ctx = issueCtx();
