@@ -532,7 +532,14 @@ export class LeaseLifecycle {
       await this.deps.ledger.updateLease(lease.taskId, ['ending'], { lockedUntil: nextCheck });
       return { status: 'open-debt', taskId: lease.taskId, credentials: done };
     }
-    await this.deps.ledger.updateLease(lease.taskId, ['ending'], { state: 'closed', closedAt: now, lockedUntil: undefined });
+    if (!(await this.deps.ledger.updateLease(lease.taskId, ['ending'], { state: 'closed', closedAt: now, lockedUntil: undefined }))) {
+      // Another worker closed it and announced it, unless the write was ours and only its
+      // response was lost: our own closedAt tells.
+      const current = await this.deps.ledger.getLease(lease.taskId);
+      if (!(current?.lease.state === 'closed' && current.lease.closedAt === now)) {
+        return { status: 'duplicate', taskId: lease.taskId, state: current?.lease.state ?? 'closed' };
+      }
+    }
     const closed: LeaseRecord = { ...lease, state: 'closed', closedAt: now };
     await this.deps.events.publish({
       detailType: DETAIL_TYPES.leaseRevoked,
