@@ -53,7 +53,8 @@ export function principalArnPatterns(arn: string): string[] {
 
 /** The secret's resource policy: the workload may read; nobody else but the broker may. */
 export function secretResourcePolicy(readerPrincipal: string, brokerPrincipals: readonly string[]): string {
-  const exempt = [...new Set([...principalArnPatterns(readerPrincipal), ...brokerPrincipals.flatMap(principalArnPatterns)])];
+  const brokers = [...new Set(brokerPrincipals.flatMap(principalArnPatterns))];
+  const exempt = [...new Set([...principalArnPatterns(readerPrincipal), ...brokers])];
   return JSON.stringify({
     Version: '2012-10-17',
     Statement: [
@@ -72,6 +73,15 @@ export function secretResourcePolicy(readerPrincipal: string, brokerPrincipals: 
         Action: 'secretsmanager:GetSecretValue',
         Resource: '*',
         Condition: { ArnNotLike: { 'aws:PrincipalArn': exempt } },
+      },
+      {
+        // Nobody but the broker may loosen this policy or change the value, whatever their identity policy says.
+        Sid: 'TaskleaseOnlyBrokerChanges',
+        Effect: 'Deny',
+        Principal: '*',
+        Action: ['secretsmanager:PutResourcePolicy', 'secretsmanager:DeleteResourcePolicy', 'secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret'],
+        Resource: '*',
+        Condition: { ArnNotLike: { 'aws:PrincipalArn': brokers } },
       },
     ],
   });

@@ -153,6 +153,7 @@ describe('Task Started → Task Ended through the handlers', () => {
     expect(JSON.parse(restrict.ResourcePolicy!).Statement).toEqual([
       expect.objectContaining({ Effect: 'Allow', Principal: { AWS: READER } }),
       expect.objectContaining({ Effect: 'Deny', Condition: { ArnNotLike: { 'aws:PrincipalArn': [READER, ...BROKERS] } } }),
+      expect.objectContaining({ Sid: 'TaskleaseOnlyBrokerChanges', Effect: 'Deny', Condition: { ArnNotLike: { 'aws:PrincipalArn': BROKERS } } }),
     ]);
 
     // Lease Issued on the bus, and the Step Functions task answered with names, never values.

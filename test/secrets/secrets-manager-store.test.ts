@@ -73,6 +73,14 @@ describe('SecretsManagerStore.put', () => {
           Resource: '*',
           Condition: { ArnNotLike: { 'aws:PrincipalArn': [READER, ...BROKERS] } },
         },
+        {
+          Sid: 'TaskleaseOnlyBrokerChanges',
+          Effect: 'Deny',
+          Principal: '*',
+          Action: ['secretsmanager:PutResourcePolicy', 'secretsmanager:DeleteResourcePolicy', 'secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret'],
+          Resource: '*',
+          Condition: { ArnNotLike: { 'aws:PrincipalArn': BROKERS } },
+        },
       ],
     });
     const value = aws.sm.commandCalls(PutSecretValueCommand)[0]!.args[0].input;
