@@ -319,8 +319,10 @@ export function addSessionDeny(
   const document: PolicyDocument = { Version: '2012-10-17', Statement: statements };
   if (JSON.stringify(document).length <= options.maxChars) return { document, changed: true, mode: 'session', pruned };
 
-  // Too many live revocations: one statement denying every session issued before now.
-  const nowSec = Math.floor(now / 1000);
+  // Too many live revocations: one statement denying every session issued before now, rounded
+  // up (a session issued in this very second is covered), plus this session's own deny, so it is
+  // covered whatever the clocks say.
+  const nowSec = Math.ceil(now / 1000) + 1;
   const others = kept.filter((s) => !SESSION_SID.test(s.Sid ?? '') && !CUTOFF_SID.test(s.Sid ?? ''));
   const cutoff: PolicyStatement = {
     Sid: `TLCUT${nowSec}`,
@@ -329,7 +331,7 @@ export function addSessionDeny(
     Resource: '*',
     Condition: { DateLessThan: { 'aws:TokenIssueTime': new Date(nowSec * 1000).toISOString().replace('.000Z', 'Z') } },
   };
-  const fallback: PolicyDocument = { Version: '2012-10-17', Statement: [...others, cutoff] };
+  const fallback: PolicyDocument = { Version: '2012-10-17', Statement: [...others, cutoff, denyStatement(sid, [session.userId])] };
   if (JSON.stringify(fallback).length > options.maxChars) {
     throw new TargetError(`inline policy ${REVOCATION_POLICY_NAME} cannot fit even a role-wide deny; remove foreign statements from it`, { retryable: false });
   }

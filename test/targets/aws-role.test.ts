@@ -348,12 +348,16 @@ describe('revoke and verify', () => {
     expect(JSON.stringify(doc).length).toBeLessThanOrEqual(1024);
     const cutoff = doc.Statement.find((s) => String(s.Sid).startsWith('TLCUT'));
     expect(cutoff).toMatchObject({ Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': expect.stringMatching(/Z$/) } } });
+    // The cutoff is rounded up past this second, and the session that overflowed keeps its own deny.
+    expect(Date.parse((cutoff!.Condition as { DateLessThan: Record<string, string> }).DateLessThan['aws:TokenIssueTime']!)).toBeGreaterThan(clock);
+    const last = sessions.at(-1)!;
+    expect(JSON.stringify(doc)).toContain(`${last.issued.metadata!.roleId}:${last.ctx.externalId}`);
     // Every revoked session is rejected, the ones denied one by one and the ones cut off.
     for (const { ctx, issued } of sessions) {
       expect(await d.verify({ taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry, secret: issued.secret })).toBe('rejected');
     }
     // A session issued after the cutoff is unaffected.
-    clock += 2_000;
+    clock += 3_000;
     const fresh = await d.issue(issueCtx('after-cutoff'));
     expect(await d.verify({ taskId: 'after-cutoff', grant: { target: 'deploy-role', access: 'read' }, externalId: 'x', naturalExpiry: fresh.naturalExpiry, secret: fresh.secret })).toBe('still-valid');
   });
