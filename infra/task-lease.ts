@@ -598,6 +598,13 @@ export class TaskLease extends Construct {
         actions: ['dynamodb:Query'],
         resources: GSIS.map((g) => `${tableArn}/index/${g.indexName}`),
       }),
+      // The shared lock (shared/ledger/lock.ts) releases by deleting its item: lock items only.
+      new iam.PolicyStatement({
+        sid: 'LedgerLockRelease',
+        actions: ['dynamodb:DeleteItem'],
+        resources: [tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['LOCK#*'] } },
+      }),
       new iam.PolicyStatement({ sid: 'PublishOutputEvents', actions: ['events:PutEvents'], resources: [this.bus.eventBusArn] }),
       new iam.PolicyStatement({ sid: 'QueueReverify', actions: ['sqs:SendMessage'], resources: [this.queues.reverify.queueArn] }),
       new iam.PolicyStatement({

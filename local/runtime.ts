@@ -7,6 +7,7 @@ import type { ReaperOptions, ReaperReport } from '../shared/lease/reaper.ts';
 import type { Clock } from '../shared/lease/ports.ts';
 import { systemClock } from '../shared/lease/ports.ts';
 import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
+import { DynamoDbLock } from '../shared/ledger/lock.ts';
 import { loadConfig } from '../shared/policy/config.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import { ConfigPolicy } from '../shared/policy/evaluate.ts';
@@ -85,6 +86,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       }
     }
     const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
+      lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName).withLock,
       resolveSecret: async (ref) => {
         if (ref === 'local-admin') return postgres.adminPassword;
         throw new Error(`unknown local secret reference ${ref}`);

@@ -1,4 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { IAMClient } from '@aws-sdk/client-iam';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -20,6 +21,7 @@ import type { LifecycleLogger } from '../../shared/lease/lifecycle.ts';
 import type { Clock, Ledger } from '../../shared/lease/ports.ts';
 import { systemClock } from '../../shared/lease/ports.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { DynamoDbLock } from '../../shared/ledger/lock.ts';
 import { buildTargetRegistry, ConfigPolicy, parseConfig } from '../../shared/policy/index.ts';
 import type { ClosableTargetRegistry, TaskLeaseConfig } from '../../shared/policy/index.ts';
 import { ENV } from '../../shared/runtime/env.ts';
@@ -87,6 +89,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
     resolveSecret: secretsManagerResolver(secretsManager, { onValue: (v) => redactor.remember(v) }),
     aws: { sts, iam },
+    lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamodb), e[ENV.tableName]).withLock,
   });
 
   // `bundle: { local: true }` has no source here: buildSvidVerifier refuses it with the field's path.

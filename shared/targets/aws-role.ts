@@ -160,6 +160,9 @@ export const AwsRoleAccessSchema = z.strictObject({
 });
 export type AwsRoleAccess = z.output<typeof AwsRoleAccessSchema>;
 
+/** How long one revocation-policy edit may hold the shared lock (a Get and a Put). */
+const POLICY_LOCK_TTL_MS = 15_000;
+
 /** Clock slack when bounding a session by its intent's time. */
 const INTENT_SLACK_MS = 5 * 60_000;
 
@@ -367,8 +370,9 @@ export class AwsRoleDriver implements TargetDriver {
     private readonly settings: AwsRoleSettings,
     access: Record<string, AwsRoleAccess>,
     private readonly clients: AwsRoleClients,
-    options: { now?: () => number } = {},
+    options: { now?: () => number; lock?: DriverDeps['lock'] } = {},
   ) {
+    this.lock = options.lock;
     const m = ROLE_ARN.exec(settings.roleArn);
     if (!m) throw new ConfigError(`target ${name}: settings.roleArn: not an IAM role ARN`);
     const [, partition = 'aws', account = '', roleName = ''] = m;
@@ -506,10 +510,15 @@ export class AwsRoleDriver implements TargetDriver {
   }
 
   private policyEdits: Promise<unknown> = Promise.resolve();
+  private readonly lock: DriverDeps['lock'];
 
-  /** Runs policy edits one after another; a failed edit does not block the next. */
+  /**
+   * Runs policy edits one after another in this process and, given the runtime's shared lock,
+   * one at a time across every broker process; a failed edit does not block the next.
+   */
   private serialisePolicyEdit(edit: () => Promise<void>): Promise<void> {
-    const run = this.policyEdits.then(edit, edit);
+    const locked = this.lock ? () => (this.lock as NonNullable<DriverDeps['lock']>)(`aws-role-policy:${this.settings.roleArn}`, POLICY_LOCK_TTL_MS, edit) : edit;
+    const run = this.policyEdits.then(locked, locked);
     this.policyEdits = run.catch(() => undefined);
     return run;
   }
@@ -594,6 +603,6 @@ export const awsRoleDriverFactory: DriverFactory<AwsRoleSettings, AwsRoleAccess>
       if (!r.success) throw new ConfigError(`target ${target.name}: access.${level}: ${describeIssues(r.error)}`);
       access[level] = r.data;
     }
-    return new AwsRoleDriver(target.name, parsed.data, access, clientsFrom(deps, parsed.data.region));
+    return new AwsRoleDriver(target.name, parsed.data, access, clientsFrom(deps, parsed.data.region), { lock: deps.lock });
   },
 };

@@ -7,6 +7,11 @@ export interface DriverDeps {
   resolveSecret?: (ref: string) => Promise<string>;
   /** SDK clients, keyed by name, for AWS-backed drivers (the AWS runtime sets them). */
   aws?: Record<string, unknown>;
+  /**
+   * A mutex shared by every broker process, for targets whose shared state has no conditional
+   * write (an IAM inline policy). Without it a driver can only serialise within its process.
+   */
+  lock?: <T>(name: string, ttlMs: number, fn: () => Promise<T>) => Promise<T>;
 }
 
 /**

@@ -357,8 +357,16 @@ describe('IAM: least privilege', () => {
         Action: 'dynamodb:Query',
         Resource: GSIS.map((g) => r(`${tl.table.tableArn}/index/${g.indexName}`)),
       });
+      // Deletes only of lock items (the shared lock's release).
+      expect(bySid(fn, 'LedgerLockRelease')).toEqual({
+        Sid: 'LedgerLockRelease',
+        Effect: 'Allow',
+        Action: 'dynamodb:DeleteItem',
+        Resource: tableArn,
+        Condition: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['LOCK#*'] } },
+      });
       // No other statement mentions DynamoDB.
-      expect(statementsOf(fn).filter((st) => list(st.Action).some((a) => a.startsWith('dynamodb:'))).length).toBe(2);
+      expect(statementsOf(fn).filter((st) => list(st.Action).some((a) => a.startsWith('dynamodb:'))).length).toBe(3);
     }
   });
 

@@ -18,6 +18,7 @@ import {
 } from '../../shared/targets/aws-role.ts';
 import type { AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role.ts';
 import { ACCOUNT, awsError, FakeAws, REGION } from '../aws/fake-aws.ts';
+import type { DriverDeps } from '../../shared/targets/driver.ts';
 
 const aws = new FakeAws();
 afterAll(() => aws.restore());
@@ -33,14 +34,18 @@ const READ_POLICY = {
 let clock = Date.now();
 const brokerCreds = { accessKeyId: 'AKIABROKER', secretAccessKey: 'broker-secret-key' };
 
-function driver(settings: Partial<AwsRoleSettingsInput> = {}, access: Record<string, unknown> = { read: { sessionPolicy: READ_POLICY } }): AwsRoleDriver {
+function driver(
+  settings: Partial<AwsRoleSettingsInput> = {},
+  access: Record<string, unknown> = { read: { sessionPolicy: READ_POLICY } },
+  lock?: DriverDeps['lock'],
+): AwsRoleDriver {
   return new AwsRoleDriver(
     'deploy-role',
     AwsRoleSettingsSchema.parse({ roleArn: ROLE_ARN, region: REGION, ...settings }),
     Object.fromEntries(Object.entries(access).map(([k, v]) => [k, AwsRoleAccessSchema.parse(v)])),
     { sts: new STSClient({ region: REGION, credentials: brokerCreds }), iam: new IAMClient({ region: REGION, credentials: brokerCreds }) },
     // The driver's clock follows the test's, so expiry and pruning are deterministic.
-    { now: () => clock },
+    { now: () => clock, lock },
   );
 }
 
@@ -229,6 +234,26 @@ describe('issue', () => {
 });
 
 describe('revoke and verify', () => {
+  it('drivers in different containers keep every deny when they share the runtime lock', async () => {
+    // The lock the runtimes pass (shared/ledger/lock.ts on the ledger table) behaves as this one.
+    const held = new Map<string, Promise<unknown>>();
+    const lock: NonNullable<DriverDeps['lock']> = (name, _ttl, fn) => {
+      const run = (held.get(name) ?? Promise.resolve()).then(fn, fn);
+      held.set(name, run.catch(() => undefined));
+      return run;
+    };
+    const containers = [driver({}, undefined, lock), driver({}, undefined, lock)];
+    const sessions = await Promise.all(['t-x-1', 't-x-2', 't-x-3', 't-x-4'].map(async (taskId, i) => {
+      const d = containers[i % 2]!;
+      const ctx = issueCtx(taskId);
+      const issued = await d.issue(ctx);
+      return { d, rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry } };
+    }));
+    await Promise.all(sessions.map((x) => x.d.revoke(x.rctx)));
+    const doc = JSON.stringify(aws.revocationPolicy(ROLE));
+    for (const x of sessions) expect(doc).toContain(`${x.rctx.metadata!.roleId}:${x.rctx.externalId}`);
+  });
+
   it('concurrent revocations on one role keep every deny (no lost update of the shared document)', async () => {
     const d = driver();
     const sessions = await Promise.all(['t-par-1', 't-par-2', 't-par-3', 't-par-4'].map(async (taskId) => {
