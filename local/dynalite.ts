@@ -55,17 +55,22 @@ export async function startDynalite(options: { tableName?: string; childProcess?
     });
   });
   const { port } = server.address() as AddressInfo;
+  return withLedgerTable(port, tableName, async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+  });
+}
+
+/** A client on the local endpoint, the ledger table created, and an idempotent close. */
+async function withLedgerTable(port: number, tableName: string, stopServer: () => Promise<void>): Promise<DynaliteHandle> {
   const endpoint = `http://127.0.0.1:${port}`;
   const client = localDynamoClient(endpoint);
-
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       client.destroy();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      await stopServer();
     })());
-
   try {
     await createLedgerTable(client, tableName);
   } catch (err) {
@@ -98,23 +103,11 @@ async function startDynaliteChild(tableName: string): Promise<DynaliteHandle> {
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`dynalite child exited (${code}) before listening`)));
   });
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = localDynamoClient(endpoint);
-  let closed: Promise<void> | undefined;
-  const close = (): Promise<void> =>
-    (closed ??= (async () => {
-      client.destroy();
-      if (child.exitCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.stdin.end();
-      child.kill('SIGTERM');
-      await exited;
-    })());
-  try {
-    await createLedgerTable(client, tableName);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return { endpoint, client, tableName, close };
+  return withLedgerTable(port, tableName, async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.stdin.end();
+    child.kill('SIGTERM');
+    await exited;
+  });
 }
