@@ -93,8 +93,6 @@ export const secretNameFor = (taskId: string, grant: Grant): string => `taskleas
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-/** A rejection reason quotes the input's own keys; an attacker's keys can be megabytes long. */
-const MAX_INVALID_REASON = 1_000;
 /** Denials a later, corrected request may overturn (never a tombstone, never one that issued anything). */
 const REOPENABLE = new Set<DenialCode>([
   'svid-invalid',
@@ -111,11 +109,6 @@ const REOPENABLE = new Set<DenialCode>([
 function isReopenable(found: LeaseWithCredentials): boolean {
   const { lease, credentials } = found;
   return lease.state === 'denied' && !lease.tombstone && credentials.length === 0 && lease.denial !== undefined && REOPENABLE.has(lease.denial.code);
-}
-
-function boundInvalid(err: unknown): unknown {
-  if (!(err instanceof InvalidEventError) || err.message.length <= MAX_INVALID_REASON) return err;
-  return new InvalidEventError(`${err.message.slice(0, MAX_INVALID_REASON)}… (reason truncated)`);
 }
 
 /**
@@ -143,9 +136,9 @@ export class LeaseLifecycle {
     try {
       detail = parseDetail(TaskStartedSchema, raw, 'Task Started');
     } catch (err) {
-      const bounded = boundInvalid(err);
-      await this.publishInvalid(raw, bounded);
-      throw bounded;
+      // The reason is bounded where it is made (describeIssues), whatever the input's size.
+      await this.publishInvalid(raw, err);
+      throw err;
     }
     const { taskId } = detail;
 
@@ -206,7 +199,8 @@ export class LeaseLifecycle {
       const raced = await this.deps.ledger.getLease(taskId);
       return raced ? this.onExistingLease(raced.lease, detail, workload) : { status: 'in-progress', taskId };
     }
-    return this.issueGrants(lease, decision.readerPrincipal, receivedAt, !reopen);
+    // A reopenable denial has no credentials (isReopenable), so either way there is nothing to resume.
+    return this.issueGrants(lease, decision.readerPrincipal, receivedAt, true);
   }
 
   private async onExistingLease(lease: LeaseRecord, detail: TaskStarted, workload: VerifiedWorkload): Promise<StartResult> {
@@ -441,8 +435,8 @@ export class LeaseLifecycle {
     const now = this.deps.clock.now();
     const current = await this.deps.ledger.getLease(lease.taskId);
     const creds = current?.credentials ?? [];
-    await Promise.all(creds.filter((c) => c.state !== 'verified').map((c) => this.revokeAndVerify(c, c.endedAt ?? now)));
-    const allVerified = (await this.deps.ledger.getLease(lease.taskId))?.credentials.every((c) => c.state === 'verified') ?? true;
+    const done = await Promise.all(creds.map((c) => (c.state === 'verified' ? c : this.revokeAndVerify(c, c.endedAt ?? now))));
+    const allVerified = done.every((c) => c.state === 'verified');
     await this.deps.ledger.updateLease(lease.taskId, ['issuing'], {
       state: allVerified ? 'denied' : 'ending',
       endedAt: now,
@@ -464,12 +458,7 @@ export class LeaseLifecycle {
 
   /** Answers a `Task Ended` detail; throws {@link InvalidEventError} for a malformed one. */
   async taskEnded(raw: unknown): Promise<EndResult> {
-    let detail;
-    try {
-      detail = parseDetail(TaskEndedSchema, raw, 'Task Ended');
-    } catch (err) {
-      throw boundInvalid(err);
-    }
+    const detail = parseDetail(TaskEndedSchema, raw, 'Task Ended');
     return this.endLease(detail.taskId, detail.outcome, this.deps.clock.now());
   }
 
