@@ -17,7 +17,7 @@ import type { BusEvent } from '../shared/events/routing.ts';
 import type { LifecycleObserver } from '../shared/lease/lifecycle.ts';
 import type { CredentialRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 import { percentile, summarizeDebt } from '../shared/lease/trust-debt.ts';
-import { connectWithSecret, DEMO_WORKLOADS, waitForEvent } from '../local/demo.ts';
+import { connectWithSecret, DEMO_WORKLOADS, forTask, waitForEvent } from '../local/demo.ts';
 import { DEFAULT_CONFIG_PATH, startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import { CpuMeter, PgConnectionSampler, RssSampler, postmasterPid } from './samplers.ts';
@@ -236,10 +236,9 @@ async function runOn(
 
   const oneTask = async (taskId: string, index: number): Promise<void> => {
     const workload = BENCH_WORKLOADS[index % BENCH_WORKLOADS.length] as (typeof BENCH_WORKLOADS)[number];
-    const forTask = (...types: string[]) => (e: BusEvent) => types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
     // The SVID is minted before the clock starts: it is the workload's, not the broker's, cost.
     const svid = await rt.mintSvid(workload.spiffeId);
-    const answer = waitForEvent(rt.bus, forTask(DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied));
+    const answer = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied));
     const detail: TaskStarted = {
       taskId,
       svid,
@@ -257,7 +256,7 @@ async function runOn(
     }
     counts.issued++;
     if (opts.use) await useOnce(rt, first.detail as LeaseIssued);
-    const revoked = waitForEvent(rt.bus, forTask(DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed));
+    const revoked = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed));
     rt.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: 'succeeded' });
     const last = await revoked.promise;
     if (last['detail-type'] === DETAIL_TYPES.revocationFailed) {

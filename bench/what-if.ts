@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type pg from 'pg';
 import { createLedgerTable, localDynamoClient } from '../local/dynalite.ts';
+import { grantKey } from '../shared/events/schemas.ts';
 import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
@@ -168,7 +169,6 @@ function memoryLedger(rt: LocalRuntime): void {
   const leases = new Map<string, LeaseRecord>();
   const creds = new Map<string, Map<string, CredentialRecord>>();
   const svids = new Map<string, string>();
-  const grantKeyOf = (c: CredentialRecord) => `${c.grant.target}.${c.grant.access}`;
   const apply = <T extends object>(record: T, patch: Partial<T>): T => {
     const out = { ...record } as Record<string, unknown>;
     for (const [k, v] of Object.entries(patch)) {
@@ -198,8 +198,8 @@ function memoryLedger(rt: LocalRuntime): void {
   ledger.createCredential = async (c: CredentialRecord) => {
     let forTask = creds.get(c.taskId);
     if (!forTask) creds.set(c.taskId, (forTask = new Map()));
-    if (forTask.has(grantKeyOf(c))) return false;
-    forTask.set(grantKeyOf(c), structuredClone(c));
+    if (forTask.has(grantKey(c.grant))) return false;
+    forTask.set(grantKey(c.grant), structuredClone(c));
     return true;
   };
   ledger.updateCredential = async (taskId: string, key: string, from: CredentialRecord['state'][], patch: Partial<CredentialRecord>) => {

@@ -21,7 +21,8 @@ import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
 import { ROUTES } from '../shared/events/routing.ts';
 import type { RouteName } from '../shared/events/routing.ts';
-import { GSIS, TABLE_KEYS, TTL_ATTRIBUTE } from '../shared/ledger/table.ts';
+import { GSIS, KEY_PREFIX, TABLE_KEYS, TTL_ATTRIBUTE } from '../shared/ledger/table.ts';
+import { MANAGED_TAG } from '../shared/targets/aws-role.ts';
 import { METRICS_NAMESPACE } from '../shared/metrics/names.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
@@ -35,7 +36,8 @@ export type { TaskLeaseVpcSettings } from './config-view.ts';
 export type TaskLeaseFunctionName = keyof typeof FUNCTION_ENTRIES;
 
 /** Tag (key and value) a role must carry before tasklease assumes it or edits its policy. */
-export const MANAGED_ROLE_TAG = { key: 'tasklease:managed', value: 'true' } as const;
+/** The tag the aws-role driver requires before it assumes or edits a role; IAM conditions match the same. */
+export const MANAGED_ROLE_TAG = MANAGED_TAG;
 /** Secrets tasklease creates for delivered credentials live under this name prefix. */
 export const SECRET_NAME_PREFIX = 'tasklease/';
 /** The newest Node.js runtime of this aws-cdk-lib. */
@@ -603,7 +605,7 @@ export class TaskLease extends Construct {
         sid: 'LedgerLockRelease',
         actions: ['dynamodb:DeleteItem'],
         resources: [tableArn],
-        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['LOCK#*'] } },
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${KEY_PREFIX.lock}*`] } },
       }),
       new iam.PolicyStatement({ sid: 'PublishOutputEvents', actions: ['events:PutEvents'], resources: [this.bus.eventBusArn] }),
       new iam.PolicyStatement({ sid: 'QueueReverify', actions: ['sqs:SendMessage'], resources: [this.queues.reverify.queueArn] }),

@@ -13,6 +13,8 @@ import type { ReconcileReport } from '../shared/lease/reconcile.ts';
 import type { LeaseWithCredentials } from '../shared/lease/records.ts';
 import { CHAOS_RATES, FAULT_KINDS, FaultInjector, OffsetClock, createFaultyBroker, hash53, mulberry32 } from './faults.ts';
 import type { FaultKind, FaultRates } from './faults.ts';
+import { connectWithSecret, DEMO_TRUST_DOMAIN } from './demo.ts';
+import { secretNameFor } from '../shared/lease/lifecycle.ts';
 import { startLocalRuntime } from './runtime.ts';
 import type { LocalRuntime } from './runtime.ts';
 
@@ -57,7 +59,7 @@ export interface ChaosResult {
   logErrors: number;
 }
 
-const TD = 'spiffe://demo.tasklease.local';
+const TD = DEMO_TRUST_DOMAIN;
 const READ: Grant = { target: 'orders-db', access: 'read' };
 const WRITE: Grant = { target: 'orders-db', access: 'write' };
 const OUTCOMES: Outcome[] = ['succeeded', 'failed', 'cancelled', 'timed-out'];
@@ -234,16 +236,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       waiters.delete(plan.taskId);
       if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && plan.holdSession) {
         // The workload opens a session and keeps it across Task Ended: revocation must end it.
-        const secret = await rt.secrets.get(`tasklease/${plan.taskId}/${grantKey(grants[0] as Grant)}`);
+        const secret = await rt.secrets.get(secretNameFor(plan.taskId, grants[0] as Grant));
         if (secret) {
-          const client = new pg.Client({ host: secret.host, port: Number(secret.port), database: secret.database, user: secret.username, password: secret.password, connectionTimeoutMillis: 5_000 });
-          client.on('error', () => undefined);
+          let client: pg.Client | undefined;
           try {
-            await client.connect();
+            client = await connectWithSecret(secret, 'tasklease-chaos');
             await client.query('SELECT count(*) FROM orders');
             held.push({ taskId: plan.taskId, client });
           } catch {
-            await client.end().catch(() => undefined);
+            await client?.end().catch(() => undefined);
           }
         }
       }

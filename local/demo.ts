@@ -81,7 +81,8 @@ export function waitForEvent(bus: LocalBus, match: (e: BusEvent) => boolean, tim
   return { promise, cancel: stop };
 }
 
-const forTask = (taskId: string, ...types: string[]) => (e: BusEvent) =>
+/** Matches the named output events of one task. */
+export const forTask = (taskId: string, ...types: string[]) => (e: BusEvent) =>
   types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
 
 /**

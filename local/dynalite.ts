@@ -26,8 +26,8 @@ export interface DynaliteHandle {
   close(): Promise<void>;
 }
 
-export function localDynamoClient(endpoint: string): DynamoDBClient {
-  return new DynamoDBClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS, maxAttempts: 3 });
+export function localDynamoClient(endpoint: string, region: string = LOCAL_REGION): DynamoDBClient {
+  return new DynamoDBClient({ endpoint, region, credentials: LOCAL_CREDENTIALS, maxAttempts: 3 });
 }
 
 /** Creates the ledger table (./shared/ledger/table.ts) and waits until it and its indexes are ACTIVE. */

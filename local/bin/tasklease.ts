@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { localDynamoClient } from '../dynalite.ts';
 import { CSV_ROW_KINDS, reportToCsv, reportToJson, reportToText } from '../../shared/report/format.ts';
 import type { CsvRowKind } from '../../shared/report/format.ts';
 import { loadReport } from '../../shared/report/report.ts';
@@ -88,7 +89,7 @@ export function ledgerFromFlags(flags: { table?: string; endpoint?: string; regi
   if (!table) throw new UsageError('which ledger? give --table NAME (or --endpoint URL for a local one)');
   const client = local
     ? // dynalite checks that requests are signed, not by whom: the same meaningless identity the local runtime uses.
-      new DynamoDBClient({ endpoint, region: region ?? 'local', credentials: { accessKeyId: 'tasklease-local', secretAccessKey: 'tasklease-local' }, maxAttempts: 3 })
+      localDynamoClient(endpoint, region)
     : new DynamoDBClient({ endpoint, region });
   return { ledger: new DynamoDbLedger(DynamoDBDocumentClient.from(client), table), close: () => client.destroy() };
 }

@@ -1,3 +1,4 @@
+import { grantKey } from '../events/schemas.ts';
 import { describeError } from './errors.ts';
 import type { LifecycleLogger } from './lifecycle.ts';
 import type { Clock, Ledger, TargetDriver, TargetRegistry, VerifyResult } from './ports.ts';
@@ -103,7 +104,7 @@ export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileO
     if (!listed || listed.ids.has(cred.externalId)) continue;
     // Only credentials that existed before the target was listed can be missing from it.
     if ((cred.state === 'issued' || cred.state === 'still-valid') && cred.issuedAt !== undefined && cred.issuedAt < listedAt) {
-      report.missing.push({ target: cred.target, externalId: cred.externalId, taskId: cred.taskId, grant: `${cred.grant.target}.${cred.grant.access}`, state: cred.state });
+      report.missing.push({ target: cred.target, externalId: cred.externalId, taskId: cred.taskId, grant: grantKey(cred.grant), state: cred.state });
     }
   }
 

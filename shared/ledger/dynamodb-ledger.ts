@@ -110,7 +110,7 @@ function strip<T>(item: Item): T {
   return out as T;
 }
 
-function isConditionalCheckFailed(err: unknown): boolean {
+export function isConditionalCheckFailed(err: unknown): boolean {
   return (err as { name?: unknown } | null)?.name === 'ConditionalCheckFailedException';
 }
 

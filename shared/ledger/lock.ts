@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { TargetError } from '../lease/errors.ts';
-import { TTL_ATTRIBUTE } from './table.ts';
+import { isConditionalCheckFailed } from './dynamodb-ledger.ts';
+import { KEY_PREFIX, TTL_ATTRIBUTE } from './table.ts';
 
 /** Runs `fn` while holding the named lock (see DriverDeps.lock). */
 export type WithLock = <T>(name: string, ttlMs: number, fn: () => Promise<T>) => Promise<T>;
@@ -24,7 +24,7 @@ export class DynamoDbLock {
   readonly withLock: WithLock = async (name, ttlMs, fn) => {
     const now = this.options.now ?? Date.now;
     const owner = randomUUID();
-    const key = { pk: `LOCK#${name}`, sk: 'LOCK' };
+    const key = { pk: `${KEY_PREFIX.lock}${name}`, sk: KEY_PREFIX.lockSk };
     // Waiting is real time (it sleeps); `now` only dates the lock item.
     const deadline = Date.now() + (this.options.waitMs ?? 2 * ttlMs);
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
@@ -40,7 +40,7 @@ export class DynamoDbLock {
         );
         break;
       } catch (err) {
-        if (!(err instanceof ConditionalCheckFailedException)) throw err;
+        if (!isConditionalCheckFailed(err)) throw err;
         if (Date.now() > deadline) throw new TargetError(`lock ${name} is busy; will retry`);
         await new Promise((resolve) => setTimeout(resolve, delay));
       }

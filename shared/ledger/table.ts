@@ -52,6 +52,9 @@ export const KEY_PREFIX = {
   svidSk: 'SVID',
   workload: 'WORKLOAD#',
   day: 'DAY#',
+  /** Shared locks (shared/ledger/lock.ts); the functions may delete only these items. */
+  lock: 'LOCK#',
+  lockSk: 'LOCK',
 } as const;
 
 /** Every open item shares one partition of the `open` index, so the reaper reads them in due order. */
