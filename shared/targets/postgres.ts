@@ -219,7 +219,6 @@ export class PostgresDriver implements TargetDriver {
   readonly kind = POSTGRES_KIND;
   private readonly pool: pg.Pool;
   private readonly pattern: RegExp;
-  private cachedPassword: Promise<string> | undefined;
   private closed = false;
 
   constructor(
@@ -427,11 +426,8 @@ export class PostgresDriver implements TargetDriver {
     if (!ref || !resolve) {
       return Promise.reject(new ConfigError(`postgres target ${this.name}: passwordSecret needs a secret resolver`));
     }
-    this.cachedPassword ??= resolve(ref).catch((err: unknown) => {
-      this.cachedPassword = undefined;
-      throw err;
-    });
-    return this.cachedPassword;
+    // Caching is the resolver's (in AWS: a few minutes, so a rotated admin password is picked up).
+    return resolve(ref);
   }
 
   /** Best effort: keeps CREATE ROLE out of statement logs where the admin may change these settings. */
