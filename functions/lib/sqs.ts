@@ -3,7 +3,7 @@ import type { PartialItemFailureResponse } from '@aws-lambda-powertools/batch/ty
 import { EventBridgeSchema } from '@aws-lambda-powertools/parser/schemas/eventbridge';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { z } from 'zod';
-import { describeIssues } from '../../shared/events/parse.ts';
+import { parseDetail } from '../../shared/events/parse.ts';
 import { describeError, InvalidEventError } from '../../shared/lease/errors.ts';
 import { logger } from './powertools.ts';
 
@@ -15,18 +15,11 @@ export type EventBridgeEvent = z.infer<typeof EventBridgeSchema>;
  * repeats the body: JSON.parse's own message quotes it, and it may hold an SVID.
  */
 export function parseEventBridgeBody(body: string, expectedDetailType: string): EventBridgeEvent {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new InvalidEventError(`message body is not JSON (${Buffer.byteLength(body)} bytes)`);
+  const event = parseJsonBody(body, EventBridgeSchema, 'message body is not an EventBridge event');
+  if (event['detail-type'] !== expectedDetailType) {
+    throw new InvalidEventError(`detail-type '${event['detail-type'].slice(0, 64)}' reached the '${expectedDetailType}' queue`);
   }
-  const parsed = EventBridgeSchema.safeParse(json);
-  if (!parsed.success) throw new InvalidEventError(`message body is not an EventBridge event: ${describeIssues(parsed.error)}`);
-  if (parsed.data['detail-type'] !== expectedDetailType) {
-    throw new InvalidEventError(`detail-type '${parsed.data['detail-type'].slice(0, 64)}' reached the '${expectedDetailType}' queue`);
-  }
-  return parsed.data;
+  return event;
 }
 
 /** A JSON body validated by `schema`; InvalidEventError otherwise (never quoting the body). */
@@ -35,11 +28,9 @@ export function parseJsonBody<S extends z.ZodType>(body: string, schema: S, what
   try {
     json = JSON.parse(body);
   } catch {
-    throw new InvalidEventError(`${what}: message body is not JSON`);
+    throw new InvalidEventError(`${what}: message body is not JSON (${Buffer.byteLength(body)} bytes)`);
   }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new InvalidEventError(`${what}: ${describeIssues(parsed.error)}`);
-  return parsed.data;
+  return parseDetail(schema, json, what);
 }
 
 /**
