@@ -24,8 +24,9 @@ export const lambdaHandler = async (_event: unknown, _context: Context): Promise
   // Blast radius: how far each workload's identity reached since the previous run. Credentials
   // live in that window were requested within the longest lease before it.
   const now = rt.clock.now();
-  const windowMs = rt.reaperIntervalMs;
-  const recent = await rt.ledger.listLeases({ since: now - windowMs - rt.maxLeaseMs, until: now });
+  const windowMs = rt.config.settings.reaperIntervalSeconds * 1000;
+  const maxLeaseMs = Math.max(0, ...rt.config.rules.map((r) => r.maxLeaseSeconds)) * 1000;
+  const recent = await rt.ledger.listLeases({ since: now - windowMs - maxLeaseMs, until: now });
   for (const w of blastRadius(recent.flatMap((l) => l.credentials), { now, since: now - windowMs, until: now })) {
     rt.observer.blastRadius(w.workload, w.peakCredentials, w.peakTargets);
   }

@@ -53,10 +53,6 @@ export interface Runtime {
   reverify: SqsReverifyScheduler;
   targets: ClosableTargetRegistry;
   verifyDeadlineMs: number;
-  /** The reaper's schedule: the window its blast-radius figures cover. */
-  reaperIntervalMs: number;
-  /** The longest lease any rule allows. */
-  maxLeaseMs: number;
 }
 
 /** The role ARN(s) of this function, for the secrets' resource policy. */
@@ -133,9 +129,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   if (!configured?.length) {
     logger.warn(`${BROKER_PRINCIPALS_ENV} is not set: only this function's own role may read delivered secrets besides the workload`);
   }
-  const reaperIntervalMs = config.settings.reaperIntervalSeconds * 1000;
-  const maxLeaseMs = Math.max(0, ...config.rules.map((r) => r.maxLeaseSeconds)) * 1000;
-  return { config, lifecycle, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs, reaperIntervalMs, maxLeaseMs };
+  return { config, lifecycle, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs };
 }
 
 let current: Runtime | undefined;

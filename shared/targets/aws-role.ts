@@ -160,6 +160,11 @@ export const AwsRoleAccessSchema = z.strictObject({
 });
 export type AwsRoleAccess = z.output<typeof AwsRoleAccessSchema>;
 
+/** A session's expiry: the recorded natural expiry, else the one STS returned (metadata). */
+function sessionExpiry(ctx: RevokeContext): number | undefined {
+  return ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
+}
+
 /** How long one revocation-policy edit may hold the shared lock (a Get and a Put). */
 const POLICY_LOCK_TTL_MS = 15_000;
 
@@ -364,6 +369,8 @@ export class AwsRoleDriver implements TargetDriver {
    * After a timeout or a 5xx a session may exist: those are not remembered.
    */
   private readonly refused = new Set<string>();
+  /** STS's and the probe's region. */
+  private readonly region: string;
 
   constructor(
     readonly name: string,
@@ -378,7 +385,7 @@ export class AwsRoleDriver implements TargetDriver {
     const [, partition = 'aws', account = '', roleName = ''] = m;
     this.roleName = roleName;
     this.now = options.now ?? Date.now;
-    const region = settings.region ?? process.env.AWS_REGION ?? 'us-east-1';
+    const region = (this.region = settings.region ?? process.env.AWS_REGION ?? 'us-east-1');
     const factory = AWS_ROLE_PROBES[settings.probe.action];
     if (!factory) throw new ConfigError(`target ${name}: settings.probe.action: unknown probe ${settings.probe.action}`);
     this.probe = factory(settings.probe, { partition, account, region, roleArn: settings.roleArn, roleName });
@@ -458,7 +465,7 @@ export class AwsRoleDriver implements TargetDriver {
         sessionToken: c.SessionToken,
         expiration,
         roleArn: this.settings.roleArn,
-        region: this.probeRegion(),
+        region: this.region,
       },
       naturalExpiry: c.Expiration.getTime(),
       metadata: {
@@ -473,7 +480,7 @@ export class AwsRoleDriver implements TargetDriver {
   async revoke(ctx: RevokeContext): Promise<void> {
     if (this.refused.has(ctx.externalId)) return; // STS issued nothing
     const now = this.now();
-    const expiresAt = ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
+    const expiresAt = sessionExpiry(ctx);
     // An expired session is rejected by STS itself; nothing to add.
     if (expiresAt !== undefined && expiresAt <= now) return;
     const role = await this.managedRole('revoke');
@@ -483,8 +490,8 @@ export class AwsRoleDriver implements TargetDriver {
     const maxSessionMs = Math.max(role.MaxSessionDuration ?? 3600, this.settings.maxSessionSeconds) * 1000;
 
     // The revocation policy is one document edited read-modify-write: two revocations interleaving
-    // would each write a copy without the other's deny. Edits through this driver (one per target
-    // role per container) are serialised; see RELIABILITY.md for edits from other containers.
+    // would each write a copy without the other's deny. serialisePolicyEdit runs them one at a time,
+    // across containers too when the runtime supplies its shared lock.
     await this.serialisePolicyEdit(async () => {
       let current: string | undefined;
       try {
@@ -524,7 +531,7 @@ export class AwsRoleDriver implements TargetDriver {
   }
 
   async verify(ctx: VerifyContext): Promise<VerifyResult> {
-    const expiresAt = ctx.naturalExpiry ?? (ctx.metadata?.expiration ? Date.parse(ctx.metadata.expiration) : undefined);
+    const expiresAt = sessionExpiry(ctx);
     if (expiresAt !== undefined && expiresAt <= this.now()) return 'rejected';
     // Nothing is known of the session (an ambiguous AssumeRole failure): none issued after the
     // intent can outlive the longest session STS would grant, plus clock slack.
@@ -551,10 +558,6 @@ export class AwsRoleDriver implements TargetDriver {
   private remember(set: Set<string>, value: string): void {
     set.add(value);
     if (set.size > 1000) set.delete(set.values().next().value as string);
-  }
-
-  private probeRegion(): string {
-    return this.settings.region ?? process.env.AWS_REGION ?? 'us-east-1';
   }
 
   /** GetRole, refusing a role without the managed tag; undefined when the role does not exist. */
