@@ -4,13 +4,12 @@
  * engine does: Task Started → wait for Lease Issued → (optionally use the credential) → Task Ended
  * → wait for Lease Revoked (every credential verified rejected).
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import YAML from 'yaml';
 import { DETAIL_TYPES } from '../shared/events/schemas.ts';
 import type { LeaseIssued, TaskStarted } from '../shared/events/schemas.ts';
 import type { BusEvent } from '../shared/events/routing.ts';
@@ -18,7 +17,7 @@ import type { LifecycleObserver } from '../shared/lease/lifecycle.ts';
 import type { CredentialRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 import { percentile, summarizeDebt } from '../shared/lease/trust-debt.ts';
 import { connectWithSecret, DEMO_WORKLOADS, forTask, waitForEvent } from '../local/demo.ts';
-import { DEFAULT_CONFIG_PATH, startLocalRuntime } from '../local/runtime.ts';
+import { startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import { CpuMeter, PgConnectionSampler, RssSampler, postmasterPid } from './samplers.ts';
 import type { CpuFigures, PgConnectionFigures } from './samplers.ts';
@@ -42,7 +41,7 @@ export interface LifecycleBenchOptions {
   warmup: number;
   /** The workload connects once with each issued credential (SELECT 1) before the task ends. */
   use: boolean;
-  /** Overrides the admin pool size of every postgres target (a temp copy of the config). */
+  /** Overrides the admin pool size of every postgres target. */
   adminPoolMax?: number;
   /** Emulated changes (bench/what-if.ts), for experiments only. */
   whatIf?: WhatIf[];
@@ -158,15 +157,6 @@ function heapAfterGc(): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** A copy of the config with `adminPoolMax` set on every postgres target. */
-async function configWithPool(adminPoolMax: number): Promise<string> {
-  const doc = YAML.parse(await readFile(DEFAULT_CONFIG_PATH, 'utf8')) as { targets: Record<string, { kind: string; settings: Record<string, unknown> }> };
-  for (const t of Object.values(doc.targets)) if (t.kind === 'postgres') t.settings.adminPoolMax = adminPoolMax;
-  const path = join(os.tmpdir(), `tasklease-bench-config-${process.pid}.yaml`);
-  await writeFile(path, YAML.stringify(doc));
-  return path;
-}
-
 interface TaskTimes {
   started?: number;
   issued?: number;
@@ -183,10 +173,7 @@ export async function runLifecycleBench(opts: LifecycleBenchOptions): Promise<Li
       if (measuring.on) handlerIssuance.push(latencyMs);
     },
   };
-  const configPath = opts.adminPoolMax === undefined ? undefined : await configWithPool(opts.adminPoolMax);
-  const rt = await startLocalRuntime({ configPath, busConcurrency: opts.concurrency, reaperIntervalMs: false, observer }).finally(
-    () => configPath && rm(configPath, { force: true }),
-  );
+  const rt = await startLocalRuntime({ adminPoolMax: opts.adminPoolMax, busConcurrency: opts.concurrency, reaperIntervalMs: false, observer });
   let undo: (() => Promise<void>) | undefined;
   try {
     if (opts.whatIf?.length) undo = await applyWhatIf(rt, opts.whatIf);

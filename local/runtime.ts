@@ -34,6 +34,8 @@ export interface LocalRuntimeOptions {
   lifecycle?: Partial<LifecycleOptions>;
   /** Messages in flight per route (the deployed queues' maximum concurrency). */
   busConcurrency?: number;
+  /** Admin connections per postgres target. Default: as wide as the bus, at least 4. */
+  adminPoolMax?: number;
   /** How often the reaper runs; `false` to run it only by hand. Default: the config's interval. */
   reaperIntervalMs?: number | false;
   reaper?: Partial<ReaperOptions>;
@@ -81,7 +83,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     for (const target of Object.values(config.targets)) {
       if (target.kind === 'postgres') {
         // An admin pool as wide as the bus, so revocations do not queue behind each other for a connection.
-        const adminPoolMax = Math.max(4, options.busConcurrency ?? 8);
+        const adminPoolMax = options.adminPoolMax ?? Math.max(4, options.busConcurrency ?? 8);
         target.settings = { ...(target.settings as object), host: postgres.host, port: postgres.port, user: postgres.adminUser, adminPoolMax };
       }
     }
