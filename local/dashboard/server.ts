@@ -7,7 +7,7 @@ import type { BusEvent } from '../../shared/events/routing.ts';
 import { grantKey } from '../../shared/events/schemas.ts';
 import type { Ledger } from '../../shared/lease/ports.ts';
 import type { LeaseRecord } from '../../shared/lease/records.ts';
-import { buildReport, credentialRow, listUnverifiedCredentials } from '../../shared/report/report.ts';
+import { buildReport, credMatches, credentialRow, leaseMatches, readReportInputs } from '../../shared/report/report.ts';
 import type { CredentialRow, Report, ReportFilter } from '../../shared/report/report.ts';
 
 /** What the page gets: whitelisted, non-secret fields only (never task tokens, secret names or driver metadata). */
@@ -105,12 +105,9 @@ function leaseView(lease: LeaseRecord, credentials: CredentialRow[]): LeaseView 
 /** The page's data from the ledger: the report's figures plus the recent leases for the timeline. */
 export async function dashboardData(ledger: Ledger, options: { now: number; filter?: ReportFilter; maxLeases?: number }): Promise<DashboardData> {
   const filter = options.filter ?? {};
-  const [all, openCredentials] = await Promise.all([
-    ledger.listLeases({ since: filter.since, until: filter.until, workload: filter.workload }),
-    listUnverifiedCredentials(ledger),
-  ]);
+  const { leases: all, openCredentials } = await readReportInputs(ledger, filter);
   const report = buildReport(all, { now: options.now, filter, openCredentials });
-  const matching = all.filter((l) => filter.target === undefined || l.lease.grants.some((g) => g.target === filter.target));
+  const matching = all.filter((l) => leaseMatches(l.lease, filter));
   const recent = matching.slice(-(options.maxLeases ?? 300));
   return {
     generatedAt: options.now,
@@ -119,7 +116,7 @@ export async function dashboardData(ledger: Ledger, options: { now: number; filt
       leaseView(
         lease,
         credentials
-          .filter((c) => filter.target === undefined || c.target === filter.target)
+          .filter((c) => credMatches(c, filter))
           .map((c) => credentialRow(c, options.now))
           .sort((a, b) => a.grant.localeCompare(b.grant)),
       ),

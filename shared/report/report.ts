@@ -105,13 +105,13 @@ export function credentialRow(c: CredentialRecord, now: number): CredentialRow {
 /** Debt to rank by: proven debt, or the open debt so far; -1 for a credential still in use. */
 const rankDebt = (r: CredentialRow) => r.trustDebtMs ?? r.openDebtMs ?? -1;
 
-const leaseMatches = (lease: LeaseRecord, f: ReportFilter) =>
+export const leaseMatches = (lease: LeaseRecord, f: ReportFilter) =>
   (f.workload === undefined || lease.workload === f.workload) &&
   (f.target === undefined || lease.grants.some((g) => g.target === f.target)) &&
   (f.since === undefined || lease.requestedAt >= f.since) &&
   (f.until === undefined || lease.requestedAt <= f.until);
 
-const credMatches = (c: CredentialRecord, f: ReportFilter) =>
+export const credMatches = (c: CredentialRecord, f: ReportFilter) =>
   (f.workload === undefined || c.workload === f.workload) && (f.target === undefined || c.target === f.target);
 
 /** The whole report from ledger records: pure, so tests can check every figure by hand. */
@@ -177,13 +177,21 @@ export function buildReport(all: readonly LeaseWithCredentials[], options: Build
   };
 }
 
-export { listUnverifiedCredentials };
+/**
+ * What a report needs from the ledger: the leases in the window, and (only when there is a
+ * window, which can leave out older leases) every unfinished credential from the open index.
+ */
+export async function readReportInputs(ledger: Ledger, filter: ReportFilter): Promise<{ leases: LeaseWithCredentials[]; openCredentials: CredentialRecord[] }> {
+  const windowed = filter.since !== undefined || filter.until !== undefined;
+  const [leases, openCredentials] = await Promise.all([
+    ledger.listLeases({ since: filter.since, until: filter.until, workload: filter.workload }),
+    windowed ? listUnverifiedCredentials(ledger) : [],
+  ]);
+  return { leases, openCredentials };
+}
 
 /** Reads what a report needs from the ledger and builds it. */
 export async function loadReport(ledger: Ledger, filter: ReportFilter = {}, now = Date.now()): Promise<Report> {
-  const [leases, openCredentials] = await Promise.all([
-    ledger.listLeases({ since: filter.since, until: filter.until, workload: filter.workload }),
-    listUnverifiedCredentials(ledger),
-  ]);
+  const { leases, openCredentials } = await readReportInputs(ledger, filter);
   return buildReport(leases, { now, filter, openCredentials });
 }
