@@ -183,6 +183,8 @@ export function staticBundleSource(document: SpiffeBundleDocument | string, desc
 export interface TrustDomainBundleConfig {
   trustDomain: string;
   source: BundleSource;
+  /** Overrides the bundle's own `spiffe_refresh_hint` (config `trustDomains.*.refreshHintSeconds`). */
+  refreshHintSeconds?: number;
 }
 
 export interface TrustBundleSetOptions {
@@ -217,6 +219,7 @@ export interface BundleStatus {
 interface DomainState {
   trustDomain: string;
   source: BundleSource;
+  refreshHintSeconds?: number;
   bundle?: ParsedBundle;
   loadedAt?: number;
   lastAttemptAt?: number;
@@ -240,14 +243,14 @@ export class TrustBundleSet {
     this.maxRefreshMs = (options.maxRefreshSeconds ?? 86_400) * 1000;
     this.minRefetchMs = options.minRefetchIntervalMs ?? 30_000;
     this.onError = options.onError;
-    for (const { trustDomain, source } of options.domains) {
+    for (const { trustDomain, source, refreshHintSeconds } of options.domains) {
       try {
         parseTrustDomain(trustDomain);
       } catch (err) {
         throw new ConfigError(`trust bundle config: ${(err as Error).message}`);
       }
       if (this.domains.has(trustDomain)) throw new ConfigError(`trust bundle config: trust domain ${trustDomain} is listed twice`);
-      this.domains.set(trustDomain, { trustDomain, source, nextRefreshAt: 0 });
+      this.domains.set(trustDomain, { trustDomain, source, refreshHintSeconds, nextRefreshAt: 0 });
     }
   }
 
@@ -317,7 +320,8 @@ export class TrustBundleSet {
     state.lastAttemptAt = startedAt;
     try {
       const bundle = parseSpiffeBundle(await state.source.load());
-      const hintMs = bundle.refreshHintSeconds !== undefined ? bundle.refreshHintSeconds * 1000 : this.defaultRefreshMs;
+      const hintSeconds = state.refreshHintSeconds ?? bundle.refreshHintSeconds;
+      const hintMs = hintSeconds !== undefined ? hintSeconds * 1000 : this.defaultRefreshMs;
       state.bundle = bundle;
       state.loadedAt = startedAt;
       state.lastError = undefined;

@@ -24,7 +24,7 @@ export function buildSvidVerifier(config: TaskLeaseConfig, runtime: IdentityRunt
     else if ('ssmParameter' in b) source = ssmBundleSource(b.ssmParameter, { client: runtime.ssmClient });
     else if (runtime.localBundle) source = runtime.localBundle(trustDomain);
     else throw new ConfigError(`trustDomains.${trustDomain}.bundle: 'local' bundles exist only in the local runtime`);
-    return { trustDomain, source };
+    return { trustDomain, source, refreshHintSeconds: td.refreshHintSeconds };
   });
   const bundles = new TrustBundleSet({ domains, clock: runtime.clock, onError: runtime.onBundleError });
   const verifier = new JwtSvidVerifier({

@@ -119,6 +119,17 @@ describe('TrustBundleSet', () => {
     expect(set.statusOf('a.example')).toMatchObject({ sequence: 2, keyIds: [k2.kid], nextRefreshAt: clock.ms + 120_000 });
   });
 
+  it('a configured refreshHintSeconds overrides the bundle\'s own hint', async () => {
+    const clock = fakeClock();
+    const src = switchable(bundleOf([k1], { spiffe_refresh_hint: 120 }));
+    const set = new TrustBundleSet({ clock, domains: [{ trustDomain: 'a.example', source: src, refreshHintSeconds: 600 }] });
+    await set.getKey('a.example', k1.kid);
+    expect(set.statusOf('a.example')).toMatchObject({ nextRefreshAt: clock.ms + 600_000 });
+    clock.advance(300_000);
+    await set.getKey('a.example', k1.kid);
+    expect(src.loads).toBe(1);
+  });
+
   it('without a hint refreshes after the default, and clamps tiny hints to the refetch interval', async () => {
     const clock = fakeClock();
     const noHint = switchable(bundleOf([k1]));
