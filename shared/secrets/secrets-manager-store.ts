@@ -1,3 +1,4 @@
+import { awsTagValue, credentialTags } from '../aws/tags.ts';
 import {
   CreateSecretCommand,
   DeleteSecretCommand,
@@ -34,10 +35,6 @@ export interface SecretsManagerStoreOptions {
   requireReaderPrincipal?: boolean;
 }
 
-/** Session tag and resource tag values: at most 256 characters of a limited set. */
-export function tagValue(value: string): string {
-  return value.replace(/[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu, '_').slice(0, 256);
-}
 
 /** IAM role ARN patterns that match whatever the principal ARN (`aws:PrincipalArn`) of a caller is. */
 export function principalArnPatterns(arn: string): string[] {
@@ -105,11 +102,7 @@ export class SecretsManagerStore implements SecretStore {
       );
     }
     const secretString = JSON.stringify(input.value);
-    const tags: Tag[] = [
-      { Key: 'tasklease:task', Value: tagValue(input.taskId) },
-      { Key: 'tasklease:workload', Value: tagValue(input.workload) },
-      { Key: 'tasklease:grant', Value: tagValue(grantKey(input.grant)) },
-    ];
+    const tags: Tag[] = credentialTags(input.taskId, input.workload, input.grant);
     // Created empty, restricted, then filled: the value never exists without its resource policy.
     let arn: string | undefined;
     try {
@@ -118,7 +111,7 @@ export class SecretsManagerStore implements SecretStore {
           Name: input.name,
           KmsKeyId: this.options.kmsKeyId,
           Tags: tags,
-          Description: `tasklease credential for task ${tagValue(input.taskId)}, grant ${grantKey(input.grant)}; deleted when the task ends`,
+          Description: `tasklease credential for task ${awsTagValue(input.taskId)}, grant ${grantKey(input.grant)}; deleted when the task ends`,
         }),
       );
       arn = out.ARN;

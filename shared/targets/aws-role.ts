@@ -39,6 +39,7 @@
  * session (a probe that is always denied would "prove" every revocation instantly). Adding a
  * probe is one entry in AWS_ROLE_PROBES.
  */
+import { credentialTags } from '../aws/tags.ts';
 import { createHash } from 'node:crypto';
 import { GetRoleCommand, GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import type { Role } from '@aws-sdk/client-iam';
@@ -96,10 +97,6 @@ export function sourceIdentityFor(spiffeId: string): string {
   return `${readable}+${sha256('tasklease/source-identity/v1', spiffeId).slice(0, 12)}`;
 }
 
-/** Session tag values: ≤ 256 chars of [\p{L}\p{Z}\p{N}_.:/=+\-@]. */
-export function sessionTagValue(value: string): string {
-  return value.replace(/[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu, '_').slice(0, 256);
-}
 
 // ─── Config ───────────────────────────────────────────────────────────────────
 
@@ -428,11 +425,7 @@ export class AwsRoleDriver implements TargetDriver {
           Policy: policy,
           DurationSeconds: duration,
           SourceIdentity: sourceIdentityFor(ctx.lease.workload),
-          Tags: [
-            { Key: 'tasklease:task', Value: sessionTagValue(ctx.lease.taskId) },
-            { Key: 'tasklease:workload', Value: sessionTagValue(ctx.lease.workload) },
-            { Key: 'tasklease:grant', Value: sessionTagValue(`${ctx.grant.target}.${ctx.grant.access}`) },
-          ],
+          Tags: credentialTags(ctx.lease.taskId, ctx.lease.workload, ctx.grant),
           ...(this.settings.externalId ? { ExternalId: this.settings.externalId } : {}),
         }),
       );
