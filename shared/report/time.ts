@@ -41,5 +41,3 @@ export function formatDuration(ms: number | undefined): string {
   if (s < 86_400) return `${sign}${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
   return `${sign}${Math.floor(s / 86_400)}d ${pad(Math.floor((s % 86_400) / 3600))}h`;
 }
-
-export const isoOrUndefined = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
