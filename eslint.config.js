@@ -15,7 +15,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['local/dashboard/**/*.js'],
+    files: ['report/dashboard/**/*.js'],
     languageOptions: { globals: { ...globals.browser } },
   },
 );

@@ -16,7 +16,7 @@ import type { BusEvent } from '../shared/events/routing.ts';
 import type { LifecycleObserver } from '../shared/lease/lifecycle.ts';
 import type { CredentialRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 import { percentile, summarizeDebt } from '../shared/lease/trust-debt.ts';
-import { connectWithSecret, DEMO_WORKLOADS, forTask, waitForEvent } from '../local/demo.ts';
+import { connectWithSecret, DEMO_WORKLOADS, forTask, waitForEvent } from '../demo/demo.ts';
 import { startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import { CpuMeter, PgConnectionSampler, RssSampler, postmasterPid } from './samplers.ts';
@@ -28,10 +28,10 @@ import type { CpuProfileSummary } from './cpu-profile.ts';
 import { applyWhatIf } from './what-if.ts';
 import type { WhatIf } from './what-if.ts';
 
-/** The lease length the demo asks for (local/demo.ts `runDemoTask`); the TTL-only baseline depends on it. */
+/** The lease length the demo asks for (demo/demo.ts `runDemoTask`); the TTL-only baseline depends on it. */
 export const LEASE_SECONDS = 900;
 
-/** The demo's workloads (local/demo.ts), round-robin: 4 PostgreSQL credentials per 3 tasks. */
+/** The demo's workloads (demo/demo.ts), round-robin: 4 PostgreSQL credentials per 3 tasks. */
 export const BENCH_WORKLOADS = DEMO_WORKLOADS;
 
 export interface LifecycleBenchOptions {

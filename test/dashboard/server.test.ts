@@ -6,12 +6,12 @@ import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { LocalBus } from '../../local/bus.ts';
-import { startDashboard } from '../../local/dashboard/server.ts';
-import type { DashboardData, DashboardHandle } from '../../local/dashboard/server.ts';
+import { startDashboard } from '../../report/dashboard/server.ts';
+import type { DashboardData, DashboardHandle } from '../../report/dashboard/server.ts';
 import { startDynalite } from '../../local/dynalite.ts';
 import type { DynaliteHandle } from '../../local/dynalite.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
-import { buildReport } from '../../shared/report/report.ts';
+import { buildReport } from '../../report/report.ts';
 import { A, NOW, T0, fixtureLeases } from '../report/fixtures.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -172,7 +172,7 @@ describe('dashboard server', () => {
 
 describe('tasklease dashboard (CLI) over an existing ledger', () => {
   it('prints its address, serves the ledger, and stops on Ctrl-C', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'local/bin/tasklease.ts'), 'dashboard', '--endpoint', dyn.endpoint, '--table', dyn.tableName], {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/tasklease.ts'), 'dashboard', '--endpoint', dyn.endpoint, '--table', dyn.tableName], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -6,7 +6,7 @@ import type { BusEvent } from '../../shared/events/routing.ts';
 import type { TaskStarted } from '../../shared/events/schemas.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
-import { waitForEvent } from '../../local/demo.ts';
+import { waitForEvent } from '../../demo/demo.ts';
 
 const TD = 'spiffe://demo.tasklease.local';
 const READER = `${TD}/etl/test`;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FaultInjector, NO_FAULTS, createFaultyBroker } from '../../local/faults.ts';
-import type { FaultyBroker } from '../../local/faults.ts';
+import { FaultInjector, NO_FAULTS, createFaultyBroker } from '../../chaos/faults.ts';
+import type { FaultyBroker } from '../../chaos/faults.ts';
 import type { ReaperReport } from '../../shared/lease/reaper.ts';
 import { startHarness } from './support.ts';
 import type { Harness } from './support.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { formatChaos, runChaos } from '../../local/chaos.ts';
-import { FAULT_KINDS } from '../../local/faults.ts';
+import { formatChaos, runChaos } from '../../chaos/chaos.ts';
+import { FAULT_KINDS } from '../../chaos/faults.ts';
 
 /*
  * `npm run chaos` with a reduced count (issue 5 §4): 100 tasks per fixed seed through the real

@@ -4,8 +4,8 @@ import { DETAIL_TYPES, TaskEndedSchema, TaskStartedSchema } from '../../shared/e
 import type { TaskStarted } from '../../shared/events/schemas.ts';
 import type { BusEvent } from '../../shared/events/routing.ts';
 import { InvalidEventError } from '../../shared/lease/errors.ts';
-import { FaultInjector, NO_FAULTS, createFaultyBroker } from '../../local/faults.ts';
-import type { FaultyBroker } from '../../local/faults.ts';
+import { FaultInjector, NO_FAULTS, createFaultyBroker } from '../../chaos/faults.ts';
+import type { FaultyBroker } from '../../chaos/faults.ts';
 import { hostileKey, hostileValue, keysOf, validDetails, withOwnKey } from './arbitraries.ts';
 import { READ, READER, ofType, startHarness } from './support.ts';
 import type { Harness } from './support.ts';

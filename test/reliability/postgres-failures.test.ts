@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grantKey } from '../../shared/events/schemas.ts';
-import { CrashError, FaultInjector, NO_FAULTS, createFaultyBroker } from '../../local/faults.ts';
-import type { FaultyBroker } from '../../local/faults.ts';
+import { CrashError, FaultInjector, NO_FAULTS, createFaultyBroker } from '../../chaos/faults.ts';
+import type { FaultyBroker } from '../../chaos/faults.ts';
 import { READ, READER, WRITE, WRITER, connectWith, loginRefused, startHarness } from './support.ts';
 import type { Harness } from './support.ts';
 

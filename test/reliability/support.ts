@@ -5,7 +5,7 @@ import type { BusEvent } from '../../shared/events/routing.ts';
 import type { LifecycleLogger, LifecycleOptions } from '../../shared/lease/lifecycle.ts';
 import { createReaperState, runReaper } from '../../shared/lease/reaper.ts';
 import type { ReaperOptions, ReaperReport, ReaperState } from '../../shared/lease/reaper.ts';
-import { OffsetClock } from '../../local/faults.ts';
+import { OffsetClock } from '../../chaos/faults.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
 

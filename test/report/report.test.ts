@@ -6,17 +6,17 @@ import { promisify } from 'node:util';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { startDynalite } from '../../local/dynalite.ts';
 import type { DynaliteHandle } from '../../local/dynalite.ts';
-import { resultFromLedger } from '../../local/main.ts';
+import { resultFromLedger } from '../../demo/main.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
-import { reportToCsv, reportToJson, reportToText } from '../../shared/report/format.ts';
-import { buildReport, loadReport } from '../../shared/report/report.ts';
-import type { Report } from '../../shared/report/report.ts';
-import { formatDuration, parseTimeArg } from '../../shared/report/time.ts';
+import { reportToCsv, reportToJson, reportToText } from '../../report/format.ts';
+import { buildReport, loadReport } from '../../report/report.ts';
+import type { Report } from '../../report/report.ts';
+import { formatDuration, parseTimeArg } from '../../report/time.ts';
 import { A, B, DAY, MINUTE, NOW, T0, fixtureLeases } from './fixtures.ts';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..', '..');
-const CLI = join(ROOT, 'local', 'bin', 'tasklease.ts');
+const CLI = join(ROOT, 'cli', 'tasklease.ts');
 
 let dyn: DynaliteHandle;
 let ledger: DynamoDbLedger;

@@ -13,10 +13,10 @@ import type { ReconcileReport } from '../shared/lease/reconcile.ts';
 import type { LeaseWithCredentials } from '../shared/lease/records.ts';
 import { CHAOS_RATES, FAULT_KINDS, FaultInjector, OffsetClock, createFaultyBroker, hash53, mulberry32 } from './faults.ts';
 import type { FaultKind, FaultRates } from './faults.ts';
-import { connectWithSecret, DEMO_TRUST_DOMAIN } from './demo.ts';
+import { connectWithSecret, DEMO_TRUST_DOMAIN } from '../demo/demo.ts';
 import { secretNameFor } from '../shared/lease/lifecycle.ts';
-import { startLocalRuntime } from './runtime.ts';
-import type { LocalRuntime } from './runtime.ts';
+import { startLocalRuntime } from '../local/runtime.ts';
+import type { LocalRuntime } from '../local/runtime.ts';
 
 /*
  * `npm run chaos` (issue 5 §4): ≥ 1,000 tasks through the local runtime (real PostgreSQL, real

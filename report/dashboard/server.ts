@@ -7,8 +7,8 @@ import type { BusEvent } from '../../shared/events/routing.ts';
 import { grantKey } from '../../shared/events/schemas.ts';
 import type { Ledger } from '../../shared/lease/ports.ts';
 import type { LeaseRecord } from '../../shared/lease/records.ts';
-import { buildReport, credMatches, credentialRow, leaseMatches, readReportInputs } from '../../shared/report/report.ts';
-import type { CredentialRow, Report, ReportFilter } from '../../shared/report/report.ts';
+import { buildReport, credMatches, credentialRow, leaseMatches, readReportInputs } from '../report.ts';
+import type { CredentialRow, Report, ReportFilter } from '../report.ts';
 
 /** What the page gets: whitelisted, non-secret fields only (never task tokens, secret names or driver metadata). */
 export interface LeaseView {

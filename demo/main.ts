@@ -4,11 +4,11 @@ import { summarizeDebt } from '../shared/lease/trust-debt.ts';
 import type { LeaseWithCredentials } from '../shared/lease/records.ts';
 import { DEMO_TRUST_DOMAIN, DEMO_WORKLOADS, runDemoTask } from './demo.ts';
 import type { DemoTaskOutcome, DemoWorkload } from './demo.ts';
-import { startLocalRuntime } from './runtime.ts';
-import type { LocalRuntime } from './runtime.ts';
-import { consoleLogger } from './log.ts';
-import { startDashboard } from './dashboard/server.ts';
-import type { DashboardHandle } from './dashboard/server.ts';
+import { startLocalRuntime } from '../local/runtime.ts';
+import type { LocalRuntime } from '../local/runtime.ts';
+import { consoleLogger } from '../local/log.ts';
+import { startDashboard } from '../report/dashboard/server.ts';
+import type { DashboardHandle } from '../report/dashboard/server.ts';
 
 const TD = DEMO_TRUST_DOMAIN;
 const WORKLOADS = DEMO_WORKLOADS;

@@ -1,11 +1,11 @@
-import { grantKey } from '../events/schemas.ts';
-import type { Ledger } from '../lease/ports.ts';
-import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../lease/records.ts';
-import { openDebtMs, summarizeDebt } from '../lease/trust-debt.ts';
-import type { DebtSummary } from '../lease/trust-debt.ts';
-import { blastRadius } from '../metrics/blast-radius.ts';
-import type { WorkloadBlastRadius } from '../metrics/blast-radius.ts';
-import { listUnverifiedCredentials } from '../lease/open-items.ts';
+import { grantKey } from '../shared/events/schemas.ts';
+import type { Ledger } from '../shared/lease/ports.ts';
+import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
+import { openDebtMs, summarizeDebt } from '../shared/lease/trust-debt.ts';
+import type { DebtSummary } from '../shared/lease/trust-debt.ts';
+import { blastRadius } from '../shared/metrics/blast-radius.ts';
+import type { WorkloadBlastRadius } from '../shared/metrics/blast-radius.ts';
+import { listUnverifiedCredentials } from '../shared/lease/open-items.ts';
 
 /** Which leases a report covers. The window applies to the lease's `requestedAt`, like `Ledger.listLeases`. */
 export interface ReportFilter {

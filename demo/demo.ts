@@ -2,7 +2,7 @@ import pg from 'pg';
 import { DETAIL_TYPES, grantKey } from '../shared/events/schemas.ts';
 import type { Grant, LeaseDenied, LeaseIssued, TaskStarted } from '../shared/events/schemas.ts';
 import type { BusEvent } from '../shared/events/routing.ts';
-import type { LocalBus } from './bus.ts';
+import type { LocalBus } from '../local/bus.ts';
 import type { SecretStore } from '../shared/lease/ports.ts';
 
 /** A demo workload: who it is and what it asks for. */

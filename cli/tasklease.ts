@@ -4,14 +4,14 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
-import { localDynamoClient } from '../dynalite.ts';
-import { CSV_ROW_KINDS, reportToCsv, reportToJson, reportToText } from '../../shared/report/format.ts';
-import type { CsvRowKind } from '../../shared/report/format.ts';
-import { loadReport } from '../../shared/report/report.ts';
-import type { ReportFilter } from '../../shared/report/report.ts';
-import { parseTimeArg } from '../../shared/report/time.ts';
-import { startDashboard } from '../dashboard/server.ts';
+import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
+import { localDynamoClient } from '../local/dynalite.ts';
+import { CSV_ROW_KINDS, reportToCsv, reportToJson, reportToText } from '../report/format.ts';
+import type { CsvRowKind } from '../report/format.ts';
+import { loadReport } from '../report/report.ts';
+import type { ReportFilter } from '../report/report.ts';
+import { parseTimeArg } from '../report/time.ts';
+import { startDashboard } from '../report/dashboard/server.ts';
 
 /** The table the local runtime (`npm start`) creates in its dynalite. */
 export const LOCAL_TABLE = 'tasklease-ledger';

@@ -27,10 +27,10 @@ import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
 import { httpBundleSource } from '../shared/identity/bundle.ts';
 import { ConfigPolicy } from '../shared/policy/evaluate.ts';
 import { buildSvidVerifier } from '../shared/runtime/identity.ts';
-import { LocalBus } from './bus.ts';
-import type { LocalBusOptions } from './bus.ts';
-import { localDynamoClient } from './dynalite.ts';
-import type { LocalRuntime } from './runtime.ts';
+import { LocalBus } from '../local/bus.ts';
+import type { LocalBusOptions } from '../local/bus.ts';
+import { localDynamoClient } from '../local/dynalite.ts';
+import type { LocalRuntime } from '../local/runtime.ts';
 
 /*
  * Fault injection for the local runtime (issue 5 §4). Decorators around the lifecycle's ports
