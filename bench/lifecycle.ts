@@ -27,6 +27,7 @@ import { startCpuProfile, startHeapSampling, summarizeCpuProfile, summarizeHeapP
 import type { CpuProfileSummary } from './cpu-profile.ts';
 import { applyWhatIf } from './what-if.ts';
 import type { WhatIf } from './what-if.ts';
+import { demoPostgres } from '../shared/targets/postgres/local.ts';
 
 /** The lease length the demo asks for (demo/demo.ts `runDemoTask`); the TTL-only baseline depends on it. */
 export const LEASE_SECONDS = 900;
@@ -214,7 +215,7 @@ async function runOn(
     }
   });
 
-  const pgAdmin = { host: rt.postgres.host, port: rt.postgres.port, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database: 'postgres' };
+  const pgAdmin = { host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: 'postgres' };
   const pgSampler = new PgConnectionSampler(pgAdmin);
   await pgSampler.start();
   const rss = new RssSampler();
@@ -284,7 +285,7 @@ async function runOn(
   const cpuProfiler = opts.profile ? await startCpuProfile() : undefined;
   // Always on (low overhead): what the run leaves live on the heap, by the code that allocated it.
   const heapSampler = await startHeapSampling(32_768);
-  const cpu = new CpuMeter(postmasterPid(rt.postgres.dataDir), os.cpus().length);
+  const cpu = new CpuMeter(postmasterPid(demoPostgres(rt).dataDir), os.cpus().length);
   measuring.on = true;
   const t0 = performance.now();
   await runPhase(ids, 'tasks');

@@ -17,6 +17,7 @@ import { connectWithSecret, DEMO_TRUST_DOMAIN } from '../demo/demo.ts';
 import { secretNameFor } from '../shared/lease/lifecycle.ts';
 import { startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
+import { demoPostgres } from '../shared/targets/postgres/local.ts';
 
 /*
  * `npm run chaos` (issue 5 §4): ≥ 1,000 tasks through the local runtime (real PostgreSQL, real
@@ -310,7 +311,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const all: LeaseWithCredentials[] = await rt.ledger.listLeases({});
     const byTask = new Map(all.map((l) => [l.lease.taskId, l]));
     const issuedEvents = outputs.filter((e) => e['detail-type'] === DETAIL_TYPES.leaseIssued);
-    const admin = new pg.Client({ host: rt.postgres.host, port: rt.postgres.port, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database: rt.postgres.database });
+    const admin = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: demoPostgres(rt).database });
     await admin.connect();
     let roles: string[];
     let sessions: number;
@@ -340,7 +341,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           continue;
         }
         const pw = broker.recorder.passwords.get(`${rec.target}/${rec.externalId}`)?.at(-1);
-        const secret = pw ? { host: rt.postgres.host, port: String(rt.postgres.port), database: rt.postgres.database, username: rec.externalId, password: pw } : undefined;
+        const secret = pw ? { host: demoPostgres(rt).host, port: String(demoPostgres(rt).port), database: demoPostgres(rt).database, username: rec.externalId, password: pw } : undefined;
         const v = await driver?.verify({ taskId: rec.taskId, grant: cred.grant, externalId: rec.externalId, secret });
         if (v !== 'rejected') problems.push(suspect(`${rec.taskId}/${rec.grant}: ledger says verified but the target says ${v}`));
         else verified++;

@@ -9,6 +9,7 @@ import type { LocalRuntime } from '../local/runtime.ts';
 import { consoleLogger } from '../local/log.ts';
 import { startDashboard } from '../report/dashboard/server.ts';
 import type { DashboardHandle } from '../report/dashboard/server.ts';
+import { demoPostgres } from '../shared/targets/postgres/local.ts';
 
 const TD = DEMO_TRUST_DOMAIN;
 const WORKLOADS = DEMO_WORKLOADS;
@@ -165,7 +166,7 @@ async function main(): Promise<number> {
   try {
     dashboard = await startDashboard({ ledger: rt.ledger, bus: rt.bus, port: dashboardPort });
     progress(`dashboard: ${dashboard.url}  (this run's timeline, live)`);
-    progress(`ledger on dynalite ${rt.dynamo.endpoint}, PostgreSQL on 127.0.0.1:${rt.postgres.port}, SPIFFE bundle at ${rt.issuer.bundleUrl}`);
+    progress(`ledger on dynalite ${rt.dynamo.endpoint}, PostgreSQL on 127.0.0.1:${demoPostgres(rt).port}, SPIFFE bundle at ${rt.issuer.bundleUrl}`);
     if (values.hold) {
       progress('--hold: open the dashboard to watch the run; it starts when a page connects, or in 10 s');
       await dashboard.waitForViewer(10_000);

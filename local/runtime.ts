@@ -16,13 +16,13 @@ import type { ClosableTargetRegistry } from '../shared/policy/registry.ts';
 import { buildSvidVerifier } from '../shared/runtime/identity.ts';
 import { httpBundleSource } from '../shared/identity/bundle.ts';
 import { MemorySecretStore } from '../shared/secrets/memory-store.ts';
-import { DRIVER_FACTORIES } from '../shared/targets/index.ts';
+import type { LocalProvision } from '../shared/targets/kind.ts';
+import { TARGET_KINDS } from '../shared/targets/index.ts';
 import { LocalBus } from './bus.ts';
 import { startDynalite } from './dynalite.ts';
 import type { DynaliteHandle } from './dynalite.ts';
-import { startEmbeddedPostgres } from './postgres.ts';
-import type { EmbeddedPostgresInstance } from './postgres.ts';
 import { startSpiffeIssuer } from './spiffe-issuer.ts';
+import { provideLocalTargets } from './targets.ts';
 import type { LocalSpiffeIssuer } from './spiffe-issuer.ts';
 
 export const DEFAULT_CONFIG_PATH = join(import.meta.dirname, '..', 'tasklease.config.yaml');
@@ -51,7 +51,8 @@ export interface LocalRuntime {
   lifecycle: LeaseLifecycle;
   targets: ClosableTargetRegistry;
   issuer: LocalSpiffeIssuer;
-  postgres: EmbeddedPostgresInstance;
+  /** What the runtime started for each target, by target name (an embedded database). */
+  provisions: Record<string, LocalProvision>;
   dynamo: DynaliteHandle;
   /** A JWT-SVID for a workload of the local trust domain, for the broker's audience. */
   mintSvid(spiffeId: string, ttlSeconds?: number): Promise<string>;
@@ -62,8 +63,8 @@ export interface LocalRuntime {
 
 export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
   const clock = options.clock ?? systemClock;
-  const config = await loadConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
-  const trustDomain = Object.entries(config.trustDomains).find(([, td]) => 'local' in td.bundle)?.[0];
+  const configured = await loadConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
+  const trustDomain = Object.entries(configured.trustDomains).find(([, td]) => 'local' in td.bundle)?.[0];
   if (!trustDomain) throw new Error('the local runtime needs a trust domain with `bundle: { local: true }` in the config');
 
   const stops: Array<() => Promise<void>> = [];
@@ -72,27 +73,17 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     stops.length = 0;
   };
   try {
-    const [dynamo, postgres, issuer] = await Promise.all([
+    const busConcurrency = options.busConcurrency ?? 8;
+    const [dynamo, provided, issuer] = await Promise.all([
       startDynalite({ childProcess: true }),
-      startEmbeddedPostgres(),
+      provideLocalTargets(configured, TARGET_KINDS, { busConcurrency, adminPoolMax: options.adminPoolMax }),
       startSpiffeIssuer({ trustDomain, clock }),
     ]);
-    stops.push(() => dynamo.close(), () => postgres.stop(), () => issuer.close());
-
-    // The config names the local database by placeholder; point every postgres target at the embedded one.
-    for (const target of Object.values(config.targets)) {
-      if (target.kind === 'postgres') {
-        // An admin pool as wide as the bus, so revocations do not queue behind each other for a connection.
-        const adminPoolMax = options.adminPoolMax ?? Math.max(4, options.busConcurrency ?? 8);
-        target.settings = { ...(target.settings as object), host: postgres.host, port: postgres.port, user: postgres.adminUser, adminPoolMax };
-      }
-    }
-    const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
+    stops.push(() => dynamo.close(), () => provided.stop(), () => issuer.close());
+    const config = provided.config;
+    const targets = buildTargetRegistry(config, TARGET_KINDS, {
       lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName).withLock,
-      resolveSecret: async (ref) => {
-        if (ref === 'local-admin') return postgres.adminPassword;
-        throw new Error(`unknown local secret reference ${ref}`);
-      },
+      resolveSecret: (ref) => provided.resolveSecret(ref),
     });
     stops.push(() => targets.close());
 
@@ -105,7 +96,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     await bundles.loadAll();
     const ledger = new DynamoDbLedger(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName, { now: () => clock.now() });
     const secrets = new MemorySecretStore();
-    const bus = new LocalBus({ concurrency: options.busConcurrency ?? 8 });
+    const bus = new LocalBus({ concurrency: busConcurrency });
     const lifecycle = new LeaseLifecycle({
       ledger,
       targets,
@@ -148,7 +139,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       lifecycle,
       targets,
       issuer,
-      postgres,
+      provisions: provided.provisions,
       dynamo,
       mintSvid: (spiffeId, ttlSeconds = 300) => issuer.mint({ spiffeId, audience: config.audience, ttlSeconds }),
       runReaper: reap,

@@ -1,7 +1,9 @@
-import type { DriverFactory } from './driver.ts';
-import { awsRoleDriverFactory } from './aws-role.ts';
-import { postgresDriverFactory } from './postgres.ts';
+import type { TargetKind } from './kind.ts';
+import { awsRoleKind } from './aws-role/index.ts';
+import { postgresKind } from './postgres/index.ts';
 
-/** Every target kind tasklease knows. A new kind is one driver file plus one line here. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const DRIVER_FACTORIES: ReadonlyArray<DriverFactory<any, any>> = [postgresDriverFactory, awsRoleDriverFactory];
+/** Every target kind tasklease knows. A new kind is one folder under shared/targets/ plus one line here. */
+export const TARGET_KINDS: readonly TargetKind[] = [postgresKind, awsRoleKind];
+
+/** The driver-factory view of the kinds (config validation, the target registry). */
+export const DRIVER_FACTORIES = TARGET_KINDS;

@@ -16,7 +16,7 @@ import type { LocalSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import type { LeaseRevoked } from '../../shared/events/schemas.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
 import { ENV } from '../../shared/runtime/env.ts';
-import { PROBE_STATEMENT_SID, sessionNameFor, sourceIdentityFor } from '../../shared/targets/aws-role.ts';
+import { PROBE_STATEMENT_SID, sessionNameFor, sourceIdentityFor } from '../../shared/targets/aws-role/driver.ts';
 import { handler as reaperHandler } from '../../functions/reaper.ts';
 import { handler as reverifyHandler } from '../../functions/reverify.ts';
 import { handler as taskEndedHandler } from '../../functions/task-ended.ts';

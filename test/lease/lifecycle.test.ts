@@ -7,6 +7,7 @@ import type { TaskStarted } from '../../shared/events/schemas.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
 import { waitForEvent } from '../../demo/demo.ts';
+import { demoPostgres } from '../../shared/targets/postgres/local.ts';
 
 const TD = 'spiffe://demo.tasklease.local';
 const READER = `${TD}/etl/test`;
@@ -59,7 +60,7 @@ async function loginError(s: Record<string, string>): Promise<string | undefined
 }
 
 async function admin<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) {
-  const c = new pg.Client({ host: rt.postgres.host, port: rt.postgres.port, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database: rt.postgres.database });
+  const c = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: demoPostgres(rt).database });
   await c.connect();
   try {
     return (await c.query<T>(sql, params)).rows;

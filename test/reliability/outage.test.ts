@@ -3,6 +3,7 @@ import { DETAIL_TYPES } from '../../shared/events/schemas.ts';
 import type { CredentialRecord } from '../../shared/lease/records.ts';
 import { connectWith, loginRefused, ofType, revocationFailures, startHarness } from './support.ts';
 import type { Harness } from './support.ts';
+import { demoPostgres } from '../../shared/targets/postgres/local.ts';
 
 /*
  * Issue 5 §3 and §5: PostgreSQL goes down while tasks end. Revocation is retried with capped
@@ -23,7 +24,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (h && !h.rt.postgres.isRunning()) await h.rt.postgres.startServer().catch(() => undefined);
+  if (h && !demoPostgres(h.rt).isRunning()) await demoPostgres(h.rt).startServer().catch(() => undefined);
   await h?.stop();
 });
 
@@ -45,7 +46,7 @@ describe('PostgreSQL stopped during revocations', () => {
     const session = await connectWith(secrets[0] as Record<string, string>);
 
     // The database goes away; the tasks end.
-    await h.rt.postgres.stopServer();
+    await demoPostgres(h.rt).stopServer();
     const endedAt = h.clock.now();
     for (const taskId of TASKS) {
       expect((await h.rt.lifecycle.taskEnded({ taskId, outcome: 'succeeded' })).status).toBe('open-debt');
@@ -99,7 +100,7 @@ describe('PostgreSQL stopped during revocations', () => {
     expect(reconciled?.orphans).toEqual([]);
 
     // The database returns; the next scheduled runs finish every revocation.
-    await h.rt.postgres.startServer();
+    await demoPostgres(h.rt).startServer();
     const back = h.clock.now();
     let rounds = 0;
     while (rounds < 5) {

@@ -4,6 +4,7 @@ import { CrashError, FaultInjector, NO_FAULTS, createFaultyBroker } from '../../
 import type { FaultyBroker } from '../../chaos/faults.ts';
 import { READ, READER, WRITE, WRITER, connectWith, loginRefused, startHarness } from './support.ts';
 import type { Harness } from './support.ts';
+import { demoPostgres } from '../../shared/targets/postgres/local.ts';
 
 /*
  * Issue 5: the PostgreSQL failure modes mature brokers are known to fail at, each reproduced
@@ -123,7 +124,7 @@ describe('a non-idempotent drop after a failover', () => {
     expect((await h.rt.ledger.getLease('pgf-failover'))?.lease.state).toBe('ending');
     expect((await credOf('pgf-failover'))?.state).toBe('revoking');
 
-    await h.rt.postgres.restart();
+    await demoPostgres(h.rt).restart();
     expect((await broker.reap()).resumedEnding).toBe(0); // still locked: the reaper leaves it alone
     h.clock.advance(LOCK_MS + 1);
     const report = await broker.reap();
@@ -189,7 +190,7 @@ describe('orphaned roles', () => {
     const orphans = Array.from({ length: 4 }, (_, i) => `tl_${String(i).repeat(40)}`);
     for (const r of orphans) await h.admin(`CREATE ROLE ${r} LOGIN PASSWORD 'orphan-pass-${r.slice(-4)}' IN ROLE orders_read`);
     await h.admin(`GRANT CREATE ON SCHEMA scratch TO ${orphans[0]}`);
-    const squatter = await connectWith({ host: h.rt.postgres.host, port: String(h.rt.postgres.port), database: 'orders', username: orphans[0] as string, password: `orphan-pass-${(orphans[0] as string).slice(-4)}` });
+    const squatter = await connectWith({ host: demoPostgres(h.rt).host, port: String(demoPostgres(h.rt).port), database: 'orders', username: orphans[0] as string, password: `orphan-pass-${(orphans[0] as string).slice(-4)}` });
     await squatter.query('CREATE TABLE scratch.orphan_owned (x int)');
     // A role re-created under the name of a credential the ledger has verified.
     expect((await h.rt.lifecycle.taskStarted(await h.started('pgf-zombie'))).status).toBe('issued');

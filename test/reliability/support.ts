@@ -8,6 +8,7 @@ import type { ReaperOptions, ReaperReport, ReaperState } from '../../shared/leas
 import { OffsetClock } from '../../chaos/faults.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
+import { demoPostgres } from '../../shared/targets/postgres/local.ts';
 
 export const TD = 'spiffe://demo.tasklease.local';
 export const READER = `${TD}/etl/reliability`;
@@ -44,8 +45,8 @@ export async function startHarness(options: { lifecycle?: Partial<LifecycleOptio
   const events: BusEvent[] = [];
   rt.bus.watch((e) => events.push(e));
   const state = createReaperState();
-  const admin = async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = [], database = rt.postgres.database) => {
-    const c = new pg.Client({ host: rt.postgres.host, port: rt.postgres.port, user: rt.postgres.adminUser, password: rt.postgres.adminPassword, database });
+  const admin = async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = [], database = demoPostgres(rt).database) => {
+    const c = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database });
     c.on('error', () => undefined);
     await c.connect();
     try {

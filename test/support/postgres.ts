@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
-import { startEmbeddedPostgres } from '../../local/postgres.ts';
-import type { EmbeddedPostgresInstance, EmbeddedPostgresOptions } from '../../local/postgres.ts';
+import { startEmbeddedPostgres } from '../../shared/targets/postgres/embedded.ts';
+import type { EmbeddedPostgresInstance, EmbeddedPostgresOptions } from '../../shared/targets/postgres/embedded.ts';
 
 /**
  * One embedded PostgreSQL per test file: started in beforeAll, stopped (data removed) in afterAll.

@@ -15,8 +15,8 @@ import {
   REVOCATION_POLICY_NAME,
   sessionNameFor,
   sourceIdentityFor,
-} from '../../shared/targets/aws-role.ts';
-import type { AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role.ts';
+} from '../../shared/targets/aws-role/driver.ts';
+import type { AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role/driver.ts';
 import { ACCOUNT, awsError, FakeAws, REGION } from '../aws/fake-aws.ts';
 import type { DriverDeps } from '../../shared/targets/driver.ts';
 

@@ -8,7 +8,7 @@ import {
   postgresDriverFactory,
   roleNameFor,
   scramSha256Verifier,
-} from '../../shared/targets/postgres.ts';
+} from '../../shared/targets/postgres/driver.ts';
 
 const base = { host: 'db.example', port: 5432, database: 'orders', user: 'tasklease_admin', password: 'admin-pw' };
 

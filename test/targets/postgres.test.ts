@@ -7,7 +7,7 @@ import {
   PostgresDriver,
   parsePostgresSettings,
   postgresDriverFactory,
-} from '../../shared/targets/postgres.ts';
+} from '../../shared/targets/postgres/driver.ts';
 import {
   adminQuery,
   connectWith,

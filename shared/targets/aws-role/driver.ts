@@ -39,18 +39,18 @@
  * session (a probe that is always denied would "prove" every revocation instantly). Adding a
  * probe is one entry in AWS_ROLE_PROBES.
  */
-import { credentialTags } from '../aws/tags.ts';
+import { credentialTags } from '../../aws/tags.ts';
 import { createHash } from 'node:crypto';
 import { GetRoleCommand, GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import type { Role } from '@aws-sdk/client-iam';
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import * as z from 'zod';
-import type { Grant } from '../events/schemas.ts';
-import { describeIssues } from '../events/parse.ts';
-import { ConfigError, TargetError } from '../lease/errors.ts';
-import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../lease/ports.ts';
-import { awsHttpStatus, describeAwsError, isAwsError } from '../aws/errors.ts';
-import type { DriverDeps, DriverFactory } from './driver.ts';
+import type { Grant } from '../../events/schemas.ts';
+import { describeIssues } from '../../events/parse.ts';
+import { ConfigError, TargetError } from '../../lease/errors.ts';
+import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../../lease/ports.ts';
+import { awsHttpStatus, describeAwsError, isAwsError } from '../../aws/errors.ts';
+import type { DriverDeps, DriverFactory } from '../driver.ts';
 
 export const AWS_ROLE_KIND = 'aws-role';
 /** The tag a role must carry before the broker assumes it or edits its policies. */

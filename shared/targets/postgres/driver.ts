@@ -2,9 +2,9 @@ import { createHash, createHmac, pbkdf2, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import * as z from 'zod';
-import type { Grant } from '../events/schemas.ts';
-import { describeIssues } from '../events/parse.ts';
-import { ConfigError, TargetError } from '../lease/errors.ts';
+import type { Grant } from '../../events/schemas.ts';
+import { describeIssues } from '../../events/parse.ts';
+import { ConfigError, TargetError } from '../../lease/errors.ts';
 import type {
   IssueContext,
   IssuedCredential,
@@ -12,8 +12,8 @@ import type {
   TargetDriver,
   VerifyContext,
   VerifyResult,
-} from '../lease/ports.ts';
-import type { DriverDeps, DriverFactory } from './driver.ts';
+} from '../../lease/ports.ts';
+import type { DriverDeps, DriverFactory } from '../driver.ts';
 
 const { escapeIdentifier, escapeLiteral } = pg;
 const pbkdf2Async = promisify(pbkdf2);
