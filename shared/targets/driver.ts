@@ -5,8 +5,13 @@ import type { TargetDriver } from '../lease/ports.ts';
 export interface DriverDeps {
   /** Resolves a secret reference (for example an admin password's Secrets Manager ARN). */
   resolveSecret?: (ref: string) => Promise<string>;
-  /** SDK clients, keyed by name, for AWS-backed drivers (the AWS runtime sets them). */
+  /** SDK clients, keyed by name, for AWS-backed drivers. Deprecated: use `awsClient`. */
   aws?: Record<string, unknown>;
+  /**
+   * Builds an AWS SDK client the runtime's way (credentials, tracing in Lambda); a driver passes
+   * its own region. Absent: drivers construct plain clients.
+   */
+  awsClient?: <C>(Client: new (config: { region?: string }) => C, region?: string) => C;
   /**
    * A mutex shared by every broker process, for targets whose shared state has no conditional
    * write (an IAM inline policy). Without it a driver can only serialise within its process.

@@ -581,8 +581,9 @@ export class AwsRoleDriver implements TargetDriver {
 
 function clientsFrom(deps: DriverDeps, region: string | undefined): AwsRoleClients {
   const given = deps.aws ?? {};
-  const sts = given.sts instanceof STSClient ? given.sts : new STSClient(region ? { region } : {});
-  const iam = given.iam instanceof IAMClient ? given.iam : new IAMClient(region ? { region } : {});
+  const make = <C>(Client: new (config: { region?: string }) => C): C => (deps.awsClient ? deps.awsClient(Client, region) : new Client(region ? { region } : {}));
+  const sts = given.sts instanceof STSClient ? given.sts : make(STSClient);
+  const iam = given.iam instanceof IAMClient ? given.iam : make(IAMClient);
   return { sts, iam };
 }
 
