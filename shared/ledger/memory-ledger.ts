@@ -1,0 +1,217 @@
+import { grantKey as toGrantKey } from '../events/schemas.ts';
+import type { Ledger, OpenItemsPage } from '../lease/ports.ts';
+import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from '../lease/records.ts';
+import { DEFAULT_RETENTION_DAYS, INDEX_ATTRIBUTES, TABLE_KEYS, TTL_ATTRIBUTE, openSk } from './table.ts';
+
+/*
+ * The Ledger port in process memory, with the DynamoDB adapter's semantics: conditional writes,
+ * an open index sorted by `openSk` (due time, task, grant), the retention TTL of finished items,
+ * opaque cursors, and records that come back as copies. The core's unit tests run against it;
+ * the ledger contract tests (test/ledger) hold it to the same expectations as the DynamoDB one.
+ */
+
+export interface MemoryLedgerOptions {
+  retentionDays?: number;
+  now?: () => number;
+}
+
+type Guard = { lockedBefore?: number; notEndRequested?: boolean; denialCode?: string; notTombstone?: boolean };
+
+interface Stored<T> {
+  record: T;
+  /** The item's sort key in the open index; absent once finished. */
+  openSk?: string;
+  /** Epoch seconds after which the item may be removed; set once finished. */
+  ttl?: number;
+}
+
+const DAY_MS = 86_400_000;
+const INTERNAL = new Set<string>([
+  TABLE_KEYS.partitionKey.name,
+  TABLE_KEYS.sortKey.name,
+  INDEX_ATTRIBUTES.openPk,
+  INDEX_ATTRIBUTES.openSk,
+  INDEX_ATTRIBUTES.workloadPk,
+  INDEX_ATTRIBUTES.dayPk,
+  TTL_ATTRIBUTE,
+]);
+const TERMINAL = new Set<string>(['closed', 'denied', 'verified']);
+
+/** Due time of an unfinished item, as the table's `openSk` has carried it. */
+function dueOf(record: LeaseRecord | CredentialRecord): number {
+  if ('grant' in record) return record.nextCheckAt ?? record.intentAt ?? 0;
+  const lease = record;
+  if (lease.state === 'issuing') return lease.lockedUntil ?? lease.requestedAt ?? 0;
+  if (lease.state === 'ending') return lease.lockedUntil ?? lease.endedAt ?? lease.requestedAt ?? 0;
+  return lease.expiresAt ?? lease.requestedAt ?? 0;
+}
+
+/** Drops undefined values at every depth and copies, as marshalling to DynamoDB does. */
+function compact<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => compact(v)) as T;
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = compact(v);
+    return out as T;
+  }
+  return value;
+}
+
+function applyPatch<T extends object>(record: T, patch: object): T {
+  const out = { ...record } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === undefined) delete out[k];
+    else out[k] = compact(v);
+  }
+  return out as T;
+}
+
+function guardHolds(record: LeaseRecord, guard: Guard): boolean {
+  if (guard.lockedBefore !== undefined && record.lockedUntil !== undefined && !(record.lockedUntil < guard.lockedBefore)) return false;
+  if (guard.notEndRequested && record.endRequested !== undefined && record.endRequested !== false) return false;
+  if (guard.denialCode !== undefined && record.denial?.code !== guard.denialCode) return false;
+  if (guard.notTombstone && record.tombstone !== undefined && record.tombstone !== false) return false;
+  return true;
+}
+
+function checkPatch(method: string, patch: object, from: readonly string[]): void {
+  if (from.length === 0) throw new RangeError(`${method}: \`from\` must name at least one state`);
+  if ('state' in patch && typeof (patch as { state?: unknown }).state !== 'string') throw new TypeError(`${method}: patch.state must be a state`);
+  for (const k of Object.keys(patch)) {
+    if (INTERNAL.has(k)) throw new TypeError(`${method}: patch must not set the ledger attribute ${k}`);
+  }
+}
+
+export class MemoryLedger implements Ledger {
+  protected readonly leases = new Map<string, Stored<LeaseRecord>>();
+  protected readonly credentials = new Map<string, Map<string, Stored<CredentialRecord>>>();
+  protected readonly svids = new Map<string, { taskId: string; expiresAt: number }>();
+  private readonly retentionMs: number;
+  private readonly now: () => number;
+
+  constructor(options: MemoryLedgerOptions = {}) {
+    const retentionDays = options.retentionDays ?? DEFAULT_RETENTION_DAYS;
+    if (!(retentionDays > 0) || !Number.isFinite(retentionDays)) throw new RangeError('retentionDays must be a positive number');
+    this.retentionMs = retentionDays * DAY_MS;
+    this.now = options.now ?? Date.now;
+  }
+
+  async getLease(taskId: string): Promise<LeaseWithCredentials | undefined> {
+    const lease = this.leases.get(taskId);
+    if (!lease) return undefined;
+    return structuredClone({ lease: lease.record, credentials: this.credentialsOf(taskId) });
+  }
+
+  async createLease(lease: LeaseRecord): Promise<boolean> {
+    if (this.leases.has(lease.taskId)) return false;
+    this.leases.set(lease.taskId, this.stored(compact(lease), lease.taskId));
+    return true;
+  }
+
+  async updateLease(taskId: string, from: LeaseState[], patch: Partial<LeaseRecord>, extraCondition: Guard = {}): Promise<boolean> {
+    if ('taskId' in patch && patch.taskId !== taskId) throw new TypeError('updateLease: patch must not change taskId');
+    const { taskId: _taskId, ...rest } = patch;
+    checkPatch('updateLease', rest, from);
+    const item = this.leases.get(taskId);
+    if (!item || !from.includes(item.record.state) || !guardHolds(item.record, extraCondition)) return false;
+    this.leases.set(taskId, this.stored(applyPatch(item.record, rest), taskId, undefined, item));
+    return true;
+  }
+
+  async createCredential(credential: CredentialRecord): Promise<boolean> {
+    const key = toGrantKey(credential.grant);
+    let forTask = this.credentials.get(credential.taskId);
+    if (!forTask) this.credentials.set(credential.taskId, (forTask = new Map()));
+    if (forTask.has(key)) return false;
+    forTask.set(key, this.stored(compact(credential), credential.taskId, key));
+    return true;
+  }
+
+  async updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean> {
+    if ('taskId' in patch && patch.taskId !== taskId) throw new TypeError('updateCredential: patch must not change taskId');
+    if ('grant' in patch && (!patch.grant || toGrantKey(patch.grant) !== grantKey)) throw new TypeError('updateCredential: patch must not change grant');
+    const { taskId: _taskId, grant: _grant, ...rest } = patch;
+    checkPatch('updateCredential', rest, from);
+    const item = this.credentials.get(taskId)?.get(grantKey);
+    if (!item || !from.includes(item.record.state)) return false;
+    this.credentials.get(taskId)?.set(grantKey, this.stored(applyPatch(item.record, rest), taskId, grantKey, item));
+    return true;
+  }
+
+  async claimSvid(replayKey: string, taskId: string, expiresAt: number): Promise<boolean> {
+    const held = this.svids.get(replayKey);
+    if (held && held.taskId !== taskId) return false;
+    this.svids.set(replayKey, { taskId, expiresAt });
+    return true;
+  }
+
+  async listOpen(dueBefore: number, limit: number, cursor?: string): Promise<OpenItemsPage> {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError('listOpen: limit must be a positive integer');
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const bound = openSk(Math.floor(Math.min(dueBefore, Number.MAX_SAFE_INTEGER)) + 1, '');
+    const open: Array<{ sk: string; lease?: LeaseRecord; credential?: CredentialRecord }> = [];
+    for (const { record, openSk: sk } of this.leases.values()) if (sk !== undefined) open.push({ sk, lease: record });
+    for (const forTask of this.credentials.values()) {
+      for (const { record, openSk: sk } of forTask.values()) if (sk !== undefined) open.push({ sk, credential: record });
+    }
+    const due = open
+      .filter((o) => o.sk < bound && (after === undefined || o.sk > after))
+      .sort((a, b) => (a.sk < b.sk ? -1 : a.sk > b.sk ? 1 : 0));
+    const page = due.slice(0, limit);
+    const result: OpenItemsPage = {
+      leases: page.flatMap((o) => (o.lease ? [structuredClone(o.lease)] : [])),
+      credentials: page.flatMap((o) => (o.credential ? [structuredClone(o.credential)] : [])),
+    };
+    // Like DynamoDB, a full page carries a cursor even when nothing follows it.
+    if (page.length === limit) result.cursor = Buffer.from(JSON.stringify({ after: page[page.length - 1]?.sk }), 'utf8').toString('base64url');
+    return result;
+  }
+
+  async listLeases(filter: { since?: number; until?: number; workload?: string }): Promise<LeaseWithCredentials[]> {
+    const { since, until, workload } = filter;
+    return [...this.leases.values()]
+      .map((s) => s.record)
+      .filter(
+        (lease) =>
+          (since === undefined || lease.requestedAt >= since) &&
+          (until === undefined || lease.requestedAt <= until) &&
+          (workload === undefined || lease.workload === workload),
+      )
+      .sort((a, b) => a.requestedAt - b.requestedAt || (a.taskId < b.taskId ? -1 : 1))
+      .map((lease) => structuredClone({ lease, credentials: this.credentialsOf(lease.taskId) }));
+  }
+
+  /** The retention TTL (epoch seconds) of a lease or credential item, for tests; undefined while open. */
+  ttlOf(taskId: string, grantKey?: string): number | undefined {
+    return grantKey === undefined ? this.leases.get(taskId)?.ttl : this.credentials.get(taskId)?.get(grantKey)?.ttl;
+  }
+
+  /** The open-index sort key of an item, for tests; undefined once finished. */
+  openSkOf(taskId: string, grantKey?: string): string | undefined {
+    return grantKey === undefined ? this.leases.get(taskId)?.openSk : this.credentials.get(taskId)?.get(grantKey)?.openSk;
+  }
+
+  private credentialsOf(taskId: string): CredentialRecord[] {
+    return [...(this.credentials.get(taskId)?.entries() ?? [])].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, s]) => s.record);
+  }
+
+  private stored<T extends LeaseRecord | CredentialRecord>(record: T, taskId: string, grantKey?: string, before?: Stored<T>): Stored<T> {
+    if (TERMINAL.has(record.state)) {
+      const keepTtl = before !== undefined && TERMINAL.has(before.record.state);
+      return { record, ttl: keepTtl ? before.ttl : Math.ceil((this.now() + this.retentionMs) / 1000) };
+    }
+    return { record, openSk: openSk(dueOf(record), taskId, grantKey) };
+  }
+}
+
+function decodeCursor(cursor: string): string {
+  try {
+    const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (parsed !== null && typeof parsed === 'object' && typeof (parsed as { after?: unknown }).after === 'string') {
+      return (parsed as { after: string }).after;
+    }
+  } catch {
+    // falls through to the error below
+  }
+  throw new TypeError('listOpen: cursor is not one this ledger returned');
+}
