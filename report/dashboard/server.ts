@@ -7,7 +7,7 @@ import type { BusEvent } from '../../shared/events/routing.ts';
 import { grantKey } from '../../shared/events/schemas.ts';
 import type { Ledger } from '../../shared/lease/ports.ts';
 import type { LeaseRecord } from '../../shared/lease/records.ts';
-import { buildReport, credMatches, credentialRow, leaseMatches, readReportInputs } from '../report.ts';
+import { buildReport, leaseMatches, readReportInputs } from '../report.ts';
 import type { CredentialRow, Report, ReportFilter } from '../report.ts';
 
 /** What the page gets: whitelisted, non-secret fields only (never task tokens, secret names or driver metadata). */
@@ -107,20 +107,14 @@ export async function dashboardData(ledger: Ledger, options: { now: number; filt
   const filter = options.filter ?? {};
   const { leases: all, openCredentials } = await readReportInputs(ledger, filter);
   const report = buildReport(all, { now: options.now, filter, openCredentials });
-  const matching = all.filter((l) => leaseMatches(l.lease, filter));
-  const recent = matching.slice(-(options.maxLeases ?? 300));
+  // The report already holds each matching credential as a row; the timeline groups them by task.
+  const rowsByTask = new Map<string, CredentialRow[]>();
+  for (const row of report.credentials) rowsByTask.set(row.taskId, [...(rowsByTask.get(row.taskId) ?? []), row]);
+  const recent = all.filter((l) => leaseMatches(l.lease, filter)).slice(-(options.maxLeases ?? 300));
   return {
     generatedAt: options.now,
     totalLeases: report.leases,
-    leases: recent.map(({ lease, credentials }) =>
-      leaseView(
-        lease,
-        credentials
-          .filter((c) => credMatches(c, filter))
-          .map((c) => credentialRow(c, options.now))
-          .sort((a, b) => a.grant.localeCompare(b.grant)),
-      ),
-    ),
+    leases: recent.map(({ lease }) => leaseView(lease, (rowsByTask.get(lease.taskId) ?? []).sort((a, b) => a.grant.localeCompare(b.grant)))),
     summary: report.summary,
     totals: report.totals,
     openDebt: { count: report.openDebt.count, oldestMs: report.openDebt.oldestMs },
