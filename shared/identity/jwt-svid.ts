@@ -31,6 +31,12 @@ export interface JwtSvidVerifierOptions {
   clockSkewSeconds?: number;
   /** Longer tokens are refused before any parsing. Default 16384 characters. */
   maxTokenLength?: number;
+  /**
+   * Trust domains whose SVIDs must carry a `jti` (config `trustDomains.<td>.requireJti`); `true`
+   * for all. Without a `jti`, two SVIDs minted with the same claims in the same second share one
+   * replay key, so the second is refused as a replay. Default: none.
+   */
+  requireJti?: boolean | Iterable<string>;
 }
 
 const iso = (seconds: number): string => new Date(seconds * 1000).toISOString();
@@ -49,12 +55,21 @@ export class JwtSvidVerifier implements SvidVerifier {
   private readonly clock: Pick<Clock, 'now'>;
   private readonly skew: number;
   private readonly maxTokenLength: number;
+  private readonly requireJti: (trustDomain: string) => boolean;
 
   constructor(private readonly options: JwtSvidVerifierOptions) {
     if (!options.audience) throw new TypeError('JwtSvidVerifier needs a non-empty audience');
     this.clock = options.clock ?? { now: () => Date.now() };
     this.skew = options.clockSkewSeconds ?? 30;
     this.maxTokenLength = options.maxTokenLength ?? DEFAULT_MAX_TOKEN_LENGTH;
+    const required = options.requireJti;
+    if (typeof required === 'boolean' || required === undefined) {
+      const all = required === true;
+      this.requireJti = () => all;
+    } else {
+      const domains = new Set(required);
+      this.requireJti = (td) => domains.has(td);
+    }
   }
 
   /** Verifies a JWT-SVID; throws DenialError `svid-invalid`, `svid-expired` or `svid-untrusted`. */
@@ -97,10 +112,16 @@ export class JwtSvidVerifier implements SvidVerifier {
     if (payload.jti !== undefined && (typeof payload.jti !== 'string' || payload.jti === '')) {
       throw invalid(`the JWT-SVID of ${id} has a "jti" claim that is not a non-empty string`);
     }
+    if (payload.jti === undefined && this.requireJti(trustDomain)) {
+      throw invalid(
+        `the JWT-SVID of ${id} has no "jti" claim, which trust domain ${trustDomain} requires (trustDomains.${trustDomain}.requireJti) ` +
+          `so that each SVID is used once; have the issuer mint SVIDs with a unique jti, or turn requireJti off for ${trustDomain}`,
+      );
+    }
     return {
       spiffeId: id.toString(),
       trustDomain,
-      replayKey: replayKey(trustDomain, payload.jti, token),
+      replayKey: replayKey(trustDomain, payload),
       expiresAt: (payload.exp as number) * 1000,
     };
   }
@@ -193,8 +214,26 @@ export class JwtSvidVerifier implements SvidVerifier {
   }
 }
 
-/** The replay key: sha256 of the trust domain and `jti`, or of the whole token when there is no `jti`. */
-export function replayKey(trustDomain: string, jti: string | undefined, token: string): string {
-  const material = jti !== undefined ? `jti\0${trustDomain}\0${jti}` : `token\0${token}`;
-  return createHash('sha256').update(material).digest('hex');
+/** The claims a replay key is made of; all are covered by the SVID's signature. */
+export type ReplayClaims = Pick<JWTPayload, 'sub' | 'aud' | 'exp' | 'iat' | 'nbf' | 'jti'>;
+
+/**
+ * The replay key: sha256 over verified claims, never over the token's text. A copied token can be
+ * re-encoded so that it still verifies (unused low bits of the signature's last base64url
+ * character, padding or whitespace that decoders skip, ECDSA s → n − s), so only what the
+ * signature covers may identify it. With a `jti` (RFC 7519's token identifier, unique per issuer):
+ * the trust domain and `jti`. Without: the trust domain, `sub`, the set of audiences, `exp`,
+ * `iat` and `nbf`.
+ */
+export function replayKey(trustDomain: string, claims: ReplayClaims): string {
+  if (claims.jti !== undefined) {
+    // Same material as before claims-only keys, so replay claims already in the ledger still hold.
+    return sha256(`jti\0${trustDomain}\0${claims.jti}`);
+  }
+  // `"aud": "x"` and `"aud": ["x"]` name the same audience; order and repeats say nothing either.
+  const aud = [...new Set(claims.aud === undefined ? [] : Array.isArray(claims.aud) ? claims.aud : [claims.aud])].sort();
+  // A JSON array, so no claim value can imitate a delimiter.
+  return sha256(JSON.stringify(['claims', trustDomain, claims.sub ?? null, aud, claims.exp ?? null, claims.iat ?? null, claims.nbf ?? null]));
 }
+
+const sha256 = (material: string): string => createHash('sha256').update(material).digest('hex');

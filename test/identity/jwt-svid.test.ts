@@ -3,7 +3,7 @@ import { exportJWK, exportSPKI, importJWK } from 'jose';
 import type { CryptoKey } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TrustBundleSet, staticBundleSource } from '../../shared/identity/bundle.ts';
-import { JwtSvidVerifier, TrustBundleUnavailableError } from '../../shared/identity/jwt-svid.ts';
+import { JwtSvidVerifier, TrustBundleUnavailableError, replayKey } from '../../shared/identity/jwt-svid.ts';
 import type { JwtSvidAlgorithm } from '../../shared/identity/jwt-svid.ts';
 import { DenialError } from '../../shared/lease/errors.ts';
 import type { DenialCode } from '../../shared/events/schemas.ts';
@@ -20,7 +20,7 @@ let keyB: TestKey;
 let outsider: TestKey;
 let verifier: JwtSvidVerifier;
 
-function verifierWith(skew?: number) {
+function verifierWith(skew?: number, requireJti?: boolean | string[]) {
   const bundles = new TrustBundleSet({
     clock,
     domains: [
@@ -28,7 +28,7 @@ function verifierWith(skew?: number) {
       { trustDomain: 'b.example', source: staticBundleSource(bundleOf([keyB])) },
     ],
   });
-  return new JwtSvidVerifier({ audience: AUD, bundles, clock, clockSkewSeconds: skew });
+  return new JwtSvidVerifier({ audience: AUD, bundles, clock, clockSkewSeconds: skew, requireJti });
 }
 
 /** Claims of a good SVID at the current fake time. */
@@ -75,7 +75,7 @@ describe('JwtSvidVerifier accepts', () => {
     expect(w).toEqual({
       spiffeId: SUB_A,
       trustDomain: 'a.example',
-      replayKey: createHash('sha256').update(`token\0${token}`).digest('hex'),
+      replayKey: replayKey('a.example', { sub: SUB_A, aud: [AUD], iat: clock.sec, exp: clock.sec + 300 }),
       expiresAt: (clock.sec + 300) * 1000,
     });
   });
@@ -218,6 +218,28 @@ describe('JwtSvidVerifier rejects', () => {
   it('a bad jti or non-numeric exp', async () => {
     await expectDenial(await sign(keysA.ES256, claims({ jti: '' })), 'svid-invalid', /"jti"/);
     await expectDenial(await sign(keysA.ES256, claims({ exp: 'tomorrow' })), 'svid-invalid', /invalid "exp" claim/);
+  });
+});
+
+describe('JwtSvidVerifier with requireJti', () => {
+  it('refuses an SVID without jti in a trust domain that requires one, saying what to change', async () => {
+    const v = verifierWith(undefined, ['a.example']);
+    const denial = await expectDenial(await sign(keysA.ES256, claims()), 'svid-invalid', /no "jti" claim, which trust domain a\.example requires \(trustDomains\.a\.example\.requireJti\)/, v);
+    expect(denial.message).toMatch(/mint SVIDs with a unique jti/);
+    await expect(v.verify(await sign(keysA.ES256, claims({ jti: 'j-1' })))).resolves.toMatchObject({ spiffeId: SUB_A });
+    // Other trust domains keep their own setting.
+    await expect(v.verify(await sign(keyB, claims({ sub: SUB_B })))).resolves.toMatchObject({ spiffeId: SUB_B });
+  });
+
+  it('true requires it everywhere; off (the default) accepts SVIDs without jti', async () => {
+    await expectDenial(await sign(keyB, claims({ sub: SUB_B })), 'svid-invalid', /no "jti" claim, which trust domain b\.example requires/, verifierWith(undefined, true));
+    await expect(verifierWith(undefined, false).verify(await sign(keyB, claims({ sub: SUB_B })))).resolves.toBeDefined();
+    await expect(verifier.verify(await sign(keyB, claims({ sub: SUB_B })))).resolves.toBeDefined();
+  });
+
+  it('checks the signature first: a forged jti-less token is refused for its signature, not for the missing jti', async () => {
+    const token = await sign(outsider, claims(), { alg: 'ES256', kid: keysA.ES256.kid, typ: 'JWT' });
+    await expectDenial(token, 'svid-invalid', /signature .* does not verify/, verifierWith(undefined, true));
   });
 });
 
