@@ -6,7 +6,7 @@ import type { Command, Io } from './command.ts';
 
 export { LOCAL_TABLE } from './ledger-options.ts';
 
-interface CommandEntry {
+export interface CommandEntry {
   /** What follows `tasklease`: one word, or several for a group (`audit verify`). */
   name: string;
   summary: string;
@@ -38,9 +38,9 @@ Options:
 const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
 /** The entry whose name the arguments start with (the longest, so groups can nest). */
-function resolve(argv: readonly string[]): CommandEntry | undefined {
+export function resolveCommand(argv: readonly string[], commands: readonly CommandEntry[] = COMMANDS): CommandEntry | undefined {
   const starts = (c: CommandEntry) => c.name.split(' ').every((word, i) => argv[i] === word);
-  return COMMANDS.filter(starts).sort((a, b) => b.name.length - a.name.length)[0];
+  return commands.filter(starts).sort((a, b) => b.name.length - a.name.length)[0];
 }
 
 function unknownCommand(argv: readonly string[]): string {
@@ -64,7 +64,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
   }
   const asksHelp = first === 'help';
   const words = asksHelp ? argv.slice(1) : argv;
-  const entry = resolve(words);
+  const entry = resolveCommand(words);
   if (!entry) {
     io.err(`tasklease: ${unknownCommand(words)}\nRun 'tasklease --help' for the commands.\n`);
     return 2;

@@ -27,26 +27,29 @@ export default defineCommand({
     const pollMs = wholeNumber('poll-ms', values['poll-ms'], isLocalEndpoint(values.endpoint) ? 1000 : 10_000);
     reportFilter(values, Date.now()); // reject bad filters before serving
     const { ledger, close } = openLedger(values);
-    let warned = false;
-    const dash = await startDashboard({
-      ledger,
-      port,
-      pollMs: Math.max(100, pollMs),
-      // Relative times ("1h") slide with the clock.
-      filter: () => reportFilter(values, Date.now()),
-      onError: (err) => {
-        if (warned) return;
-        warned = true;
-        io.err(`cannot read the ledger (${(err as Error).name ?? 'error'}: ${(err as Error).message}); retrying\n`);
-      },
-    });
-    io.err(`tasklease dashboard on ${dash.url}  (Ctrl-C to stop)\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
-    await dash.close();
-    close();
+    try {
+      let warned = false;
+      const dash = await startDashboard({
+        ledger,
+        port,
+        pollMs: Math.max(100, pollMs),
+        // Relative times ("1h") slide with the clock.
+        filter: () => reportFilter(values, Date.now()),
+        onError: (err) => {
+          if (warned) return;
+          warned = true;
+          io.err(`cannot read the ledger (${(err as Error).name ?? 'error'}: ${(err as Error).message}); retrying\n`);
+        },
+      });
+      io.err(`tasklease dashboard on ${dash.url}  (Ctrl-C to stop)\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await dash.close();
+    } finally {
+      close();
+    }
     return 0;
   },
 });

@@ -4,7 +4,8 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import { describe, expect, it } from 'vitest';
-import { COMMANDS, main } from '../../cli/tasklease.ts';
+import { COMMANDS, main, resolveCommand } from '../../cli/tasklease.ts';
+import type { CommandEntry } from '../../cli/tasklease.ts';
 import { dynamoClient } from '../../cli/dynamodb.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -96,6 +97,16 @@ describe('tasklease: dispatch', () => {
       expect(window.code).toBe(2);
       expect(window.stderr).toContain('--since is after --until');
     }
+  });
+
+  it('resolves a command of several words (a group like `audit verify`) by its longest name', () => {
+    const entry = (name: string): CommandEntry => ({ name, summary: name, load: () => Promise.reject(new Error('not loaded')) });
+    const table = [entry('report'), entry('audit'), entry('audit verify')];
+    expect(resolveCommand(['audit', 'verify', '--table', 't'], table)?.name).toBe('audit verify');
+    expect(resolveCommand(['audit', '--table', 't'], table)?.name).toBe('audit');
+    expect(resolveCommand(['report', 'verify'], table)?.name).toBe('report');
+    expect(resolveCommand(['verify'], table)).toBeUndefined();
+    expect(resolveCommand([], table)).toBeUndefined();
   });
 
   it('exits with the code main returns when run as a program', async () => {
