@@ -1,4 +1,8 @@
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetParameterCommand, ParameterNotFound, SSMClient } from '@aws-sdk/client-ssm';
@@ -266,9 +270,152 @@ describe('httpBundleSource', () => {
     const source = httpBundleSource('https://bundle.example/keys', { fetch: fakeFetch });
     expect(parseSpiffeBundle(await source.load()).keys.has(k1.kid)).toBe(true);
     expect(calls[0]![0]).toBe('https://bundle.example/keys');
-    expect(calls[0]![1]).toMatchObject({ redirect: 'error' });
+    expect(calls[0]![1]).toMatchObject({ redirect: 'manual' });
     status = 503;
     await expect(source.load()).rejects.toThrow('https://bundle.example/keys answered HTTP 503');
+  });
+});
+
+describe('httpBundleSource against a real HTTP server', () => {
+  const servers: Array<() => Promise<void>> = [];
+  afterAll(async () => {
+    await Promise.all(servers.map((close) => close()));
+  });
+
+  /** A loopback server on a free port; `handle` answers every request. */
+  async function serve(handle: (req: IncomingMessage, res: ServerResponse) => void | Promise<void>): Promise<string> {
+    const server = createServer((req, res) => void handle(req, res));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    servers.push(async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/bundle`;
+  }
+
+  const MB = 1024 * 1024;
+
+  /** Streams up to `total` bytes of JSON-ish filler; resolves with what the socket took before the client hung up. */
+  function streamHuge(res: ServerResponse, total: number, headers: Record<string, string | number> = {}): Promise<number> {
+    return new Promise((resolve) => {
+      res.writeHead(200, { 'content-type': 'application/json', ...headers });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      let written = 0;
+      let closed = false;
+      res.on('close', () => {
+        closed = true;
+        resolve(written);
+      });
+      const pump = () => {
+        while (!closed && written < total) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        if (!closed) res.end();
+      };
+      res.write('{"keys":[],"pad":"');
+      pump();
+    });
+  }
+
+  it('stops reading a 64 MB body soon after the limit, without a content-length', async () => {
+    let wrote: Promise<number> = Promise.resolve(0);
+    const url = await serve((_req, res) => {
+      wrote = streamHuge(res, 64 * MB);
+    });
+    const source = httpBundleSource(url);
+    const started = Date.now();
+    await expect(source.load()).rejects.toThrow(`${url} returned more than ${MB} bytes (the limit for a trust bundle); refused without reading the rest`);
+    const written = await wrote;
+    // What the socket accepted before the client hung up: the limit plus socket buffers, not 64 MB.
+    expect(written).toBeGreaterThan(MB);
+    expect(written).toBeLessThan(16 * MB);
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
+
+  it('refuses a declared content-length over the limit before reading the body', async () => {
+    let wrote: Promise<number> = Promise.resolve(0);
+    const url = await serve((_req, res) => {
+      wrote = streamHuge(res, 64 * MB, { 'content-length': 64 * MB + 18 });
+    });
+    await expect(httpBundleSource(url, { maxBytes: 4096 }).load()).rejects.toThrow(/returned more than 4096 bytes/);
+    expect(await wrote).toBeLessThan(16 * MB);
+  });
+
+  it('counts bytes, not characters', async () => {
+    // 600 × "é" is 600 characters but 1200 bytes in UTF-8.
+    const doc = JSON.stringify({ ...bundleOf([k1]), note: 'é'.repeat(600) });
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(doc);
+    });
+    const bytes = Buffer.byteLength(doc);
+    expect(doc.length).toBeLessThan(bytes - 500);
+    await expect(httpBundleSource(url, { maxBytes: doc.length + 100 }).load()).rejects.toThrow(`returned more than ${doc.length + 100} bytes`);
+    // At exactly its byte size it is fine, and the text arrives intact.
+    const text = await httpBundleSource(url, { maxBytes: bytes }).load();
+    expect(text).toBe(doc);
+    expect(parseSpiffeBundle(text).keys.has(k1.kid)).toBe(true);
+  });
+
+  it('refuses a redirect with a reason naming it (not a bare TypeError), without following it', async () => {
+    let followed = 0;
+    const target = await serve((_req, res) => {
+      followed += 1;
+      res.end(JSON.stringify(bundleOf([k2])));
+    });
+    const url = await serve((_req, res) => {
+      res.writeHead(302, { location: `${target}?token=secret-looking-value` });
+      res.end();
+    });
+    const err = await httpBundleSource(url).load().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TrustBundleError);
+    expect((err as Error).message).toBe(
+      `${url} answered HTTP 302, a redirect to ${target}; redirects are refused so a bundle cannot be swapped or downgraded on the way: configure the final https URL`,
+    );
+    expect((err as Error).message).not.toContain('secret-looking-value');
+    expect(followed).toBe(0);
+  });
+
+  it('names a body that is not JSON, never quoting it', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html>captive portal: sign in</html>');
+    });
+    const err = await httpBundleSource(url).load().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TrustBundleError);
+    expect((err as Error).message).toBe(`${url} returned a body that is not JSON (36 bytes, content-type "text/html"); a SPIFFE bundle endpoint serves a JWK set`);
+  });
+
+  it('names a body that is not UTF-8', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]));
+    });
+    await expect(httpBundleSource(url).load()).rejects.toThrow(`${url} returned a body that is not UTF-8 (4 bytes, content-type "application/json")`);
+  });
+
+  it('says when the endpoint stalls past the timeout, mid-body included', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"keys":');
+    });
+    await expect(httpBundleSource(url, { timeoutMs: 300 }).load()).rejects.toThrow(`cannot read the body of ${url}: no answer within 300 ms`);
+  });
+
+  it('reports the status of a failing endpoint and loads a good one through TrustBundleSet', async () => {
+    let status = 500;
+    const url = await serve((_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(status === 200 ? JSON.stringify(bundleOf([k1])) : '{"error":"down"}');
+    });
+    const set = new TrustBundleSet({ domains: [{ trustDomain: 'a.example', source: httpBundleSource(url) }], minRefetchIntervalMs: 0 });
+    await set.loadAll();
+    expect(set.statusOf('a.example')!.lastError).toBe(`trust bundle for a.example (${url}): ${url} answered HTTP 500`);
+    status = 200;
+    expect(await set.refresh('a.example')).toBe(true);
+    expect(set.statusOf('a.example')!.keyIds).toEqual([k1.kid]);
   });
 });
 
