@@ -21,9 +21,10 @@ export const postgresAws: AwsDeclaration<PostgresSettings, PostgresAccess> = {
     if (target.settings.password !== undefined) {
       // The config travels in a Lambda environment variable and the CloudFormation template.
       throw new ConfigError(
-        `targets.${target.name}.settings.password would be written into the CloudFormation template and the functions' environment; use settings.passwordSecret (a Secrets Manager ARN) in AWS`,
+        `targets ${target.name}: settings.password would be written into the CloudFormation template and the functions' environment; use settings.passwordSecret (a Secrets Manager ARN) in AWS`,
       );
     }
+    // The settings schema already wants exactly one of the two; needs() is also called on its own.
     if (target.settings.passwordSecret === undefined) {
       throw new ConfigError(`targets.${target.name}.settings.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`);
     }
