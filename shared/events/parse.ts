@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { InvalidEventError } from '../lease/errors.ts';
+import { parseJsonStrict } from './strict-json.ts';
 
 /** One line per issue, each naming the field: `grants[0].target: must be lower-case …`. */
 export function describeIssues(error: z.ZodError): string {
@@ -25,4 +26,12 @@ export function parseDetail<S extends z.ZodType>(schema: S, value: unknown, what
   const result = schema.safeParse(value);
   if (!result.success) throw new InvalidEventError(`${what}: ${describeIssues(result.error)}`);
   return result.data;
+}
+
+/**
+ * Parse JSON text (an SQS body holding an EventBridge event, a re-verify message) strictly, then
+ * validate it with `schema`: duplicate keys anywhere, the `detail` included, are refused.
+ */
+export function parseJsonDetail<S extends z.ZodType>(schema: S, text: string, what: string): z.infer<S> {
+  return parseDetail(schema, parseJsonStrict(text, what), what);
 }

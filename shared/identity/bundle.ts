@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import type { JWK } from 'jose';
 import * as z from 'zod';
+import { findKeyProblem } from '../events/strict-json.ts';
 import { ConfigError, TaskLeaseError, describeError } from '../lease/errors.ts';
 import type { Clock } from '../lease/ports.ts';
 import { parseTrustDomain } from './spiffe-id.ts';
@@ -71,6 +72,9 @@ export function parseSpiffeBundle(document: string | unknown): ParsedBundle {
     } catch {
       throw new TrustBundleError('bundle is not valid JSON');
     }
+    // Two "keys" (or two "kid"s in one key) would be read differently by other bundle consumers.
+    const problem = findKeyProblem(document);
+    if (problem) throw new TrustBundleError(`bundle has ${problem.kind === 'duplicate-key' ? 'a duplicate key' : 'a forbidden key'} at ${problem.path}`);
   }
   const parsed = BundleSchema.safeParse(value);
   if (!parsed.success) {

@@ -75,6 +75,13 @@ describe('parseSpiffeBundle', () => {
     expect(parsed.refreshHintSeconds).toBe(120);
   });
 
+  it('rejects a document with duplicate keys, which other consumers would read differently', () => {
+    const good = JSON.stringify(bundleOf([k1]));
+    expect(() => parseSpiffeBundle(good.replace('"keys":', '"keys":[],"keys":'))).toThrow('bundle has a duplicate key at keys');
+    expect(() => parseSpiffeBundle(good.replace('"kid":', '"kid":"other","kid":'))).toThrow('bundle has a duplicate key at keys[0].kid');
+    expect(parseSpiffeBundle(good).keys.has(k1.kid)).toBe(true);
+  });
+
   it('rejects documents that are not SPIFFE bundles', () => {
     expect(() => parseSpiffeBundle('{not json')).toThrow(/not valid JSON/);
     expect(() => parseSpiffeBundle({})).toThrow(/keys/);
