@@ -1,4 +1,4 @@
-import { App, Stack, Validations } from 'aws-cdk-lib';
+import { App, CfnOutput, Stack, Validations } from 'aws-cdk-lib';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { AppProps, StackProps } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -19,7 +19,7 @@ export interface TaskLeaseStackProps extends StackProps {
   readonly alarmTopicArn?: string;
 }
 
-/** The deployable unit: one TaskLease construct. */
+/** The deployable unit: one TaskLease construct, and outputs for what a user wires to it (not exported: read them with `aws cloudformation describe-stacks`). */
 export class TaskLeaseStack extends Stack {
   readonly taskLease: TaskLease;
 
@@ -27,6 +27,15 @@ export class TaskLeaseStack extends Stack {
     super(scope, id, { description: 'tasklease: task-scoped credentials with proven revocation', ...props });
     const alarmTopic = props.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn) : props.taskLease?.alarmTopic;
     this.taskLease = new TaskLease(this, 'TaskLease', { ...props.taskLease, ...(alarmTopic ? { alarmTopic } : {}), config: props.config });
+    const tl = this.taskLease;
+    const outputs: Record<string, [string, string]> = {
+      BusName: [tl.bus.eventBusName, 'EventBridge bus workflow engines put Task Started / Task Ended on'],
+      BusArn: [tl.bus.eventBusArn, 'ARN of that bus (engine roles need events:PutEvents on it)'],
+      TaskStartedRoleArn: [tl.roles.taskStarted.roleArn, 'Role of the task-started function: it issues, so a target role tasklease assumes must trust this role'],
+      LedgerTableName: [tl.table.tableName, 'DynamoDB ledger table (tasklease report --table)'],
+      KeyArn: [tl.key.keyArn, 'KMS key of the queues, the ledger, the bus and delivered secrets'],
+    };
+    for (const [id, [value, description]] of Object.entries(outputs)) new CfnOutput(this, id, { value, description });
   }
 }
 
