@@ -19,8 +19,8 @@ const MAX_KEY_SHOWN = 40;
 const PLAIN_KEY = /^[A-Za-z_$][\w$-]*$/;
 
 /**
- * The first duplicate or forbidden key of `text`, or undefined. `text` must be valid JSON (call
- * after `JSON.parse` succeeded): the scan trusts its structure and only tracks keys.
+ * The first duplicate or forbidden key of `text`, or undefined. Call it on text `JSON.parse`
+ * accepted: the scan trusts its structure and only tracks keys (on other text its answer means nothing).
  */
 export function findKeyProblem(text: string): StrictJsonProblem | undefined {
   const stack: Frame[] = [];
@@ -57,11 +57,13 @@ export function findKeyProblem(text: string): StrictJsonProblem | undefined {
 /** Index of the closing quote of the string opening at `start`. */
 function endOfString(text: string, start: number): number {
   let j = start + 1;
-  for (;;) {
+  // Bounded even for text that is not JSON, so a wrong call cannot spin forever.
+  for (; j < text.length; ) {
     const c = text.charCodeAt(j);
     if (c === 0x22) return j;
     j += c === 0x5c /* \ */ ? 2 : 1;
   }
+  return text.length;
 }
 
 /**

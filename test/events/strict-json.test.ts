@@ -82,6 +82,11 @@ describe('parseJsonStrict', () => {
     expect(parseJsonStrict('"just a string"', 'x')).toBe('just a string');
   });
 
+  it('findKeyProblem ends on text that is not JSON (an unterminated string)', () => {
+    expect(findKeyProblem('{"a":1,"a')).toBeUndefined();
+    expect(findKeyProblem('{"a\\')).toBeUndefined();
+  });
+
   it('property: whatever JSON.stringify writes parses to the same value', () => {
     const noProto = fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"'));
     fc.assert(
