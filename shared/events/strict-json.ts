@@ -28,6 +28,7 @@ export function findKeyProblem(text: string): StrictJsonProblem | undefined {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       const end = endOfString(text, i);
+      if (end >= text.length) return undefined;
       const top = stack.at(-1);
       if (top?.kind === 'object' && top.expectKey) {
         // Keys compare after unescaping: "taskId" and "task\u0049d" are the same key.
