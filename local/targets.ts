@@ -1,10 +1,14 @@
-import { validateTargets } from '../shared/policy/config.ts';
-import type { TaskLeaseConfig } from '../shared/policy/config.ts';
+import { markTargetsValidated, validateTargets } from '../shared/policy/config.ts';
+import type { ResolvedTarget, TaskLeaseConfig } from '../shared/policy/config.ts';
 import type { LocalContext, LocalDeclaration, LocalProvision, TargetKind } from '../shared/targets/kind.ts';
 
 /** What the local runtime started for its targets, by target name, and how to undo it. */
 export interface LocalTargets {
-  /** The config with every provided target's settings pointing at what was started for it. */
+  /**
+   * The config with every provided target's settings pointing at what was started for it. Its
+   * targets count as validated against the same kinds: `buildTargetRegistry(config, kinds, …)`
+   * hands the provided settings to the drivers without parsing them again.
+   */
   config: TaskLeaseConfig;
   provisions: Record<string, LocalProvision>;
   /** Resolves a secret reference of a provided target's settings; throws for one nobody knows. */
@@ -22,25 +26,29 @@ export async function provideLocalTargets(config: TaskLeaseConfig, kinds: readon
   const stop = async () => {
     await Promise.allSettled(started.splice(0).map((p) => p.stop()));
   };
-  const targets = { ...config.targets };
+  let resolved: ResolvedTarget<TargetKind>[];
   try {
-    await Promise.all(
+    resolved = await Promise.all(
       validateTargets(config, kinds).map(async (target) => {
-        const kind = target.factory as TargetKind;
-        if (!kind.localModule) return;
-        const { local } = (await import(kind.localModule)) as { local: LocalDeclaration };
+        const { localModule } = target.factory;
+        if (!localModule) return target;
+        const { local } = (await import(localModule)) as { local: LocalDeclaration };
         const provision = await local.provide(target, ctx);
         started.push(provision);
         provisions[target.name] = provision;
-        targets[target.name] = { ...config.targets[target.name]!, settings: provision.settings };
+        return { ...target, settings: provision.settings };
       }),
     );
   } catch (err) {
     await stop();
     throw err;
   }
+  const targets = { ...config.targets };
+  for (const t of resolved) if (provisions[t.name]) targets[t.name] = { ...config.targets[t.name]!, settings: t.settings };
+  const provided = { ...config, targets };
+  markTargetsValidated(provided, kinds, resolved);
   return {
-    config: { ...config, targets },
+    config: provided,
     provisions,
     async resolveSecret(ref) {
       for (const p of Object.values(provisions)) {

@@ -1,13 +1,20 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { LineCounter, parseDocument, isNode } from 'yaml';
-import type { Document, YAMLError } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
+import type { YAMLError } from 'yaml';
 import * as z from 'zod';
 import { AccessNameSchema, TargetNameSchema } from '../events/schemas.ts';
 import { LIMITS, PRINTABLE_PATTERN } from '../events/limits.ts';
 import { ConfigError } from '../lease/errors.ts';
-import type { DriverFactory } from '../targets/driver.ts';
+import { configError, flattenIssues, locators, makeLocator, parseErrors } from './config-errors.ts';
 import { checkSpiffePattern, checkTrustDomain } from './pattern.ts';
+import { validateTargets } from './targets.ts';
+import type { DriverFactories } from './targets.ts';
+
+// Pass 2 and the error format live beside this file; their names stay importable from here.
+export { formatPath } from './config-errors.ts';
+export { validateTargets, markTargetsValidated } from './targets.ts';
+export type { AnyDriverFactory, DriverFactories, ResolvedTarget } from './targets.ts';
 
 /*
  * The `tasklease.config` file: trust domains, targets and the rules that map SPIFFE ID
@@ -16,7 +23,8 @@ import { checkSpiffePattern, checkTrustDomain } from './pattern.ts';
  * Validation happens in two passes so the base schema needs no knowledge of target kinds:
  *   1. `parseConfig` / `loadConfig`: syntax and the base schema, including cross-references
  *      (a rule's grants must name a configured target and access level).
- *   2. `validateTargets`: each target's `settings` and `access` against its kind's DriverFactory.
+ *   2. `validateTargets` (targets.ts): each target's `settings` and `access` against its kind's
+ *      DriverFactory, once per config: the drivers get its output.
  * Every error names the path of the bad field, e.g. `rules[2].spiffeId: …` or
  * `targets.orders-db.settings.port: …`, plus the line in the file when it is known.
  */
@@ -247,68 +255,6 @@ function trustDomainOfPattern(pattern: string): string | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Error formatting
-
-type PathKey = PropertyKey;
-
-/** `rules[2].spiffeId`, `targets.orders-db.settings.port`, `trustDomains["example.org"].bundle`. */
-export function formatPath(path: readonly PathKey[]): string {
-  let out = '';
-  for (const key of path) {
-    if (typeof key === 'number') out += `[${key}]`;
-    else {
-      const s = String(key);
-      if (/^[A-Za-z_$][\w$-]*$/.test(s)) out += out ? `.${s}` : s;
-      else out += `[${JSON.stringify(s)}]`;
-    }
-  }
-  return out || '(top level)';
-}
-
-/** Maps a config path to a line of its source file, when the file was YAML/JSON text. */
-type Locator = (path: readonly PathKey[]) => number | undefined;
-
-// Keeps the source position of a parsed config for the second validation pass, without
-// adding fields to the config object itself.
-const locators = new WeakMap<object, { source: string; locate: Locator }>();
-
-function makeLocator(doc: Document, lines: LineCounter): Locator {
-  return (path) => {
-    // The deepest node that exists: for a missing field, that is the object that lacks it.
-    for (let n = path.length; n > 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as unknown[], true);
-      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
-    }
-    return undefined;
-  };
-}
-
-interface Issue {
-  path: readonly PathKey[];
-  message: string;
-}
-
-/** Zod issues as path + message; an unknown key is reported at its own path, where the typo is. */
-function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PathKey[] = []): Issue[] {
-  return issues.flatMap((issue): Issue[] =>
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((key) => ({ path: [...prefix, ...issue.path, key], message: 'unknown field (check its spelling and indentation)' }))
-      : [{ path: [...prefix, ...issue.path], message: issue.message }],
-  );
-}
-
-/** Says "is required" instead of zod's "expected string, received undefined". */
-const parseErrors: z.core.$ZodErrorMap = (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : undefined);
-
-function configError(source: string, issues: readonly Issue[], locate?: Locator): ConfigError {
-  const located = issues.map((issue) => ({ ...issue, line: locate?.(issue.path) }));
-  // In file order, like a compiler; issues without a line (missing top-level fields) first.
-  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-  const lines = located.map((i) => `  ${formatPath(i.path)}: ${i.message}${i.line !== undefined ? ` (line ${i.line})` : ''}`);
-  return new ConfigError(`invalid tasklease config ${source}:\n${lines.join('\n')}`);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Pass 1: text → base config
 
 export interface ParseOptions {
@@ -369,78 +315,3 @@ export async function loadConfig(path: string, options: LoadOptions = {}): Promi
   return config;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Pass 2: driver settings against the factories
-
-// The factories' own type parameters vary by kind; the config layer only moves values through.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyDriverFactory = DriverFactory<any, any>;
-export type DriverFactories = readonly AnyDriverFactory[] | ReadonlyMap<string, AnyDriverFactory> | Readonly<Record<string, AnyDriverFactory>>;
-
-function factoryMap(factories: DriverFactories): Map<string, AnyDriverFactory> {
-  if (factories instanceof Map) return new Map(factories);
-  const list: AnyDriverFactory[] = Array.isArray(factories) ? [...factories] : Object.values(factories as Record<string, AnyDriverFactory>);
-  return new Map(list.map((f) => [f.kind, f]));
-}
-
-/** A target whose settings and access levels passed its driver's schemas (values as the schemas output them). */
-export interface ResolvedTarget {
-  name: string;
-  kind: string;
-  factory: AnyDriverFactory;
-  settings: unknown;
-  access: Record<string, unknown>;
-  maxConcurrency?: number;
-}
-
-/**
- * Validates every target's `settings` and `access` against the factory of its `kind`.
- * Throws one ConfigError listing every problem, each with its path.
- */
-export function validateTargets(config: TaskLeaseConfig, factories: DriverFactories): ResolvedTarget[] {
-  const byKind = factoryMap(factories);
-  const issues: Issue[] = [];
-  const resolved: ResolvedTarget[] = [];
-
-  for (const [name, target] of Object.entries(config.targets)) {
-    const factory = byKind.get(target.kind);
-    if (!factory) {
-      const known = [...byKind.keys()];
-      issues.push({
-        path: ['targets', name, 'kind'],
-        message: `unknown target kind '${target.kind}' (known: ${known.length ? known.join(', ') : 'none registered'})`,
-      });
-      continue;
-    }
-    let ok = true;
-    const settings = factory.settingsSchema.safeParse(target.settings, { error: parseErrors });
-    if (!settings.success) {
-      ok = false;
-      issues.push(...flattenIssues(settings.error.issues, ['targets', name, 'settings']));
-    }
-    const access: Record<string, unknown> = {};
-    for (const [level, value] of Object.entries(target.access)) {
-      const parsed = factory.accessSchema.safeParse(value, { error: parseErrors });
-      if (!parsed.success) {
-        ok = false;
-        issues.push(...flattenIssues(parsed.error.issues, ['targets', name, 'access', level]));
-      } else access[level] = parsed.data;
-    }
-    if (ok) {
-      resolved.push({
-        name,
-        kind: target.kind,
-        factory,
-        settings: settings.data,
-        access,
-        ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
-      });
-    }
-  }
-
-  if (issues.length > 0) {
-    const origin = locators.get(config);
-    throw configError(origin?.source ?? '(in memory)', issues, origin?.locate);
-  }
-  return resolved;
-}

@@ -1,12 +1,13 @@
 import type { z } from 'zod';
 import type { TargetDriver } from '../lease/ports.ts';
 
-/** Everything a driver factory may need from its runtime; each runtime fills what it has. */
-export interface DriverDeps {
+/**
+ * The services a runtime offers driver factories; each runtime fills what it has. A factory
+ * declares the ones it reads (`DriverFactory.services`) and the registry hands it only those.
+ */
+export interface DriverServices {
   /** Resolves a secret reference (for example an admin password's Secrets Manager ARN). */
   resolveSecret?: (ref: string) => Promise<string>;
-  /** SDK clients, keyed by name, for AWS-backed drivers. Deprecated: use `awsClient`. */
-  aws?: Record<string, unknown>;
   /**
    * Builds an AWS SDK client the runtime's way (credentials, tracing in Lambda); a driver passes
    * its own region. Absent: drivers construct plain clients.
@@ -19,13 +20,40 @@ export interface DriverDeps {
   lock?: <T>(name: string, ttlMs: number, fn: () => Promise<T>) => Promise<T>;
 }
 
+export type DriverServiceName = keyof DriverServices;
+
+/** What a runtime passes `buildTargetRegistry`: the services, plus the deprecated untyped bag. */
+export interface DriverDeps extends DriverServices {
+  /**
+   * SDK clients keyed by name. Deprecated: pass `awsClient`. The registry turns this bag into an
+   * `awsClient` (a client of the asked class from the bag) until the last runtime stops passing it.
+   */
+  aws?: Record<string, unknown>;
+}
+
+/** One configured target as its factory receives it: settings and access already validated by its schemas. */
+export interface DriverTarget<Settings = unknown, Access = unknown> {
+  name: string;
+  settings: Settings;
+  access: Record<string, Access>;
+}
+
 /**
- * A target kind: how to validate its config and build its driver. Adding a kind is one file
- * exporting one of these, plus its registration in `targets/index.ts`.
+ * How to validate a kind's config and build its driver. `create` gets the output of the kind's
+ * schemas (validated once, by `validateTargets`) and only the services the factory declares.
  */
-export interface DriverFactory<Settings = unknown, Access = unknown> {
+export interface DriverFactory<Settings = unknown, Access = unknown, Uses extends DriverServiceName = DriverServiceName> {
   readonly kind: string;
   readonly settingsSchema: z.ZodType<Settings>;
   readonly accessSchema: z.ZodType<Access>;
-  create(target: { name: string; settings: Settings; access: Record<string, Access> }, deps: DriverDeps): TargetDriver;
+  /** The runtime services `create` reads. */
+  readonly services: readonly Uses[];
+  create(target: DriverTarget<Settings, Access>, services: Pick<DriverServices, Uses>): TargetDriver;
+}
+
+/** The declared services out of everything a runtime offers. */
+export function servicesFor<U extends DriverServiceName>(offered: DriverServices, uses: readonly U[]): Pick<DriverServices, U> {
+  const picked: Partial<DriverServices> = {};
+  for (const name of uses) if (offered[name] !== undefined) Object.assign(picked, { [name]: offered[name] });
+  return picked as Pick<DriverServices, U>;
 }

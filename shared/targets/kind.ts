@@ -1,4 +1,4 @@
-import type { DriverFactory } from './driver.ts';
+import type { DriverFactory, DriverServiceName } from './driver.ts';
 
 /*
  * A target kind is one folder, `shared/targets/<kind>/`, whose `index.ts` exports one
@@ -89,7 +89,7 @@ export interface LocalDeclaration<Settings = unknown, Access = unknown> {
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export interface TargetKind<Settings = any, Access = any> extends DriverFactory<Settings, Access> {
+export interface TargetKind<Settings = any, Access = any, Uses extends DriverServiceName = DriverServiceName> extends DriverFactory<Settings, Access, Uses> {
   readonly aws: AwsDeclaration<Settings, Access>;
   /**
    * URL of a module exporting `local: LocalDeclaration`, loaded only by the local runtime: a URL,

@@ -375,6 +375,7 @@ describe('the demo config (tasklease.config.yaml)', () => {
       passwordSecret: z.string(),
     }),
     accessSchema: z.strictObject({ groupRole: z.string() }),
+    services: [],
     create: () => {
       throw new Error('not used');
     },

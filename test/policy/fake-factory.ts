@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { TargetDriver } from '../../shared/lease/ports.ts';
-import type { DriverDeps, DriverFactory } from '../../shared/targets/driver.ts';
+import type { DriverFactory, DriverServices } from '../../shared/targets/driver.ts';
 
 /** A stand-in target kind with its own schemas: these tests exercise the config layer, not a driver. */
 export const FakeSettingsSchema = z.strictObject({
@@ -14,16 +14,18 @@ export type FakeAccess = z.output<typeof FakeAccessSchema>;
 
 export interface FakeDriver extends TargetDriver {
   readonly created: { name: string; settings: FakeSettings; access: Record<string, FakeAccess> };
-  readonly deps: DriverDeps;
+  /** The services the registry handed create(): only the declared ones. */
+  readonly deps: DriverServices;
   closed: boolean;
 }
 
-export function fakeFactory(kind = 'fake'): DriverFactory<FakeSettings, FakeAccess> & { built: FakeDriver[] } {
+export function fakeFactory(kind = 'fake'): DriverFactory<FakeSettings, FakeAccess, 'resolveSecret'> & { built: FakeDriver[] } {
   const built: FakeDriver[] = [];
   return {
     kind,
     settingsSchema: FakeSettingsSchema,
     accessSchema: FakeAccessSchema,
+    services: ['resolveSecret'],
     built,
     create(target, deps) {
       const driver: FakeDriver = {

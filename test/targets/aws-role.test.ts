@@ -4,21 +4,18 @@ import fc from 'fast-check';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, TargetError } from '../../shared/lease/errors.ts';
 import type { IssueContext } from '../../shared/lease/ports.ts';
-import {
-  addSessionDeny,
-  AwsRoleAccessSchema,
-  AwsRoleDriver,
-  awsRoleDriverFactory,
-  AwsRoleSettingsSchema,
-  parsePolicyDocument,
-  PROBE_STATEMENT_SID,
-  REVOCATION_POLICY_NAME,
-  sessionNameFor,
-  sourceIdentityFor,
-} from '../../shared/targets/aws-role/driver.ts';
-import type { AwsRoleSettingsInput, PolicyDocument } from '../../shared/targets/aws-role/driver.ts';
+import { validateTargets } from '../../shared/policy/config.ts';
+import { buildTargetRegistry } from '../../shared/policy/registry.ts';
+import { AwsRoleDriver } from '../../shared/targets/aws-role/driver.ts';
+import { PROBE_STATEMENT_SID, REVOCATION_POLICY_NAME, sessionNameFor, sourceIdentityFor } from '../../shared/targets/aws-role/names.ts';
+import { addSessionDeny, parsePolicyDocument } from '../../shared/targets/aws-role/revocation-policy.ts';
+import type { PolicyDocument } from '../../shared/targets/aws-role/revocation-policy.ts';
+import { AwsRoleAccessSchema, AwsRoleSettingsSchema } from '../../shared/targets/aws-role/settings.ts';
+import type { AwsRoleSettingsInput } from '../../shared/targets/aws-role/settings.ts';
+import type { DriverServices } from '../../shared/targets/driver.ts';
+import { TARGET_KINDS } from '../../shared/targets/index.ts';
 import { ACCOUNT, awsError, FakeAws, REGION } from '../aws/fake-aws.ts';
-import type { DriverDeps } from '../../shared/targets/driver.ts';
+import { configWith } from './config-with.ts';
 
 const aws = new FakeAws();
 afterAll(() => aws.restore());
@@ -37,7 +34,7 @@ const brokerCreds = { accessKeyId: 'AKIABROKER', secretAccessKey: 'broker-secret
 function driver(
   settings: Partial<AwsRoleSettingsInput> = {},
   access: Record<string, unknown> = { read: { sessionPolicy: READ_POLICY } },
-  lock?: DriverDeps['lock'],
+  lock?: DriverServices['lock'],
 ): AwsRoleDriver {
   return new AwsRoleDriver(
     'deploy-role',
@@ -96,11 +93,30 @@ describe('names within STS limits', () => {
 });
 
 describe('config', () => {
-  it('the factory validates and builds an aws-role driver with the runtime\'s clients', () => {
-    const d = awsRoleDriverFactory.create({ name: 'r', settings: { roleArn: ROLE_ARN } as never, access: { read: { sessionPolicy: READ_POLICY } as never } }, {});
+  // Validation moved from the factory to validateTargets (create takes the parsed settings); the
+  // runtime's clients now arrive through the typed awsClient service.
+  it('the registry validates and builds an aws-role driver with the runtime\'s clients', () => {
+    const made: Array<{ client: string; region: string | undefined }> = [];
+    const awsClient: NonNullable<DriverServices['awsClient']> = (Client, region) => {
+      made.push({ client: Client.name, region });
+      return new Client({ region });
+    };
+    const registry = buildTargetRegistry(
+      configWith({ r: { kind: 'aws-role', settings: { roleArn: ROLE_ARN, region: REGION }, access: { read: { sessionPolicy: READ_POLICY } } } }),
+      TARGET_KINDS,
+      { awsClient },
+    );
+    const d = registry.get('r')!;
     expect(d.kind).toBe('aws-role');
     expect(d.externalId('t-1', { target: 'r', access: 'read' })).toBe(sessionNameFor('t-1', { target: 'r', access: 'read' }));
-    expect(() => awsRoleDriverFactory.create({ name: 'r', settings: { roleArn: 'arn:aws:iam::1:user/x' } as never, access: {} }, {})).toThrow(ConfigError);
+    expect(made).toEqual([
+      { client: 'STSClient', region: REGION },
+      { client: 'IAMClient', region: REGION },
+    ]);
+    expect(() => validateTargets(configWith({ r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } } }), TARGET_KINDS)).toThrow(ConfigError);
+    expect(() => validateTargets(configWith({ r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } } }), TARGET_KINDS)).toThrow(
+      /targets\.r\.settings\.roleArn: /,
+    );
   });
 
   it('refuses sts:GetCallerIdentity as a probe: IAM cannot deny it', () => {
@@ -237,7 +253,7 @@ describe('revoke and verify', () => {
   it('drivers in different containers keep every deny when they share the runtime lock', async () => {
     // The lock the runtimes pass (shared/ledger/lock.ts on the ledger table) behaves as this one.
     const held = new Map<string, Promise<unknown>>();
-    const lock: NonNullable<DriverDeps['lock']> = (name, _ttl, fn) => {
+    const lock: NonNullable<DriverServices['lock']> = (name, _ttl, fn) => {
       const run = (held.get(name) ?? Promise.resolve()).then(fn, fn);
       held.set(name, run.catch(() => undefined));
       return run;

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Grant } from '../../shared/events/schemas.ts';
 import { TargetError } from '../../shared/lease/errors.ts';
 import type { LeaseContext, TargetDriver } from '../../shared/lease/ports.ts';
-import { parsePostgresSettings, postgresDriverFactory } from '../../shared/targets/postgres/driver.ts';
+import { postgresDriverFactory } from '../../shared/targets/postgres/driver.ts';
+import { parsePostgresSettings } from '../../shared/targets/postgres/settings.ts';
 import { adminQuery, connectWith, sessionCount, sqlStateOf, useEmbeddedPostgres } from '../support/postgres.ts';
 
 const db = useEmbeddedPostgres();

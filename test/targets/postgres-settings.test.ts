@@ -1,14 +1,13 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../shared/lease/errors.ts';
-import {
-  PostgresAccessSchema,
-  PostgresSettingsSchema,
-  parsePostgresSettings,
-  postgresDriverFactory,
-  roleNameFor,
-  scramSha256Verifier,
-} from '../../shared/targets/postgres/driver.ts';
+import { buildTargetRegistry } from '../../shared/policy/registry.ts';
+import { TARGET_KINDS } from '../../shared/targets/index.ts';
+import { postgresDriverFactory } from '../../shared/targets/postgres/driver.ts';
+import { roleNameFor } from '../../shared/targets/postgres/names.ts';
+import { scramSha256Verifier } from '../../shared/targets/postgres/scram.ts';
+import { PostgresAccessSchema, PostgresSettingsSchema, parsePostgresSettings } from '../../shared/targets/postgres/settings.ts';
+import { configWith } from './config-with.ts';
 
 const base = { host: 'db.example', port: 5432, database: 'orders', user: 'tasklease_admin', password: 'admin-pw' };
 
@@ -61,25 +60,24 @@ describe('postgres settings', () => {
     }
   });
 
-  it('the factory names the target and the field; the admin password is not in the message', () => {
+  // Moved from the factory: create() takes settings validateTargets already parsed, so the
+  // registry's validation is where a bad field is named.
+  it('validation names the target and the field; the admin password is not in the message', () => {
     expect(() =>
-      postgresDriverFactory.create(
-        { name: 'orders-db', settings: { ...base, port: -1 } as never, access: {} },
-        {},
-      ),
-    ).toThrow(/target orders-db: settings: port/);
+      buildTargetRegistry(configWith({ 'orders-db': { kind: 'postgres', settings: { ...base, port: -1 }, access: { read: { groupRole: 'orders_read' } } } }), TARGET_KINDS),
+    ).toThrow(/targets\.orders-db\.settings\.port: /);
     const msg = (() => {
       try {
-        postgresDriverFactory.create(
-          { name: 'orders-db', settings: parsePostgresSettings(base), access: { read: { groupRole: 'x"; DROP' } } },
-          {},
+        buildTargetRegistry(
+          configWith({ 'orders-db': { kind: 'postgres', settings: base, access: { read: { groupRole: 'x"; DROP' } } } }),
+          TARGET_KINDS,
         );
       } catch (err) {
         return (err as Error).message;
       }
       return '';
     })();
-    expect(msg).toMatch(/access\.read: groupRole/);
+    expect(msg).toMatch(/targets\.orders-db\.access\.read\.groupRole: /);
     expect(msg).not.toContain(base.password);
   });
 

@@ -3,11 +3,10 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Grant } from '../../shared/events/schemas.ts';
 import { TargetError } from '../../shared/lease/errors.ts';
 import type { IssuedCredential, LeaseContext, TargetDriver } from '../../shared/lease/ports.ts';
-import {
-  PostgresDriver,
-  parsePostgresSettings,
-  postgresDriverFactory,
-} from '../../shared/targets/postgres/driver.ts';
+import { validateTargets } from '../../shared/policy/config.ts';
+import { TARGET_KINDS } from '../../shared/targets/index.ts';
+import { PostgresDriver, postgresDriverFactory } from '../../shared/targets/postgres/driver.ts';
+import { parsePostgresSettings } from '../../shared/targets/postgres/settings.ts';
 import {
   adminQuery,
   connectWith,
@@ -16,6 +15,7 @@ import {
   sqlStateOf,
   useEmbeddedPostgres,
 } from '../support/postgres.ts';
+import { configWith } from './config-with.ts';
 
 const db = useEmbeddedPostgres();
 let driver: TargetDriver;
@@ -390,12 +390,10 @@ describe('hostile input', () => {
 
   it('a group role name with quotes is rejected by config, and is escaped if it gets through', async () => {
     const bad = 'orders_read"; DROP TABLE orders; --';
+    // Config validation (validateTargets, which the registry runs before any create) refuses it.
     expect(() =>
-      postgresDriverFactory.create(
-        { name: 'orders-db', settings: parsePostgresSettings(db().settings), access: { read: { groupRole: bad } } },
-        {},
-      ),
-    ).toThrow(/access\.read: groupRole/);
+      validateTargets(configWith({ 'orders-db': { kind: 'postgres', settings: db().settings, access: { read: { groupRole: bad } } } }), TARGET_KINDS),
+    ).toThrow(/access\.read\.groupRole: /);
     // Bypassing validation: the name is quoted as one identifier, so it is just a missing role.
     const raw = new PostgresDriver('orders-db', parsePostgresSettings(db().settings), { read: { groupRole: bad } });
     try {
