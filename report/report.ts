@@ -1,7 +1,7 @@
 import { grantKey } from '../shared/events/schemas.ts';
 import type { Ledger } from '../shared/lease/ports.ts';
 import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
-import { openDebtMs, summarizeDebt } from '../shared/lease/trust-debt.ts';
+import { openDebt, summarizeDebt } from '../shared/lease/trust-debt.ts';
 import type { DebtSummary } from '../shared/lease/trust-debt.ts';
 import { blastRadius } from '../shared/metrics/blast-radius.ts';
 import type { WorkloadBlastRadius } from '../shared/metrics/blast-radius.ts';
@@ -29,7 +29,7 @@ export interface CredentialRow {
   naturalExpiry?: number;
   trustDebtMs?: number;
   avoidedDebtMs?: number;
-  /** Age of the debt while the task has ended and rejection is not yet proven. */
+  /** Age of the debt while the credential is no longer needed and not yet proven rejected (trust-debt.ts `openDebt`). */
   openDebtMs?: number;
   verifyAttempts: number;
   lastError?: string;
@@ -61,7 +61,8 @@ export interface Report {
   /** Worst debt first: proven debt or, while open, the debt accrued so far. */
   credentials: CredentialRow[];
   /**
-   * Credentials whose task ended and that are not yet proven rejected, oldest first. Includes every
+   * Credentials no longer needed (task ended, or lease expired without a `Task Ended`) and not yet
+   * proven rejected, oldest first: the reaper's figure (trust-debt.ts `openDebt`). Includes every
    * such credential in the ledger (matching workload/target), even when its lease predates the window.
    */
   openDebt: { count: number; oldestMs?: number; items: CredentialRow[] };
@@ -96,7 +97,7 @@ export function credentialRow(c: CredentialRecord, now: number): CredentialRow {
     naturalExpiry: c.naturalExpiry,
     trustDebtMs: c.trustDebtMs,
     avoidedDebtMs: c.avoidedDebtMs,
-    openDebtMs: openDebtMs(c, now),
+    openDebtMs: openDebt(c, now),
     verifyAttempts: c.verifyAttempts,
     lastError: c.lastError,
   };

@@ -78,7 +78,7 @@ export interface VerifyContext extends RevokeContext {
 
 export type VerifyResult = 'rejected' | 'still-valid' | 'inconclusive';
 
-/** One per target (a configured database, a role): DESIGN §5. */
+/** One per target (a configured database, a role): docs/architecture.md, "Ports". */
 export interface TargetDriver {
   readonly kind: string;
   externalId(taskId: string, grant: Grant): string;
@@ -138,15 +138,21 @@ export interface OpenItemsPage {
 }
 
 /**
- * The ledger (DESIGN §6). Every state change is a conditional write: methods that change state
- * return `false` (or throw ConflictError where noted) when the expected state did not hold,
- * so concurrent deliveries of one event cannot both win.
+ * The ledger (docs/architecture.md, "Ledger"). Every state change is a conditional write: methods
+ * that change state return `false` when the expected state did not hold, so concurrent
+ * deliveries of one event cannot both win. The core says where an item stands in the open index:
+ * a record's `nextCheckAt` is its due time there (an item with none is finished, and its
+ * retention starts), so a write never needs to read the item first.
  */
 export interface Ledger {
   getLease(taskId: string): Promise<LeaseWithCredentials | undefined>;
-  /** Creates the lease item if no item exists for the task. */
+  /** Creates the lease item if no item exists for the task; open (indexed) while it has `nextCheckAt`. */
   createLease(lease: LeaseRecord): Promise<boolean>;
-  /** Conditional on the current state being one of `from`; applies `patch` (undefined values remove attributes). */
+  /**
+   * Conditional on the current state being one of `from` (and `extraCondition`); applies `patch`
+   * (undefined values remove attributes). A patch that sets `nextCheckAt` moves the item in the open
+   * index, one that removes it finishes the item; any other leaves its place unchanged.
+   */
   updateLease(
     taskId: string,
     from: LeaseState[],
@@ -161,10 +167,11 @@ export interface Ledger {
   ): Promise<boolean>;
   /** Write-ahead intent: creates the credential item if absent. */
   createCredential(credential: CredentialRecord): Promise<boolean>;
+  /** Like updateLease: conditional on `from`; `nextCheckAt` in the patch moves or finishes the item. */
   updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean>;
   /** Records an SVID's use; false when the same replay key was already used by another task. */
   claimSvid(replayKey: string, taskId: string, expiresAt: number): Promise<boolean>;
-  /** Leases and credentials that are not finished and whose check time is at or before `dueBefore`. */
+  /** Leases and credentials that are not finished and whose `nextCheckAt` is at or before `dueBefore`, soonest first. */
   listOpen(dueBefore: number, limit: number, cursor?: string): Promise<OpenItemsPage>;
   /** Every lease with its credentials whose requestedAt falls in the window, for reports. */
   listLeases(filter: { since?: number; until?: number; workload?: string }): Promise<LeaseWithCredentials[]>;

@@ -4,6 +4,8 @@ import type { LeaseLifecycle, LifecycleLogger } from './lifecycle.ts';
 import type { Clock, Ledger, TargetRegistry } from './ports.ts';
 import type { CredentialRecord } from './records.ts';
 import { reconcile } from './reconcile.ts';
+import { transitionLease } from './transitions.ts';
+import { openDebt } from './trust-debt.ts';
 import type { ReconcileOptions, ReconcileReport } from './reconcile.ts';
 
 export interface ReaperOptions {
@@ -134,7 +136,7 @@ export interface ReaperDeps {
 }
 
 /**
- * The reaper (DESIGN §2, issue 5): lost `Task Ended` (expired leases), half-done revocations,
+ * The reaper (docs/architecture.md, "Reaper"): lost `Task Ended` (expired leases), half-done revocations,
  * interrupted issuing, stale write-ahead intents (revoked through their deterministic external
  * id), unproven and still-valid credentials, and every Nth run a reconciliation of each target
  * against the ledger. Works in bounded batches, rate-limited per target. Idempotent and safe to
@@ -218,7 +220,7 @@ export async function runReaper(lifecycle: LeaseLifecycle, deps: ReaperDeps, opt
           report.skipped++;
           return;
         }
-        if (await ledger.updateLease(taskId, ['issuing'], { lockedUntil: t + opts.intentStaleMs }, { lockedBefore: t })) {
+        if (await transitionLease(ledger, 'takeOverIssuing', lease, { lockedUntil: t + opts.intentStaleMs }, { lockedBefore: t })) {
           await take(open.map((c) => c.target));
           await lifecycle.rollBack(lease, 'issuing was interrupted (the worker stopped before the lease was active); everything issued was revoked');
           report.rolledBack++;
@@ -288,8 +290,9 @@ export async function runReaper(lifecycle: LeaseLifecycle, deps: ReaperDeps, opt
 }
 
 /**
- * Open debt (DESIGN §7): credentials whose task ended, or whose lease expired without a
- * `Task Ended`, that are not yet proven rejected. Their age keeps growing until they are.
+ * Open debt (trust-debt.ts `openDebt`, the one definition the report shares): credentials whose
+ * task ended, or whose lease expired without a `Task Ended`, that are not yet proven rejected.
+ * Their age keeps growing until they are.
  */
 export async function measureOpenDebt(ledger: Ledger, now: number, items: number, scanLimit: number): Promise<ReaperReport['openDebt']> {
   const debts: OpenDebtItem[] = [];
@@ -299,15 +302,14 @@ export async function measureOpenDebt(ledger: Ledger, now: number, items: number
     const page = await ledger.listOpen(Number.MAX_SAFE_INTEGER, Math.min(500, scanLimit - scanned), cursor);
     scanned += page.leases.length + page.credentials.length;
     for (const c of page.credentials) {
-      // An issued credential's nextCheckAt is its lease's expiry: past it, the credential is debt.
-      const since = c.endedAt ?? (c.state === 'issued' && c.nextCheckAt !== undefined && c.nextCheckAt <= now ? c.nextCheckAt : undefined);
-      if (since === undefined || c.state === 'verified') continue;
+      const debt = openDebt(c, now);
+      if (debt === undefined) continue;
       debts.push({
         taskId: c.taskId,
         grant: grantKey(c.grant),
         target: c.target,
         state: c.state,
-        openDebtMs: Math.max(0, now - since),
+        openDebtMs: debt,
         verifyAttempts: c.verifyAttempts,
         ...(c.lastError ? { lastError: c.lastError } : {}),
         ...(c.nextCheckAt !== undefined ? { nextCheckAt: c.nextCheckAt } : {}),

@@ -30,6 +30,11 @@ export interface LeaseRecord {
   /** Step Functions task token to answer; removed once answered. */
   taskToken?: string;
   closedAt?: number;
+  /**
+   * When the reaper should look at this lease next: its place in the ledger's open index, set by
+   * every transition that moves it (transitions.ts); absent once the lease is finished.
+   */
+  nextCheckAt?: number;
 }
 
 export interface CredentialRecord {
@@ -60,7 +65,10 @@ export interface CredentialRecord {
   trustDebtMs?: number;
   avoidedDebtMs?: number;
   lastError?: string;
-  /** When the reaper should look at this credential next (absent once verified). */
+  /**
+   * When the reaper should look at this credential next: its place in the ledger's open index
+   * (transitions.ts); absent once verified.
+   */
   nextCheckAt?: number;
 }
 

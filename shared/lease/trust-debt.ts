@@ -1,20 +1,39 @@
 import type { CredentialRecord } from './records.ts';
 
-/** DESIGN §7: usable-after-need time of one verified credential. */
+/** Usable-after-need time of one verified credential (docs/architecture.md, "Trust debt"). */
 export function trustDebtMs(verifiedAt: number, endedAt: number): number {
   return verifiedAt - endedAt;
 }
 
-/** DESIGN §7: what TTL-only expiry would have left open after we proved the credential dead. */
+/** What TTL-only expiry would have left open after we proved the credential dead. */
 export function avoidedDebtMs(naturalExpiry: number | undefined, verifiedAt: number): number | undefined {
   return naturalExpiry === undefined ? undefined : naturalExpiry - verifiedAt;
 }
 
-/** Debt still accruing: a credential whose task ended and that is not yet proven rejected. */
-export function openDebtMs(cred: Pick<CredentialRecord, 'state' | 'endedAt'>, now: number): number | undefined {
-  if (cred.state === 'verified' || cred.endedAt === undefined) return undefined;
-  return Math.max(0, now - cred.endedAt);
+/**
+ * When a credential stopped being needed, if it is not yet proven rejected: its task's end or,
+ * for a credential still `issued` past its lease's expiry, that expiry (a lost `Task Ended`: an
+ * issued credential is due at its lease's expiry, transitions.ts). Undefined while it is in use.
+ */
+export function openDebtSince(cred: Pick<CredentialRecord, 'state' | 'endedAt' | 'nextCheckAt'>, now: number): number | undefined {
+  if (cred.state === 'verified') return undefined;
+  if (cred.endedAt !== undefined) return cred.endedAt;
+  if (cred.state === 'issued' && cred.nextCheckAt !== undefined && cred.nextCheckAt <= now) return cred.nextCheckAt;
+  return undefined;
 }
+
+/**
+ * Open debt: how long a credential has been usable without being needed, while not yet proven
+ * rejected. The one definition behind the reaper's measurement (and the metric it publishes),
+ * `Revocation Failed`, the report and the dashboard.
+ */
+export function openDebt(cred: Pick<CredentialRecord, 'state' | 'endedAt' | 'nextCheckAt'>, now: number): number | undefined {
+  const since = openDebtSince(cred, now);
+  return since === undefined ? undefined : Math.max(0, now - since);
+}
+
+/** @deprecated the former name of {@link openDebt}, which now also counts a lost `Task Ended`. */
+export const openDebtMs = openDebt;
 
 /** Nearest-rank percentile (p in 0..100) of `values`; undefined for an empty list. */
 export function percentile(values: readonly number[], p: number): number | undefined {

@@ -5,8 +5,9 @@ import { DEFAULT_RETENTION_DAYS, INDEX_ATTRIBUTES, TABLE_KEYS, TTL_ATTRIBUTE, op
 
 /*
  * The Ledger port in process memory, with the DynamoDB adapter's semantics: conditional writes,
- * an open index sorted by `openSk` (due time, task, grant), the retention TTL of finished items,
- * opaque cursors, and records that come back as copies. The core's unit tests run against it;
+ * an open index that follows each record's `nextCheckAt` (sorted like `openSk`: due time, task,
+ * grant), the retention TTL of items without one, opaque cursors, and records that come back as
+ * copies. The core's unit tests run against it;
  * the ledger contract tests (test/ledger) hold it to the same expectations as the DynamoDB one.
  */
 
@@ -35,17 +36,6 @@ const INTERNAL = new Set<string>([
   INDEX_ATTRIBUTES.dayPk,
   TTL_ATTRIBUTE,
 ]);
-const TERMINAL = new Set<string>(['closed', 'denied', 'verified']);
-
-/** Due time of an unfinished item, as the table's `openSk` has carried it. */
-function dueOf(record: LeaseRecord | CredentialRecord): number {
-  if ('grant' in record) return record.nextCheckAt ?? record.intentAt ?? 0;
-  const lease = record;
-  if (lease.state === 'issuing') return lease.lockedUntil ?? lease.requestedAt ?? 0;
-  if (lease.state === 'ending') return lease.lockedUntil ?? lease.endedAt ?? lease.requestedAt ?? 0;
-  return lease.expiresAt ?? lease.requestedAt ?? 0;
-}
-
 /** Drops undefined values at every depth and copies, as marshalling to DynamoDB does. */
 function compact<T>(value: T): T {
   if (Array.isArray(value)) return value.map((v: unknown) => compact(v)) as T;
@@ -77,6 +67,8 @@ function guardHolds(record: LeaseRecord, guard: Guard): boolean {
 function checkPatch(method: string, patch: object, from: readonly string[]): void {
   if (from.length === 0) throw new RangeError(`${method}: \`from\` must name at least one state`);
   if ('state' in patch && typeof (patch as { state?: unknown }).state !== 'string') throw new TypeError(`${method}: patch.state must be a state`);
+  const due = (patch as { nextCheckAt?: unknown }).nextCheckAt;
+  if (due !== undefined && typeof due !== 'number') throw new TypeError(`${method}: patch.nextCheckAt must be epoch milliseconds`);
   for (const k of Object.keys(patch)) {
     if (INTERNAL.has(k)) throw new TypeError(`${method}: patch must not set the ledger attribute ${k}`);
   }
@@ -114,7 +106,7 @@ export class MemoryLedger implements Ledger {
     checkPatch('updateLease', rest, from);
     const item = this.leases.get(taskId);
     if (!item || !from.includes(item.record.state) || !guardHolds(item.record, extraCondition)) return false;
-    this.leases.set(taskId, this.stored(applyPatch(item.record, rest), taskId, undefined, item));
+    this.leases.set(taskId, this.stored(applyPatch(item.record, rest), taskId, undefined, item, rest));
     return true;
   }
 
@@ -134,7 +126,7 @@ export class MemoryLedger implements Ledger {
     checkPatch('updateCredential', rest, from);
     const item = this.credentials.get(taskId)?.get(grantKey);
     if (!item || !from.includes(item.record.state)) return false;
-    this.credentials.get(taskId)?.set(grantKey, this.stored(applyPatch(item.record, rest), taskId, grantKey, item));
+    this.credentials.get(taskId)?.set(grantKey, this.stored(applyPatch(item.record, rest), taskId, grantKey, item, rest));
     return true;
   }
 
@@ -195,12 +187,11 @@ export class MemoryLedger implements Ledger {
     return [...(this.credentials.get(taskId)?.entries() ?? [])].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, s]) => s.record);
   }
 
-  private stored<T extends LeaseRecord | CredentialRecord>(record: T, taskId: string, grantKey?: string, before?: Stored<T>): Stored<T> {
-    if (TERMINAL.has(record.state)) {
-      const keepTtl = before !== undefined && TERMINAL.has(before.record.state);
-      return { record, ttl: keepTtl ? before.ttl : Math.ceil((this.now() + this.retentionMs) / 1000) };
-    }
-    return { record, openSk: openSk(dueOf(record), taskId, grantKey) };
+  /** The item after a write: open at its `nextCheckAt`, or finished with a TTL (kept when the due time did not change). */
+  private stored<T extends LeaseRecord | CredentialRecord>(record: T, taskId: string, grantKey?: string, before?: Stored<T>, patch?: object): Stored<T> {
+    if (typeof record.nextCheckAt === 'number') return { record, openSk: openSk(record.nextCheckAt, taskId, grantKey) };
+    const unchanged = before !== undefined && patch !== undefined && !('nextCheckAt' in patch);
+    return { record, ttl: unchanged ? before.ttl : Math.ceil((this.now() + this.retentionMs) / 1000) };
   }
 }
 

@@ -102,7 +102,7 @@ describe('credentials', () => {
       const id = taskId();
       await ledger.createLease(minimalLease(id, { state: 'ending', lockedUntil: T0 }));
       await ledger.createCredential(minimalCredential(id, { state: 'issued', issuedAt: T0 }));
-      // Half the rounds carry nextCheckAt (one write), half need the stored intentAt (read, then write).
+      // Half the rounds move the due time, half keep it: one conditional write either way.
       const patch = (n: number): Partial<CredentialRecord> =>
         i % 2 ? { state: 'revoking', revokeStartedAt: T0 + n, nextCheckAt: T0 + n } : { state: 'revoking', revokeStartedAt: T0 + n };
       const results = await Promise.all([1, 2].map((n) => ledger.updateCredential(id, 'orders-db.read', ['issued'], patch(n))));
@@ -122,9 +122,9 @@ describe('credentials', () => {
 
   it('sets the TTL once verified', async () => {
     const id = taskId();
-    await ledger.createCredential(minimalCredential(id, { state: 'revoking' }));
+    await ledger.createCredential(minimalCredential(id, { state: 'revoking', nextCheckAt: T0 }));
     expect(await rawCredential(id, 'orders-db.read')).not.toHaveProperty(TTL_ATTRIBUTE);
-    await ledger.updateCredential(id, 'orders-db.read', ['revoking'], { state: 'verified', verifiedAt: NOW });
+    await ledger.updateCredential(id, 'orders-db.read', ['revoking'], { state: 'verified', verifiedAt: NOW, nextCheckAt: undefined });
     expect((await rawCredential(id, 'orders-db.read'))?.[TTL_ATTRIBUTE]).toBe(Math.ceil((NOW + 90 * DAY) / 1000));
   });
 });
@@ -152,9 +152,9 @@ describe('no secret material in the ledger', () => {
       await l.updateCredential(id, grantKey(grant), ['issued'], { state: 'revoking' });
       await l.updateCredential(id, grantKey(grant), ['revoking'], { state: 'verified', verifiedAt: NOW, nextCheckAt: undefined });
     }
-    await l.updateLease(id, ['issuing'], { state: 'active', expiresAt: T0 + MINUTE });
-    await l.updateLease(id, ['active'], { state: 'ending', lockedUntil: NOW });
-    await l.updateLease(id, ['ending'], { state: 'closed', closedAt: NOW, taskToken: undefined });
+    await l.updateLease(id, ['issuing'], { state: 'active', expiresAt: T0 + MINUTE, nextCheckAt: T0 + MINUTE });
+    await l.updateLease(id, ['active'], { state: 'ending', lockedUntil: NOW, nextCheckAt: NOW });
+    await l.updateLease(id, ['ending'], { state: 'closed', closedAt: NOW, taskToken: undefined, nextCheckAt: undefined });
     await l.claimSvid('replay-hash', id, T0 + MINUTE);
 
     const items = await dyn.scanItems(t);

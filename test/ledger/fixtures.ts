@@ -37,6 +37,7 @@ export function fullLease(id: string): LeaseRecord {
     endRequested: true,
     denial: { code: 'policy-no-rule', message: 'no rule matched' },
     lockedUntil: T0 + 6 * MINUTE,
+    nextCheckAt: T0 + 6 * MINUTE,
     taskToken: 'AQB8AAAAKgAAAAMAAAAAAAAAAe-sfn-callback-handle',
     closedAt: T0 + 7 * MINUTE,
   };

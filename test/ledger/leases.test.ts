@@ -100,8 +100,8 @@ describe('updateLease conditions', () => {
     }
   });
 
-  it('keeps exactly-one-winner when the update must read the stored item first', async () => {
-    // No expiresAt in the patch: the new open-index due time comes from the stored expiresAt.
+  it('keeps exactly-one-winner for a transition that does not repeat the stored fields', async () => {
+    // No expiresAt in the patch: it stays as stored (the write needs no read either way).
     for (let i = 0; i < 25; i++) {
       const id = taskId();
       await ledger.createLease(minimalLease(id, { lockedUntil: T0 + MINUTE, expiresAt: T0 + 15 * MINUTE }));
@@ -246,11 +246,12 @@ describe('TTL', () => {
 
   it('is set when a lease closes and not before', async () => {
     const id = taskId();
-    await ledger.createLease(minimalLease(id, { state: 'active', expiresAt: T0 + 15 * MINUTE }));
+    // The due time is the core's (transitions.ts): an open item carries nextCheckAt, a finished one none.
+    await ledger.createLease(minimalLease(id, { state: 'active', expiresAt: T0 + 15 * MINUTE, nextCheckAt: T0 + 15 * MINUTE }));
     expect(await rawItem(`LEASE#${id}`)).not.toHaveProperty(TTL_ATTRIBUTE);
-    await ledger.updateLease(id, ['active'], { state: 'ending', endedAt: T0, lockedUntil: T0 + MINUTE });
+    await ledger.updateLease(id, ['active'], { state: 'ending', endedAt: T0, lockedUntil: T0 + MINUTE, nextCheckAt: T0 + MINUTE });
     expect(await rawItem(`LEASE#${id}`)).not.toHaveProperty(TTL_ATTRIBUTE);
-    await ledger.updateLease(id, ['ending'], { state: 'closed', closedAt: NOW, lockedUntil: undefined });
+    await ledger.updateLease(id, ['ending'], { state: 'closed', closedAt: NOW, lockedUntil: undefined, nextCheckAt: undefined });
     const raw = await rawItem(`LEASE#${id}`);
     expect(raw?.[TTL_ATTRIBUTE]).toBe(retention);
     // Stripped from the record the ledger returns.

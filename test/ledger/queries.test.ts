@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DescribeTableCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { GlobalSecondaryIndexDescription } from '@aws-sdk/client-dynamodb';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
 import { GSI_NAMES, createTableInput, openSk } from '../../shared/ledger/table.ts';
@@ -63,14 +64,15 @@ describe('table definition', () => {
 });
 
 describe('open index', () => {
-  it('holds unfinished leases and credentials, due at lock/expiry/next check, and drops them when finished', async () => {
+  it('holds unfinished leases and credentials, due at the nextCheckAt the core wrote, and drops them when finished', async () => {
     const { ledger } = await dyn.newLedger();
     const issuing = taskId('issuing');
     const active = taskId('active');
-    await ledger.createLease(minimalLease(issuing, { lockedUntil: T0 + 1 * MINUTE }));
-    await ledger.createLease(minimalLease(active, { state: 'active', expiresAt: T0 + 3 * MINUTE }));
+    // Due times as the core computes them (transitions.ts): issuing at its lock, active at expiry.
+    await ledger.createLease(minimalLease(issuing, { lockedUntil: T0 + 1 * MINUTE, nextCheckAt: T0 + 1 * MINUTE }));
+    await ledger.createLease(minimalLease(active, { state: 'active', expiresAt: T0 + 3 * MINUTE, nextCheckAt: T0 + 3 * MINUTE }));
     await ledger.createLease(minimalLease(taskId('denied'), { state: 'denied' }));
-    await ledger.createCredential(minimalCredential(issuing, { intentAt: T0 + 2 * MINUTE }));
+    await ledger.createCredential(minimalCredential(issuing, { intentAt: T0 + 2 * MINUTE, nextCheckAt: T0 + 2 * MINUTE }));
     await ledger.createCredential(
       minimalCredential(active, { state: 'verified', grant: { target: 'orders-db', access: 'write' }, verifiedAt: T0 }),
     );
@@ -90,7 +92,7 @@ describe('open index', () => {
     for (const record of [...page.leases, ...page.credentials]) {
       for (const internal of ['pk', 'sk', 'openPk', 'openSk', 'workloadPk', 'dayPk', 'ttl']) expect(record).not.toHaveProperty(internal);
     }
-    expect(page.leases[0]).toStrictEqual(minimalLease(issuing, { lockedUntil: T0 + 1 * MINUTE }));
+    expect(page.leases[0]).toStrictEqual(minimalLease(issuing, { lockedUntil: T0 + 1 * MINUTE, nextCheckAt: T0 + 1 * MINUTE }));
 
     // The credential moves to its next check time, then leaves once verified.
     await ledger.updateCredential(issuing, 'orders-db.read', ['intent'], { state: 'issued', nextCheckAt: T0 + 20 * MINUTE });
@@ -100,39 +102,53 @@ describe('open index', () => {
     expect(ids(await ledger.listOpen(Number.MAX_SAFE_INTEGER, 100))).not.toContain(`C:${issuing}/orders-db.read`);
 
     // The lease follows its state: issuing (lock) → active (expiry) → ending (lock) → closed (gone).
-    await ledger.updateLease(issuing, ['issuing'], { state: 'active', expiresAt: T0 + 30 * MINUTE, lockedUntil: undefined });
+    await ledger.updateLease(issuing, ['issuing'], { state: 'active', expiresAt: T0 + 30 * MINUTE, lockedUntil: undefined, nextCheckAt: T0 + 30 * MINUTE });
     expect(ids(await ledger.listOpen(T0 + 29 * MINUTE, 100))).not.toContain(`L:${issuing}`);
     expect(ids(await ledger.listOpen(T0 + 30 * MINUTE, 100))).toContain(`L:${issuing}`);
-    await ledger.updateLease(issuing, ['active'], { state: 'ending', lockedUntil: T0 + 31 * MINUTE });
+    await ledger.updateLease(issuing, ['active'], { state: 'ending', lockedUntil: T0 + 31 * MINUTE, nextCheckAt: T0 + 31 * MINUTE });
     expect(ids(await ledger.listOpen(T0 + 30 * MINUTE, 100))).not.toContain(`L:${issuing}`);
     expect(ids(await ledger.listOpen(T0 + 31 * MINUTE, 100))).toContain(`L:${issuing}`);
-    await ledger.updateLease(issuing, ['ending'], { state: 'closed', lockedUntil: undefined });
+    await ledger.updateLease(issuing, ['ending'], { state: 'closed', lockedUntil: undefined, nextCheckAt: undefined });
     expect(ids(await ledger.listOpen(Number.MAX_SAFE_INTEGER, 100))).toEqual([`L:${active}`]);
   });
 
-  it('takes due times it was not given from the stored item', async () => {
-    const { ledger } = await dyn.newLedger();
+  it('moves an item only with the due time it is given, and writes without reading first', async () => {
+    const tableName = await dyn.newTable();
+    // Count the requests the adapter sends: every update is exactly one conditional UpdateItem.
+    const doc = DynamoDBDocumentClient.from(dyn.client);
+    const sent: string[] = [];
+    const send = doc.send.bind(doc) as (command: unknown) => Promise<unknown>;
+    (doc as unknown as { send: (command: unknown) => Promise<unknown> }).send = (command) => {
+      sent.push((command as { constructor: { name: string } }).constructor.name);
+      return send(command);
+    };
+    const ledger = new DynamoDbLedger(doc, tableName);
     const id = taskId();
-    // expiresAt is known at create; the activation patch does not repeat it.
-    await ledger.createLease(minimalLease(id, { lockedUntil: T0, expiresAt: T0 + 15 * MINUTE }));
+    await ledger.createLease(minimalLease(id, { lockedUntil: T0, expiresAt: T0 + 15 * MINUTE, nextCheckAt: T0 }));
+    sent.length = 0;
+    // A state change that does not say where the item is due keeps its place…
     await ledger.updateLease(id, ['issuing'], { state: 'active', issuedAt: T0, lockedUntil: undefined });
+    expect(ids(await ledger.listOpen(T0, 10))).toEqual([`L:${id}`]);
+    // …and the one that does moves it there.
+    await ledger.updateLease(id, ['active'], { expiresAt: T0 + 15 * MINUTE, nextCheckAt: T0 + 15 * MINUTE });
     expect(ids(await ledger.listOpen(T0 + 15 * MINUTE - 1, 10))).toEqual([]);
     expect(ids(await ledger.listOpen(T0 + 15 * MINUTE, 10))).toEqual([`L:${id}`]);
+    expect(sent.filter((c) => c !== 'QueryCommand')).toEqual(['UpdateCommand', 'UpdateCommand']);
 
-    // A credential without nextCheckAt is due at its intent time; removing nextCheckAt falls back to it.
+    // A credential: a state change alone keeps the stored nextCheckAt; removing it finishes the item.
     await ledger.createCredential(minimalCredential(id, { intentAt: T0 + 1, nextCheckAt: T0 + 5 * MINUTE }));
-    await ledger.updateCredential(id, 'orders-db.read', ['intent'], { state: 'issued', nextCheckAt: undefined });
-    expect(ids(await ledger.listOpen(T0 + 1, 10))).toEqual([`C:${id}/orders-db.read`]);
-    // A state change alone keeps the stored nextCheckAt.
-    await ledger.updateCredential(id, 'orders-db.read', ['issued'], { nextCheckAt: T0 + 7 * MINUTE });
+    await ledger.updateCredential(id, 'orders-db.read', ['intent'], { state: 'issued', nextCheckAt: T0 + 7 * MINUTE });
     await ledger.updateCredential(id, 'orders-db.read', ['issued'], { state: 'revoking', revokeStartedAt: T0 });
     expect(ids(await ledger.listOpen(T0 + 7 * MINUTE - 1, 10))).toEqual([]);
     expect(ids(await ledger.listOpen(T0 + 7 * MINUTE, 10))).toEqual([`C:${id}/orders-db.read`]);
+    await ledger.updateCredential(id, 'orders-db.read', ['revoking'], { state: 'verified', nextCheckAt: undefined });
+    expect(ids(await ledger.listOpen(Number.MAX_SAFE_INTEGER, 10))).not.toContain(`C:${id}/orders-db.read`);
+    expect(sent.filter((c) => c === 'GetCommand')).toEqual([]);
 
     // A lock that moves without a state change moves the due time, whichever allowed state it is in.
     const ending = taskId();
-    await ledger.createLease(minimalLease(ending, { state: 'ending', lockedUntil: T0 }));
-    await ledger.updateLease(ending, ['issuing', 'ending'], { lockedUntil: T0 + 40 * MINUTE });
+    await ledger.createLease(minimalLease(ending, { state: 'ending', lockedUntil: T0, nextCheckAt: T0 }));
+    await ledger.updateLease(ending, ['issuing', 'ending'], { lockedUntil: T0 + 40 * MINUTE, nextCheckAt: T0 + 40 * MINUTE });
     expect(ids(await ledger.listOpen(T0 + 40 * MINUTE - 1, 10))).not.toContain(`L:${ending}`);
     expect(ids(await ledger.listOpen(T0 + 40 * MINUTE, 10))).toContain(`L:${ending}`);
   });
@@ -143,8 +159,8 @@ describe('open index', () => {
     for (let i = 0; i < 23; i++) {
       const id = `t${String(i).padStart(2, '0')}`;
       const due = T0 + (i % 7) * MINUTE; // repeated due times: ties broken by task id
-      await ledger.createLease(minimalLease(id, { lockedUntil: due }));
-      await ledger.createCredential(minimalCredential(id, { intentAt: due + 1 }));
+      await ledger.createLease(minimalLease(id, { lockedUntil: due, nextCheckAt: due }));
+      await ledger.createCredential(minimalCredential(id, { intentAt: due + 1, nextCheckAt: due + 1 }));
       if (due <= T0 + 5 * MINUTE) expected.push(`L:${id}`);
       if (due + 1 <= T0 + 5 * MINUTE) expected.push(`C:${id}/orders-db.read`);
     }
@@ -156,7 +172,7 @@ describe('open index', () => {
 
     for (const cursor of pages.map((p) => p.cursor).filter(Boolean)) expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
     // Each page holds leases and credentials apart, so check due order across page boundaries.
-    const dueOf = (r: LeaseRecord | CredentialRecord): number => ('intentAt' in r ? r.intentAt : r.lockedUntil!);
+    const dueOf = (r: LeaseRecord | CredentialRecord): number => r.nextCheckAt!;
     const dues = pages.map((p) => [...p.leases, ...p.credentials].map(dueOf)).filter((d) => d.length > 0);
     for (let i = 1; i < dues.length; i++) expect(Math.min(...dues[i]!)).toBeGreaterThanOrEqual(Math.max(...dues[i - 1]!));
   });

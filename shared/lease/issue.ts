@@ -1,0 +1,160 @@
+import { grantKey } from '../events/schemas.ts';
+import type { Grant } from '../events/schemas.ts';
+import { announceIssued } from './announce.ts';
+import { secretNameFor } from './context.ts';
+import type { Core, StartResult } from './context.ts';
+import { revokeLease } from './end.ts';
+import { DenialError, describeError } from './errors.ts';
+import type { CredentialRecord, LeaseRecord } from './records.ts';
+import { rollBack } from './rollback.ts';
+import { CREDENTIAL_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * Issues every grant of an `issuing` lease whose lock we hold (a fresh one, or one taken over
+ * from a worker that died), then activates and announces it: all or none.
+ */
+export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipal: string | undefined, receivedAt: number, fresh = false): Promise<StartResult> {
+  const { ledger, clock } = core.deps;
+  const { taskId } = lease;
+  const workload = lease.workload as string;
+  const expiresAt = lease.expiresAt as number;
+  // A lease we just created has no credentials yet; a taken-over one may have some.
+  const prior = fresh ? [] : ((await ledger.getLease(taskId))?.credentials ?? []);
+  const existing = new Map(prior.map((c) => [grantKey(c.grant), c]));
+
+  const results = await Promise.allSettled(lease.grants.map((grant) => issueOne(core, lease, grant, existing.get(grantKey(grant)), readerPrincipal)));
+  const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ grant: lease.grants[i] as Grant, error: r.reason as unknown }] : []));
+
+  if (failures.length) {
+    // All or none: take back whatever reached a target, then deny.
+    const message = `could not issue ${failures.map((f) => `${grantKey(f.grant)} (${describeError(f.error)})`).join('; ')}; nothing was left issued`;
+    core.log.error('issue failed; rolling back', { taskId, failures: failures.map((f) => ({ grant: grantKey(f.grant), error: describeError(f.error) })) });
+    await rollBack(core, lease, message);
+    return { status: 'denied', taskId, code: 'issue-failed', message };
+  }
+
+  const credentials = results.map((r) => (r as PromiseFulfilledResult<CredentialRecord>).value);
+  const issuedAt = clock.now();
+  const activated = await transitionLease(
+    ledger,
+    'activate',
+    lease,
+    // expiresAt, the active lease's due time, is carried so the write needs no read.
+    { issuedAt, expiresAt, lockedUntil: undefined, taskToken: undefined },
+    { notEndRequested: true },
+  );
+  // A lost response to an applied write reads as a failed condition: our own issuedAt says it won.
+  const current = activated ? undefined : await ledger.getLease(taskId);
+  if (!activated && !(current?.lease.state === 'active' && current.lease.issuedAt === issuedAt)) {
+    // Never announce a lease that did not become active: the workload must not be told to use
+    // credentials of a task that already ended, or of a lease another worker rolled back.
+    if (current?.lease.endRequested && current.lease.state === 'issuing') {
+      // `Task Ended` arrived while we were issuing; it left the end to us. Straight to `ending`
+      // (never `active`): a redelivered start must not see it live, and if we die here the
+      // reaper resumes the end after the lock instead of waiting for the lease to expire.
+      const now = clock.now();
+      core.log.info('Task Ended arrived while issuing; revoking without announcing the lease', { taskId });
+      if (await transitionLease(ledger, 'endWhileIssuing', current.lease, { issuedAt, lockedUntil: now + core.opts.lockMs, taskToken: undefined })) {
+        const ending = { ...current.lease, state: 'ending' as const, issuedAt, endedAt: current.lease.endedAt ?? now, outcome: current.lease.outcome ?? 'succeeded' };
+        const ended = await revokeLease(core, ending, (await ledger.getLease(taskId))?.credentials ?? credentials);
+        return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
+      }
+      return { status: 'in-progress', taskId };
+    }
+    core.log.warn('lease left the issuing state while we issued; not announcing it', { taskId, state: current?.lease.state });
+    return { status: 'in-progress', taskId };
+  }
+
+  const active: LeaseRecord = { ...lease, state: 'active', issuedAt, lockedUntil: undefined, nextCheckAt: expiresAt };
+  await announceIssued(core, active, credentials, lease.taskToken);
+  core.deps.observer?.issued?.(active, credentials, issuedAt - receivedAt);
+  core.log.info('lease issued', { taskId, workload, grants: lease.grants.map(grantKey), expiresAt: iso(expiresAt) });
+  return { status: 'issued', taskId, credentials };
+}
+
+/** One grant: write-ahead intent, the target's credential, the secret delivered, the record issued. */
+async function issueOne(core: Core, lease: LeaseRecord, grant: Grant, prior: CredentialRecord | undefined, readerPrincipal?: string): Promise<CredentialRecord> {
+  const { ledger, clock, targets, secrets } = core.deps;
+  const driver = targets.get(grant.target);
+  if (!driver) throw new DenialError('unknown-target', `no driver for target ${grant.target}`);
+  if (prior?.state === 'issued') return prior;
+  const key = grantKey(grant);
+  const now = clock.now();
+  const externalId = driver.externalId(lease.taskId, grant);
+  const expiresAt = lease.expiresAt as number;
+
+  if (prior) {
+    // A worker died after writing the intent; the target may hold a half-made credential.
+    await driver.revoke({ taskId: lease.taskId, grant, externalId, metadata: prior.metadata, intentAt: prior.intentAt });
+  } else {
+    const intent: CredentialRecord = {
+      taskId: lease.taskId,
+      grant,
+      target: grant.target,
+      kind: driver.kind,
+      externalId,
+      state: CREDENTIAL_TRANSITIONS.intend.to,
+      workload: lease.workload as string,
+      initiator: lease.initiator,
+      workflow: lease.workflow,
+      rule: lease.rule,
+      intentAt: now,
+      verifyAttempts: 0,
+      // Due when our lock runs out: if we die, the reaper revokes whatever reached the target.
+      nextCheckAt: now + core.opts.lockMs,
+    };
+    if (!(await ledger.createCredential(intent))) {
+      throw new Error(`credential intent for ${key} already exists`);
+    }
+  }
+
+  const issued = await driver.issue({
+    lease: {
+      taskId: lease.taskId,
+      workload: lease.workload as string,
+      initiator: lease.initiator,
+      expiresAt,
+      durationSeconds: Math.round((expiresAt - now) / 1000),
+    },
+    grant,
+    externalId,
+  });
+  const stored = await secrets.put({
+    name: secretNameFor(lease.taskId, grant),
+    value: issued.secret,
+    taskId: lease.taskId,
+    grant,
+    workload: lease.workload as string,
+    readerPrincipal,
+  });
+  const patch: Partial<CredentialRecord> = {
+    issuedAt: clock.now(),
+    naturalExpiry: issued.naturalExpiry,
+    metadata: issued.metadata,
+    secretName: stored.name,
+    secretArn: stored.arn,
+    // Due at the lease's expiry: past it, a lost Task Ended is open debt (trust-debt.ts).
+    nextCheckAt: expiresAt,
+  };
+  if (!(await transitionCredential(ledger, 'issue', { taskId: lease.taskId, grant }, patch))) {
+    throw new Error(`credential ${key} left the intent state while it was being issued`);
+  }
+  return {
+    ...(prior ?? ({} as CredentialRecord)),
+    taskId: lease.taskId,
+    grant,
+    target: grant.target,
+    kind: driver.kind,
+    externalId,
+    workload: lease.workload as string,
+    initiator: lease.initiator,
+    workflow: lease.workflow,
+    rule: lease.rule,
+    intentAt: prior?.intentAt ?? now,
+    verifyAttempts: prior?.verifyAttempts ?? 0,
+    ...patch,
+    state: 'issued',
+  } as CredentialRecord;
+}

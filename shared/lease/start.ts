@@ -1,0 +1,146 @@
+import { TaskStartedSchema } from '../events/schemas.ts';
+import type { TaskStarted } from '../events/schemas.ts';
+import { parseDetail } from '../events/parse.ts';
+import { announceDenied, announceInvalid, announceIssued, answerTaskToken } from './announce.ts';
+import type { Core, StartResult } from './context.ts';
+import { deny, isReopenable } from './denials.ts';
+import { DenialError, describeError } from './errors.ts';
+import { issueGrants } from './issue.ts';
+import type { VerifiedWorkload } from './ports.ts';
+import type { LeaseRecord } from './records.ts';
+import { rollBack } from './rollback.ts';
+import { newLease, transitionLease } from './transitions.ts';
+
+/**
+ * Answers a `Task Started` detail. Throws InvalidEventError for a malformed detail (after
+ * publishing `Lease Denied` when a task id can be read) so a queue can dead-letter it.
+ */
+export async function taskStarted(core: Core, raw: unknown): Promise<StartResult> {
+  const { ledger, clock, identity, policy, targets } = core.deps;
+  const receivedAt = clock.now();
+  let detail: TaskStarted;
+  try {
+    detail = parseDetail(TaskStartedSchema, raw, 'Task Started');
+  } catch (err) {
+    // The reason is bounded where it is made (describeIssues), whatever the input's size.
+    await announceInvalid(core, raw, err);
+    throw err;
+  }
+  const { taskId } = detail;
+
+  let workload: VerifiedWorkload;
+  try {
+    workload = await identity.verify(detail.svid);
+  } catch (err) {
+    if (err instanceof DenialError) return deny(core, detail, undefined, err.denial, err.message);
+    throw err;
+  }
+
+  const existing = await ledger.getLease(taskId);
+  // A denial for a bad SVID or a policy refusal does not burn the task id: otherwise anyone who
+  // can put a forged event on the bus first could block a real task, and an engine could never
+  // retry with a fresh SVID. Only a request that passes every check below reopens it.
+  const reopen = existing !== undefined && isReopenable(existing);
+  if (existing && !reopen) return onExistingLease(core, existing.lease, detail, workload);
+
+  const decision = policy.evaluate({
+    workload: workload.spiffeId,
+    grants: detail.grants,
+    durationSeconds: detail.maxDurationSeconds,
+    initiator: detail.initiator,
+  });
+  if (!decision.allowed) return deny(core, detail, workload.spiffeId, decision.code, decision.message, decision.rule);
+  const unknown = detail.grants.filter((g) => !targets.get(g.target));
+  if (unknown.length) {
+    return deny(core, detail, workload.spiffeId, 'unknown-target', `no driver is configured for target(s) ${unknown.map((g) => g.target).join(', ')}`);
+  }
+
+  if (!(await ledger.claimSvid(workload.replayKey, taskId, workload.expiresAt))) {
+    return deny(core, detail, workload.spiffeId, 'svid-replayed', 'this JWT-SVID was already used to open a lease for another task; mint a fresh SVID per task');
+  }
+
+  const now = clock.now();
+  const lease = newLease('open', {
+    taskId,
+    workload: workload.spiffeId,
+    initiator: detail.initiator,
+    workflow: detail.workflow,
+    rule: decision.rule,
+    grants: detail.grants,
+    requestedAt: receivedAt,
+    expiresAt: now + detail.maxDurationSeconds * 1000,
+    lockedUntil: now + core.opts.lockMs,
+    taskToken: detail.taskToken,
+  });
+  const { taskId: _key, ...fields } = lease;
+  const opened = reopen
+    ? // Conditional on the very denial we judged reopenable: a Task Ended may tombstone it meanwhile.
+      await transitionLease(ledger, 'reopen', existing.lease, { ...fields, denial: undefined, closedAt: undefined }, {
+        denialCode: existing.lease.denial?.code,
+        notTombstone: true,
+      })
+    : await ledger.createLease(lease);
+  if (!opened) {
+    const raced = await ledger.getLease(taskId);
+    return raced ? onExistingLease(core, raced.lease, detail, workload) : { status: 'in-progress', taskId };
+  }
+  // A reopenable denial has no credentials (isReopenable), so either way there is nothing to resume.
+  return issueGrants(core, lease, decision.readerPrincipal, receivedAt, true);
+}
+
+/** A `Task Started` for a task the ledger already knows: deny, resume, re-announce or ignore. */
+async function onExistingLease(core: Core, lease: LeaseRecord, detail: TaskStarted, workload: VerifiedWorkload): Promise<StartResult> {
+  const { ledger, clock, policy } = core.deps;
+  if (lease.tombstone) {
+    if (lease.denial?.code === 'task-already-ended') return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
+    const message = `task ${lease.taskId} already ended (${lease.outcome ?? 'unknown outcome'}) before it started; nothing is issued for it`;
+    await transitionLease(ledger, 'refuseLateStart', lease, {
+      denial: { code: 'task-already-ended', message },
+      workload: workload.spiffeId,
+      initiator: detail.initiator,
+      workflow: detail.workflow,
+      grants: detail.grants,
+    });
+    await announceDenied(core, detail, workload.spiffeId, 'task-already-ended', message);
+    return { status: 'denied', taskId: lease.taskId, code: 'task-already-ended', message };
+  }
+  // A stale `issuing` lease means its worker died; a redelivery of *its* start finishes the job.
+  // Only the lease's own workload may, with an SVID not used for another task: anyone else's
+  // valid SVID must not complete (and so become the reader of) someone else's credentials.
+  if (lease.state === 'issuing' && (lease.lockedUntil ?? 0) < clock.now() && workload.spiffeId === lease.workload) {
+    const now = clock.now();
+    if (
+      (await ledger.claimSvid(workload.replayKey, lease.taskId, workload.expiresAt)) &&
+      (await transitionLease(ledger, 'takeOverIssuing', lease, { lockedUntil: now + core.opts.lockMs }, { lockedBefore: now }))
+    ) {
+      const decision = policy.evaluate({
+        workload: lease.workload,
+        grants: lease.grants,
+        durationSeconds: Math.max(1, Math.round(((lease.expiresAt ?? now) - lease.requestedAt) / 1000)),
+        initiator: lease.initiator,
+      });
+      if (!decision.allowed) {
+        // The policy changed while the lease was stalled: it no longer holds, so nothing is issued.
+        await rollBack(core, lease, `issuing resumed after an interruption, but ${decision.message}`);
+        return { status: 'denied', taskId: lease.taskId, code: decision.code, message: decision.message };
+      }
+      return issueGrants(core, lease, decision.readerPrincipal, lease.requestedAt);
+    }
+  }
+  if (lease.state === 'issuing') return { status: 'in-progress', taskId: lease.taskId };
+  if (lease.state === 'active' && !lease.endRequested && lease.workload === workload.spiffeId && (lease.expiresAt ?? 0) > clock.now()) {
+    // A worker that died between activation and its announcement left a lease nobody was told
+    // about; the redelivered start announces it (again: Lease Issued is at-least-once).
+    const found = await ledger.getLease(lease.taskId);
+    if (found?.lease.state === 'active' && !found.lease.endRequested) {
+      await announceIssued(core, found.lease, found.credentials, undefined);
+      if (detail.taskToken) {
+        // The first answer may have gone through; a second one for the same token is refused.
+        await answerTaskToken(core, found.lease, found.credentials, detail.taskToken).catch((err: unknown) =>
+          core.log.warn('task token already answered or gone', { taskId: lease.taskId, error: describeError(err) }),
+        );
+      }
+    }
+  }
+  return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
+}
