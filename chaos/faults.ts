@@ -6,9 +6,10 @@ import { grantKey } from '../shared/events/schemas.ts';
 import type { OutputEvent } from '../shared/events/schemas.ts';
 import type { BusEvent, RouteName } from '../shared/events/routing.ts';
 import { TargetError } from '../shared/lease/errors.ts';
-import { LeaseLifecycle } from '../shared/lease/lifecycle.ts';
-import type { LifecycleLogger, LifecycleObserver, LifecycleOptions } from '../shared/lease/lifecycle.ts';
-import { createReaperState, runReaper } from '../shared/lease/reaper.ts';
+import { createBroker } from '../shared/broker/create.ts';
+import type { Broker } from '../shared/broker/create.ts';
+import type { BrokerMetrics } from '../shared/broker/ports.ts';
+import type { LeaseLifecycle, LifecycleLogger, LifecycleObserver, LifecycleOptions } from '../shared/lease/lifecycle.ts';
 import type { ReaperOptions, ReaperReport } from '../shared/lease/reaper.ts';
 import type {
   Clock,
@@ -30,10 +31,12 @@ import { buildSvidVerifier } from '../shared/runtime/identity.ts';
 import { LocalBus } from '../local/bus.ts';
 import type { LocalBusOptions } from '../local/bus.ts';
 import { localDynamoClient } from '../local/dynalite.ts';
+import { LocalReverifyQueue } from '../local/reverify-queue.ts';
+import type { ReverifyQueueOptions } from '../local/reverify-queue.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 
 /*
- * Fault injection for the local runtime (issue 5 §4). Decorators around the lifecycle's ports
+ * Fault injection for the local runtime (issue 5 §4). Decorators around the broker's ports
  * (Ledger, TargetDriver, SecretStore, EventPublisher), SDK-level DynamoDB faults, and a bus that
  * duplicates, reorders and loses deliveries. Every decision is a pure function of
  * (seed, site, key, occurrence), so a seed reproduces the same fault plan.
@@ -497,24 +500,34 @@ export interface FaultyBrokerOptions {
   observer?: LifecycleObserver;
   /** Install SDK-level DynamoDB faults on the broker's own ledger client. Default true. */
   dynamoFaults?: boolean;
+  /**
+   * The local re-verify delay queue, each delivery its own invocation (a crash inside it ends
+   * that attempt, and the queue redelivers). `false`: unproven revocations wait for the reaper.
+   */
+  reverify?: Partial<ReverifyQueueOptions> | false;
+  /** The reaper's gauges; default none (measuring blast radius each run would read every lease). */
+  metrics?: BrokerMetrics;
 }
 
 export interface FaultyBroker {
+  /** The broker built by createBroker over the faulty ports. */
+  broker: Broker;
   lifecycle: LeaseLifecycle;
   bus: FaultyBus;
   /** The broker's ledger (faulty); use `rt.ledger` for fault-free reads. */
   ledger: Ledger;
   targets: TargetRegistry & { names(): string[] };
   recorder: CredentialRecorder;
+  reverify?: LocalReverifyQueue;
   /** One reaper run as its own invocation (a crash inside it ends that run). */
   reap(options?: Partial<ReaperOptions>): Promise<ReaperReport>;
   close(): Promise<void>;
 }
 
 /**
- * The broker of a started local runtime, rebuilt with every port behind the fault decorators and
- * wired like `startLocalRuntime` wires it (bus route → lifecycle). The runtime's own lifecycle
- * and bus stay untouched and fault-free.
+ * The broker of a started local runtime, rebuilt through createBroker with every port behind the
+ * fault decorators; the bus routes and the delay queue call it as the runtime's own do, each
+ * delivery one invocation. The runtime's own broker and bus stay untouched and fault-free.
  */
 export function createFaultyBroker(rt: LocalRuntime, inj: FaultInjector, clock: Clock, options: FaultyBrokerOptions = {}): FaultyBroker {
   const client = localDynamoClient(rt.dynamo.endpoint);
@@ -524,31 +537,39 @@ export function createFaultyBroker(rt: LocalRuntime, inj: FaultInjector, clock: 
   const recorder = new CredentialRecorder();
   const targets = faultyTargets(rt.targets, inj, recorder, clock);
   const bus = new FaultyBus(inj, { concurrency: 8, maxReceiveCount: 5, retryDelayMs: 100, ...options.bus });
+  const queue = options.reverify === false ? undefined : new LocalReverifyQueue({ log: options.log, ...options.reverify });
   const { verifier } = buildSvidVerifier(rt.config, { localBundle: () => httpBundleSource(rt.issuer.bundleUrl), clock });
-  const lifecycle = new LeaseLifecycle({
-    ledger,
-    targets,
-    secrets: faultySecretStore(rt.secrets, inj),
-    events: faultyPublisher(bus.bus, inj),
-    identity: verifier,
-    policy: new ConfigPolicy(rt.config),
-    clock,
-    log: options.log,
-    observer: options.observer,
-    options: { verifyDeadlineMs: rt.config.settings.verifyDeadlineSeconds * 1000, ...options.lifecycle },
-  });
-  bus.on('task-started', (e) => inj.invoke('task-started', () => lifecycle.taskStarted(e.detail)));
-  bus.on('task-ended', (e) => inj.invoke('task-ended', () => lifecycle.taskEnded(e.detail)));
-  const reaperState = createReaperState();
+  const broker = createBroker(
+    {
+      ledger,
+      targets,
+      secrets: faultySecretStore(rt.secrets, inj),
+      events: faultyPublisher(bus.bus, inj),
+      identity: verifier,
+      policy: new ConfigPolicy(rt.config),
+      clock,
+      reverify: queue,
+      log: options.log,
+      observer: options.observer,
+      metrics: options.metrics,
+    },
+    { config: rt.config, lifecycle: options.lifecycle, reaper: options.reaper },
+  );
+  bus.on('task-started', (e) => inj.invoke('task-started', () => broker.taskStarted(e.detail)));
+  bus.on('task-ended', (e) => inj.invoke('task-ended', () => broker.taskEnded(e.detail)));
+  queue?.on((message) => inj.invoke('reverify', () => broker.reverifyDue(message)));
   return {
-    lifecycle,
+    broker,
+    lifecycle: broker.lifecycle,
     bus,
     ledger,
     targets,
     recorder,
-    reap: (o) => inj.invoke('reaper', () => runReaper(lifecycle, { ledger, clock, log: options.log, targets, state: reaperState }, { ...options.reaper, ...o })),
+    reverify: queue,
+    reap: (o) => inj.invoke('reaper', () => broker.reap(o)),
     async close() {
       await bus.drained();
+      await queue?.close();
       client.destroy();
     },
   };

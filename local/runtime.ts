@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { LeaseLifecycle } from '../shared/lease/lifecycle.ts';
-import type { LifecycleLogger, LifecycleObserver, LifecycleOptions } from '../shared/lease/lifecycle.ts';
-import { createReaperState, runReaper } from '../shared/lease/reaper.ts';
+import { createBroker } from '../shared/broker/create.ts';
+import type { Broker } from '../shared/broker/create.ts';
+import type { LeaseLifecycle, LifecycleLogger, LifecycleObserver, LifecycleOptions } from '../shared/lease/lifecycle.ts';
 import type { ReaperOptions, ReaperReport } from '../shared/lease/reaper.ts';
+import type { TaskCallback } from '../shared/lease/ports.ts';
 import type { Clock } from '../shared/lease/ports.ts';
 import { systemClock } from '../shared/lease/ports.ts';
 import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
@@ -15,6 +16,7 @@ import { buildTargetRegistry } from '../shared/policy/registry.ts';
 import type { ClosableTargetRegistry } from '../shared/policy/registry.ts';
 import { buildSvidVerifier } from '../shared/runtime/identity.ts';
 import { httpBundleSource } from '../shared/identity/bundle.ts';
+import { GaugeRecorder } from '../shared/metrics/gauges.ts';
 import { MemorySecretStore } from '../shared/secrets/memory-store.ts';
 import type { LocalProvision } from '../shared/targets/kind.ts';
 import { TARGET_KINDS } from '../shared/targets/index.ts';
@@ -23,6 +25,8 @@ import { startDynalite } from './dynalite.ts';
 import type { DynaliteHandle } from './dynalite.ts';
 import { startSpiffeIssuer } from './spiffe-issuer.ts';
 import { provideLocalTargets } from './targets.ts';
+import { LocalReverifyQueue } from './reverify-queue.ts';
+import type { ReverifyQueueOptions } from './reverify-queue.ts';
 import type { LocalSpiffeIssuer } from './spiffe-issuer.ts';
 
 export const DEFAULT_CONFIG_PATH = join(import.meta.dirname, '..', 'tasklease.config.yaml');
@@ -40,15 +44,28 @@ export interface LocalRuntimeOptions {
   reaperIntervalMs?: number | false;
   reaper?: Partial<ReaperOptions>;
   clock?: Clock;
+  /**
+   * The re-verify delay queue (a failed verification is retried after the core's backoff);
+   * `false` leaves unproven revocations to the reaper alone (tests that move the clock by hand).
+   */
+  reverify?: Partial<ReverifyQueueOptions> | false;
+  /** Answers a task token (a recorder in tests); locally there is no Step Functions. */
+  callback?: TaskCallback;
 }
 
-/** The whole broker in one process: the embedded default of DESIGN §2. */
+/** The whole broker in one process: the embedded runtime (docs/architecture.md, "The two runtimes"). */
 export interface LocalRuntime {
   config: TaskLeaseConfig;
   bus: LocalBus;
   ledger: DynamoDbLedger;
   secrets: MemorySecretStore;
+  /** The broker every route, the delay queue and the reaper call. */
+  broker: Broker;
   lifecycle: LeaseLifecycle;
+  /** The re-verify delay queue, unless disabled. */
+  reverify?: LocalReverifyQueue;
+  /** The reaper's gauges (open debt, blast radius), as CloudWatch gets them in AWS. */
+  metrics: GaugeRecorder;
   targets: ClosableTargetRegistry;
   issuer: LocalSpiffeIssuer;
   /** What the runtime started for each target, by target name (an embedded database). */
@@ -97,25 +114,18 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const ledger = new DynamoDbLedger(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName, { now: () => clock.now() });
     const secrets = new MemorySecretStore();
     const bus = new LocalBus({ concurrency: busConcurrency });
-    const lifecycle = new LeaseLifecycle({
-      ledger,
-      targets,
-      secrets,
-      events: bus,
-      identity: verifier,
-      policy: new ConfigPolicy(config),
-      clock,
-      log: options.log,
-      observer: options.observer,
-      options: { verifyDeadlineMs: config.settings.verifyDeadlineSeconds * 1000, ...options.lifecycle },
-    });
-    bus.on('task-started', (e) => lifecycle.taskStarted(e.detail));
-    bus.on('task-ended', (e) => lifecycle.taskEnded(e.detail));
+    const queue = options.reverify === false ? undefined : new LocalReverifyQueue({ log: options.log, ...options.reverify });
+    if (queue) stops.push(() => queue.close());
+    const metrics = new GaugeRecorder(() => clock.now());
+    const broker = createBroker(
+      { ledger, targets, secrets, events: bus, identity: verifier, policy: new ConfigPolicy(config), clock, callback: options.callback, reverify: queue, observer: options.observer, metrics, log: options.log },
+      { config, lifecycle: options.lifecycle, reaper: options.reaper },
+    );
+    bus.on('task-started', (e) => broker.taskStarted(e.detail));
+    bus.on('task-ended', (e) => broker.taskEnded(e.detail));
+    queue?.on((message) => broker.reverifyDue(message));
 
-    // One state per runtime: the per-target rate limit and the reconciliation cadence span runs.
-    const reaperState = createReaperState();
-    const reap = (o?: Partial<ReaperOptions>) =>
-      runReaper(lifecycle, { ledger, clock, log: options.log, targets, state: reaperState }, { ...options.reaper, ...o });
+    const reap = (o?: Partial<ReaperOptions>) => broker.reap(o);
     const interval = options.reaperIntervalMs ?? config.settings.reaperIntervalSeconds * 1000;
     if (interval !== false) {
       let running = false;
@@ -136,7 +146,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       bus,
       ledger,
       secrets,
-      lifecycle,
+      broker,
+      lifecycle: broker.lifecycle,
+      reverify: queue,
+      metrics,
       targets,
       issuer,
       provisions: provided.provisions,

@@ -3,7 +3,7 @@
  * SPIFFE bundle (JWKS) over plain HTTP on 127.0.0.1, and mints JWT-SVIDs for demo workloads.
  * It stands in for a SPIRE server; nothing here is meant for production.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,8 +29,11 @@ export interface MintOptions {
   audience: string | string[];
   /** Default 300. */
   ttlSeconds?: number;
-  /** Omitted by default, as SPIRE does; the replay key then hashes the whole token. */
-  jti?: string;
+  /**
+   * Default: a fresh random one, so every SVID is its own (the replay key is the jti; without one
+   * it is the claims, which two SVIDs minted in one second share). `null` omits it, as SPIRE does.
+   */
+  jti?: string | null;
 }
 
 interface SigningKey {
@@ -117,7 +120,8 @@ export class LocalSpiffeIssuer {
       .setAudience(options.audience)
       .setIssuedAt(now)
       .setExpirationTime(now + (options.ttlSeconds ?? 300));
-    if (options.jti !== undefined) jwt.setJti(options.jti);
+    const jti = options.jti === undefined ? randomUUID() : options.jti;
+    if (jti !== null) jwt.setJti(jti);
     return jwt.sign(key.privateKey);
   }
 

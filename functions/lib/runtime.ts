@@ -1,7 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
-import { IAMClient } from '@aws-sdk/client-iam';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -15,8 +14,9 @@ import { RedactingSecretStore } from '../../shared/aws/redaction.ts';
 import { secretsManagerResolver } from '../../shared/aws/secret-resolver.ts';
 import { StepFunctionsTaskCallback } from '../../shared/aws/sfn-callback.ts';
 import { SqsReverifyScheduler } from '../../shared/aws/sqs-reverify.ts';
+import { createBroker } from '../../shared/broker/create.ts';
+import type { Broker } from '../../shared/broker/create.ts';
 import { ConfigError, describeError } from '../../shared/lease/errors.ts';
-import { LeaseLifecycle } from '../../shared/lease/lifecycle.ts';
 import type { LifecycleLogger } from '../../shared/lease/lifecycle.ts';
 import type { Clock, Ledger } from '../../shared/lease/ports.ts';
 import { systemClock } from '../../shared/lease/ports.ts';
@@ -43,9 +43,10 @@ const EnvSchema = z.object({
   [BROKER_PRINCIPALS_ENV]: z.string().optional(),
 });
 
+/** The container's broker and the adapters it was built from. */
 export interface Runtime {
   config: TaskLeaseConfig;
-  lifecycle: LeaseLifecycle;
+  broker: Broker;
   ledger: Ledger;
   clock: Clock;
   log: LifecycleLogger;
@@ -80,11 +81,11 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   const sfn = tracer.captureAWSv3Client(new SFNClient({}));
   const sqs = tracer.captureAWSv3Client(new SQSClient({}));
   const sts = tracer.captureAWSv3Client(new STSClient({}));
-  const iam = tracer.captureAWSv3Client(new IAMClient({}));
 
   const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
     resolveSecret: secretsManagerResolver(secretsManager, { onValue: (v) => redactor.remember(v) }),
-    aws: { sts, iam },
+    // Drivers build their own clients (in the region they name), traced like ours.
+    awsClient: (Client, region) => tracer.captureAWSv3Client(new Client(region ? { region } : {})),
     lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamodb), e[ENV.tableName]).withLock,
   });
 
@@ -111,25 +112,28 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   const observer = new MetricsObserver(new PowertoolsMetricsSink(metrics), (err) => logger.warn('metric not emitted', { error: describeError(err) }));
   const verifyDeadlineMs = e[ENV.verifyDeadlineMs] ?? config.settings.verifyDeadlineSeconds * 1000;
 
-  const lifecycle = new LeaseLifecycle({
-    ledger,
-    targets,
-    secrets: new RedactingSecretStore(new SecretsManagerStore(secretsManager, { kmsKeyId: e[ENV.secretsKmsKeyId], brokerPrincipals }), redactor),
-    events: new EventBridgePublisher(eventbridge, e[ENV.eventBusName]),
-    identity: verifier,
-    policy: new ConfigPolicy(config),
-    clock: systemClock,
-    callback: new StepFunctionsTaskCallback(sfn, log),
-    reverify,
-    log,
-    observer,
+  const broker = createBroker(
+    {
+      ledger,
+      targets,
+      secrets: new RedactingSecretStore(new SecretsManagerStore(secretsManager, { kmsKeyId: e[ENV.secretsKmsKeyId], brokerPrincipals }), redactor),
+      events: new EventBridgePublisher(eventbridge, e[ENV.eventBusName]),
+      identity: verifier,
+      policy: new ConfigPolicy(config),
+      clock: systemClock,
+      callback: new StepFunctionsTaskCallback(sfn, log),
+      reverify,
+      log,
+      observer,
+      metrics: observer,
+    },
     // In Lambda a verification never waits long: the re-verify queue takes over.
-    options: { verifyDeadlineMs },
-  });
+    { config, verifyDeadlineMs },
+  );
   if (!configured?.length) {
     logger.warn(`${BROKER_PRINCIPALS_ENV} is not set: only this function's own role may read delivered secrets besides the workload`);
   }
-  return { config, lifecycle, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs };
+  return { config, broker, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs };
 }
 
 let current: Runtime | undefined;
@@ -144,5 +148,5 @@ export function getRuntime(): Runtime {
 export async function resetRuntime(): Promise<void> {
   const rt = current;
   current = undefined;
-  await rt?.targets.close();
+  await rt?.broker.close();
 }

@@ -1,21 +1,15 @@
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { SQSClient } from '@aws-sdk/client-sqs';
-import * as z from 'zod';
-import { GrantSchema, TaskIdSchema } from '../events/schemas.ts';
 import type { Grant } from '../events/schemas.ts';
 import type { ReverifyScheduler } from '../lease/lifecycle.ts';
+import type { ReverifyMessage } from '../broker/reverify-message.ts';
+
+// The message shape is the broker's (the local delay queue carries the same one).
+export { ReverifyMessageSchema } from '../broker/reverify-message.ts';
+export type { ReverifyMessage } from '../broker/reverify-message.ts';
 
 /** SQS's longest per-message delay. */
 export const MAX_SQS_DELAY_SECONDS = 900;
-
-/** The re-verify queue's message: which credential, and not before when (delays beyond 15 minutes hop). */
-export const ReverifyMessageSchema = z.strictObject({
-  taskId: TaskIdSchema,
-  grant: GrantSchema,
-  /** Epoch ms; a message delivered earlier is sent back with the remaining delay. */
-  notBefore: z.number().int().nonnegative().optional(),
-});
-export type ReverifyMessage = z.infer<typeof ReverifyMessageSchema>;
 
 /**
  * Hands an unproven revocation to a later invocation through an SQS delay, so no Lambda ever
