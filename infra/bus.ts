@@ -16,8 +16,16 @@ export interface BusBuilderProps {
   readonly deliveryDeadLetterQueue: sqs.Queue;
   /** The queue each route's rule delivers to. */
   readonly routeQueues: Record<RouteName, sqs.IQueue>;
-  /** Principals the bus's resource policy lets put events (none: no policy). */
+  /** Principals the bus's resource policy lets put events (none: no policy); `producerPrincipals` builds them. */
   readonly producers: iam.IPrincipal[];
+}
+
+/** The accounts and principal ARNs allowed to put events; only the bus's own account when neither is given. */
+export function producerPrincipals(accounts: readonly string[] | undefined, principalArns: readonly string[] | undefined, ownAccount: string): iam.IPrincipal[] {
+  return [
+    ...(accounts ?? (principalArns?.length ? [] : [ownAccount])).map((a) => new iam.AccountPrincipal(a)),
+    ...(principalArns ?? []).map((arn) => new iam.ArnPrincipal(arn)),
+  ];
 }
 
 export interface Bus {

@@ -4,7 +4,7 @@ import { Annotations, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as events from 'aws-cdk-lib/aws-events';
-import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -17,7 +17,7 @@ import type { RouteName } from '../shared/events/routing.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import { FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
 import { TARGET_KINDS } from '../shared/targets/index.ts';
-import { buildBus } from './bus.ts';
+import { buildBus, producerPrincipals } from './bus.ts';
 import { viewConfig } from './config-view.ts';
 import type { InfraConfigView, TaskLeaseVpcSettings } from './config-view.ts';
 import { buildFunctions, functionEnvironment, PROJECT_ROOT, reaperIntervalOf, scheduleReaper } from './functions.ts';
@@ -241,10 +241,7 @@ export class TaskLease extends Construct {
       key: this.key,
       deliveryDeadLetterQueue: deadLetterQueues.delivery,
       routeQueues: { 'task-started': queues['task-started'], 'task-ended': queues['task-ended'] },
-      producers: [
-        ...(props.eventProducerAccounts ?? (props.eventProducerPrincipalArns?.length ? [] : [stack.account])).map((a) => new iam.AccountPrincipal(a)),
-        ...(props.eventProducerPrincipalArns ?? []).map((arn) => new iam.ArnPrincipal(arn)),
-      ],
+      producers: producerPrincipals(props.eventProducerAccounts, props.eventProducerPrincipalArns, stack.account),
     });
     this.bus = bus;
     this.rules = rules;
