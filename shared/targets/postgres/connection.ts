@@ -3,8 +3,8 @@ import type { PostgresSettings } from './settings.ts';
 
 /**
  * What the job modules (issue.ts, revoke.ts, verify.ts) use of a postgres target. The driver
- * implements it, so a step it exposes as a method (`quietLogging`, `drainSessions`) can be
- * replaced on one driver instance (bench/what-if.ts does) and every job sees the replacement.
+ * implements it, and the jobs call their steps through it, so a step can be timed or replaced on
+ * one driver instance (bench/instrument.ts, bench/what-if.ts) and every job sees that.
  */
 export interface PostgresAdmin {
   /** The configured target name, for error messages. */
@@ -18,6 +18,14 @@ export interface PostgresAdmin {
   quietLogging(client: pg.PoolClient): Promise<void>;
   /** Terminates the role's backends until none is seen `quietLooks` times in a row (revoke.ts). */
   drainSessions(role: string, oids: Set<string>, quietLooks?: number): Promise<void>;
+  /** One revocation attempt (revoke.ts). */
+  revokeOnce(role: string, oids: Set<string>, owner: string | undefined): Promise<void>;
+  /** Hands on or drops what the role owns in one database (revoke.ts). */
+  releaseOwned(role: string, database: string, owner: string | undefined): Promise<void>;
+  /** A login with the credential (verify.ts). */
+  tryLogin(secret: Record<string, string>, role: string, password: string): Promise<'refused' | 'still-valid' | 'inconclusive'>;
+  /** The role's backends, by name or oid (verify.ts). */
+  sessionPids(role: string, oids: Iterable<string>): Promise<number[]>;
 }
 
 /** The admin's connection to `database`; the password is asked for at each connect (a rotated secret is picked up). */

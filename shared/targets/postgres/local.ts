@@ -1,5 +1,5 @@
 import type { LocalDeclaration, LocalProvision } from '../kind.ts';
-import type { PostgresAccess, PostgresSettings } from './driver.ts';
+import type { PostgresAccess, PostgresSettings } from './settings.ts';
 import { startEmbeddedPostgres } from './embedded.ts';
 import type { EmbeddedPostgresInstance } from './embedded.ts';
 

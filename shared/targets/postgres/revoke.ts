@@ -26,7 +26,7 @@ export async function revokeRole(
   const owner = admin.settings.reassignOwnedTo ?? level?.groupRole;
   for (let attempt = 1; ; attempt++) {
     try {
-      await revokeOnce(admin, role, oids, owner);
+      await admin.revokeOnce(role, oids, owner);
       return;
     } catch (err) {
       const state = sqlStateOf(err);
@@ -43,7 +43,8 @@ export async function revokeRole(
   }
 }
 
-async function revokeOnce(admin: PostgresAdmin, role: string, oids: Set<string>, owner: string | undefined): Promise<void> {
+/** One attempt of {@link revokeRole}; `oids` collects the role's oids for the session drains. */
+export async function revokeOnce(admin: PostgresAdmin, role: string, oids: Set<string>, owner: string | undefined): Promise<void> {
   const roleId = escapeIdentifier(role);
   const found = await admin.pool.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [role]);
   const oid = found.rows[0]?.oid;
@@ -60,21 +61,21 @@ async function revokeOnce(admin: PostgresAdmin, role: string, oids: Set<string>,
   if (oid) {
     // Ownership and privileges are per database: clean the target database, then every other
     // database where the catalog says the role still has something.
-    await releaseOwned(admin, role, admin.settings.database, owner);
+    await admin.releaseOwned(role, admin.settings.database, owner);
     const others = await admin.pool.query<{ datname: string }>(
       `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
         WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1::oid AND d.datname <> current_database()
           AND d.datallowconn`,
       [oid],
     );
-    for (const { datname } of others.rows) await releaseOwned(admin, role, datname, owner);
+    for (const { datname } of others.rows) await admin.releaseOwned(role, datname, owner);
     await admin.pool.query(`DROP ROLE IF EXISTS ${roleId}`);
   }
   // A login that passed authentication just before NOLOGIN committed can appear late: look again.
   await admin.drainSessions(role, oids);
 }
 
-async function releaseOwned(admin: PostgresAdmin, role: string, database: string, owner: string | undefined): Promise<void> {
+export async function releaseOwned(admin: PostgresAdmin, role: string, database: string, owner: string | undefined): Promise<void> {
   const roleId = escapeIdentifier(role);
   // No known owner (an access level removed from the config since): drop, never give to the admin.
   const to = owner ? escapeIdentifier(owner) : undefined;

@@ -12,11 +12,11 @@ export async function verifyRole(admin: PostgresAdmin, ctx: VerifyContext, role:
   const oids = ctx.metadata?.roleOid && /^[0-9]+$/.test(ctx.metadata.roleOid) ? [ctx.metadata.roleOid] : [];
   const password = ctx.secret?.password;
   if (password) {
-    const login = await tryLogin(admin, ctx.secret ?? {}, role, password);
+    const login = await admin.tryLogin(ctx.secret ?? {}, role, password);
     if (login !== 'refused') return login;
   }
   try {
-    const sessions = await sessionPids(admin, role, oids);
+    const sessions = await admin.sessionPids(role, oids);
     if (sessions.length > 0) return 'still-valid';
     if (password) return 'rejected';
     const { rows } = await admin.pool.query<{ rolcanlogin: boolean }>('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [role]);
@@ -28,7 +28,7 @@ export async function verifyRole(admin: PostgresAdmin, ctx: VerifyContext, role:
   }
 }
 
-async function sessionPids(admin: PostgresAdmin, role: string, oids: Iterable<string>): Promise<number[]> {
+export async function sessionPids(admin: PostgresAdmin, role: string, oids: Iterable<string>): Promise<number[]> {
   const { rows } = await admin.pool.query<{ pid: number }>(
     `SELECT pid FROM pg_stat_activity
       WHERE (usename = $1 OR usesysid = ANY($2::oid[])) AND pid <> pg_backend_pid()`,
@@ -38,7 +38,7 @@ async function sessionPids(admin: PostgresAdmin, role: string, oids: Iterable<st
 }
 
 /** 'refused' means PostgreSQL rejected the login itself; the caller then checks sessions. */
-async function tryLogin(
+export async function tryLogin(
   admin: PostgresAdmin,
   secret: Record<string, string>,
   role: string,
