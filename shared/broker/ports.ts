@@ -1,7 +1,7 @@
 import type { LifecycleLogger, LifecycleObserver, LifecycleOptions, ReverifyScheduler } from '../lease/lifecycle.ts';
 import type { Clock, EventPublisher, Ledger, PolicyEvaluator, SecretStore, SvidVerifier, TargetRegistry, TaskCallback } from '../lease/ports.ts';
 import type { ReaperOptions } from '../lease/reaper.ts';
-import type { TaskLeaseConfig } from '../policy/config.ts';
+import type { RuntimeSettings } from '../policy/config.ts';
 
 /**
  * The gauges the reaper publishes after every run (CloudWatch in AWS, an in-memory recorder
@@ -39,8 +39,8 @@ export interface BrokerPorts {
 }
 
 export interface BrokerOptions {
-  /** The config's runtime settings (verify budget, reaper interval) and rules (longest lease). */
-  config: Pick<TaskLeaseConfig, 'settings' | 'rules'>;
+  /** The config's runtime settings (verify budget, reaper interval) and rules (their longest lease); a TaskLeaseConfig fits. */
+  config: { settings: RuntimeSettings; rules: ReadonlyArray<{ maxLeaseSeconds: number }> };
   /**
    * Verification budget of one call, for event handlers and the reaper alike. Default:
    * `settings.verifyDeadlineSeconds`.
