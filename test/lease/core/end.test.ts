@@ -1,0 +1,116 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidEventError } from '../../../shared/lease/errors.ts';
+import { LeaseLifecycle } from '../../../shared/lease/lifecycle.ts';
+import { createFakePorts, FAKE_T0 as T0 } from '../../support/fakes.ts';
+
+async function active(taskId = 'e1') {
+  const f = createFakePorts();
+  const core = new LeaseLifecycle(f.deps());
+  expect((await core.taskStarted(f.started(taskId))).status).toBe('issued');
+  f.events.events.length = 0;
+  f.clock.advance(1_000);
+  return { f, core };
+}
+
+describe('Task Ended for an active lease', () => {
+  it('ends, revokes, proves, closes and announces the debt; the lease leaves the open index', async () => {
+    const { f, core } = await active();
+    const r = await core.taskEnded(f.ended('e1', 'failed'));
+    expect(r.status).toBe('closed');
+    expect(await f.ledger.lease('e1')).toMatchObject({ state: 'closed', outcome: 'failed', endedAt: T0 + 1_000, closedAt: T0 + 1_000 });
+    expect(f.ledger.openSkOf('e1')).toBeUndefined();
+    expect(await f.ledger.credential('e1')).toMatchObject({ state: 'verified', endedAt: T0 + 1_000, trustDebtMs: 0, verifyAttempts: 1 });
+    expect(f.events.ofType('leaseRevoked')).toEqual([
+      expect.objectContaining({ taskId: 'e1', outcome: 'failed', endedAt: new Date(T0 + 1_000).toISOString(), credentials: [expect.objectContaining({ verified: true, trustDebtMs: 0 })] }),
+    ]);
+    expect(f.observer.count('ended')).toBe(1);
+    expect(await core.taskEnded(f.ended('e1'))).toEqual({ status: 'duplicate', taskId: 'e1', state: 'closed' });
+    await expect(core.taskEnded({ taskId: 'e1', outcome: 'nope' })).rejects.toBeInstanceOf(InvalidEventError);
+  });
+
+  it('a lost race on the end write re-reads and defers to the winner holding the lock', async () => {
+    const { f, core } = await active('e2');
+    f.ledger.failNext('updateLease', async (ledger) => {
+      await ledger.updateLease('e2', ['active'], { state: 'ending', endedAt: T0, outcome: 'succeeded', lockedUntil: T0 + 120_000, nextCheckAt: T0 + 120_000 });
+    });
+    expect(await core.taskEnded(f.ended('e2'))).toEqual({ status: 'in-progress', taskId: 'e2' });
+    expect(f.driver.revokeCalls).toEqual([]);
+  });
+
+  it('takes over an ending lease whose worker died once its lock has lapsed', async () => {
+    const { f, core } = await active('e3');
+    // The ending worker dies inside the revoke call.
+    f.driver.revokeOutcomes.push(() => new Promise<never>(() => undefined));
+    void core.taskEnded(f.ended('e3'));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(await f.ledger.lease('e3')).toMatchObject({ state: 'ending', lockedUntil: T0 + 61_000, nextCheckAt: T0 + 61_000 });
+    expect(await core.taskEnded(f.ended('e3'))).toEqual({ status: 'in-progress', taskId: 'e3' });
+    f.clock.advance(60_001);
+    expect((await core.taskEnded(f.ended('e3'))).status).toBe('closed');
+    // Debt runs from the first end, not the takeover.
+    expect(await f.ledger.credential('e3')).toMatchObject({ state: 'verified', trustDebtMs: 60_001 });
+  });
+
+  it('a lost response to the applied close still announces, once; a close someone else made is not announced again', async () => {
+    const { f, core } = await active('e4');
+    f.ledger.failNext('updateLease', 'lost-response', (args) => (args[2] as { state?: string }).state === 'closed');
+    expect((await core.taskEnded(f.ended('e4'))).status).toBe('closed');
+    expect(f.events.ofType('leaseRevoked')).toHaveLength(1);
+
+    const other = await active('e5');
+    other.f.ledger.failNext('updateLease', async (ledger) => {
+      await ledger.updateLease('e5', ['ending'], { state: 'closed', closedAt: T0 - 1, nextCheckAt: undefined });
+    }, (args) => (args[2] as { state?: string }).state === 'closed');
+    expect(await other.core.taskEnded(other.f.ended('e5'))).toEqual({ status: 'duplicate', taskId: 'e5', state: 'closed' });
+    expect(other.f.events.ofType('leaseRevoked')).toEqual([]);
+  });
+
+  it('unproven revocation: open-debt, the lease due again at the credential next check', async () => {
+    const { f, core } = await active('e6');
+    f.driver.revokeOutcomes.push(new Error('ECONNREFUSED'));
+    const r = await core.taskEnded(f.ended('e6'));
+    expect(r.status).toBe('open-debt');
+    const cred = await f.ledger.credential('e6');
+    expect(cred).toMatchObject({ state: 'revoking', verifyAttempts: 1, lastError: 'Error: ECONNREFUSED' });
+    expect(await f.ledger.lease('e6')).toMatchObject({ state: 'ending', lockedUntil: cred.nextCheckAt, nextCheckAt: cred.nextCheckAt });
+    expect(f.events.types()).toEqual(['Revocation Failed']);
+  });
+
+  it('gives up deciding after five lost races, leaving the work to the next delivery', async () => {
+    const { f, core } = await active('e7');
+    for (let i = 0; i < 5; i++) f.ledger.failNext('updateLease', 'conflict');
+    expect(await core.taskEnded(f.ended('e7'))).toEqual({ status: 'in-progress', taskId: 'e7' });
+    expect(f.ledger.writesOf('updateLease')).toHaveLength(5 + 1); // five lost + the activation before
+    expect((await f.ledger.lease('e7')).state).toBe('active');
+  });
+});
+
+describe('Task Ended for anything else', () => {
+  it('before any Task Started: a tombstone; a lost race on it re-reads', async () => {
+    const f = createFakePorts();
+    const core = new LeaseLifecycle(f.deps());
+    f.ledger.failNext('createLease', 'conflict');
+    expect(await core.taskEnded(f.ended('x1'))).toEqual({ status: 'tombstoned', taskId: 'x1' });
+    expect(f.ledger.writesOf('createLease')).toHaveLength(2);
+    expect(f.ledger.ttlOf('x1')).toBeGreaterThan(0);
+    expect(f.log.lines.map((l) => l.message)).toContain('Task Ended before Task Started: tombstone left, a late start will be denied');
+  });
+
+  it('a denial that is not reopenable (issue-failed) stays as it is', async () => {
+    const f = createFakePorts();
+    const core = new LeaseLifecycle(f.deps());
+    f.driver.issueOutcomes.push(new Error('boom'));
+    await core.taskStarted(f.started('x2'));
+    expect(await core.taskEnded(f.ended('x2'))).toEqual({ status: 'duplicate', taskId: 'x2', state: 'denied' });
+    expect(await f.ledger.lease('x2')).not.toHaveProperty('tombstone');
+  });
+
+  it('the reaper ends an expired lease with outcome expired, its debt measured from the expiry', async () => {
+    const { f, core } = await active('x3');
+    const lease = await f.ledger.lease('x3');
+    f.clock.set((lease.expiresAt as number) + 5_000);
+    expect((await core.endLease('x3', 'expired', lease.expiresAt as number)).status).toBe('closed');
+    expect(await f.ledger.credential('x3')).toMatchObject({ state: 'verified', trustDebtMs: 5_000 });
+    expect(f.events.ofType('leaseRevoked')[0]).toMatchObject({ outcome: 'expired' });
+  });
+});
