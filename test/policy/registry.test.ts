@@ -1,9 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../shared/lease/errors.ts';
-import { parseConfig } from '../../shared/policy/config.ts';
+import { parseConfig, validateTargets } from '../../shared/policy/config.ts';
 import { buildTargetRegistry } from '../../shared/policy/registry.ts';
-import type { DriverFactory } from '../../shared/targets/driver.ts';
-import { fakeFactory } from './fake-factory.ts';
+import type { DriverFactory, DriverServices } from '../../shared/targets/driver.ts';
+import { fakeFactory, FakeSettingsSchema } from './fake-factory.ts';
 
 const CONFIG = `
 audience: tasklease
@@ -25,7 +25,8 @@ describe('buildTargetRegistry', () => {
     const fake = fakeFactory('fake');
     const other = fakeFactory('other');
     const resolveSecret = async (ref: string) => `resolved:${ref}`;
-    const registry = buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake, other], { resolveSecret });
+    const lock: NonNullable<DriverServices['lock']> = (_name, _ttl, fn) => fn();
+    const registry = buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake, other], { resolveSecret, lock });
 
     expect(registry.names()).toEqual(['orders-db', 'cache']);
     expect(registry.all()).toHaveLength(2);
@@ -43,10 +44,65 @@ describe('buildTargetRegistry', () => {
       access: { read: { level: 'ro' }, write: { level: 'rw' } },
     });
     expect(orders.deps.resolveSecret).toBe(resolveSecret);
+    // Only the services the factory declares: the fake kind reads resolveSecret, not the lock.
+    expect(Object.keys(orders.deps)).toEqual(['resolveSecret']);
 
     await registry.close();
     expect(fake.built[0]!.closed).toBe(true);
     expect(other.built[0]!.closed).toBe(true);
+  });
+
+  it('lists its entries: configured name, kind, driver and concurrency bound, in config order', () => {
+    const fake = fakeFactory('fake');
+    const other = fakeFactory('other');
+    const config = parseConfig(CONFIG.replace('access: { read: { level: ro } }', 'access: { read: { level: ro } }\n    maxConcurrency: 3'), 'x.yaml');
+    const registry = buildTargetRegistry(config, [fake, other]);
+    expect(registry.entries()).toEqual([
+      { name: 'orders-db', kind: 'fake', driver: fake.built[0] },
+      { name: 'cache', kind: 'other', driver: other.built[0], maxConcurrency: 3 },
+    ]);
+  });
+
+  it('a config validated once is not parsed again for the registry', () => {
+    const fake = fakeFactory('fake');
+    const other = fakeFactory('other');
+    const factories = [fake, other];
+    const config = parseConfig(CONFIG, 'x.yaml');
+    const validated = validateTargets(config, factories);
+    const parse = vi.spyOn(FakeSettingsSchema, 'safeParse');
+    try {
+      buildTargetRegistry(config, factories);
+      expect(parse).not.toHaveBeenCalled();
+      // The drivers got the very settings objects validateTargets output.
+      expect(fake.built[0]!.created.settings).toBe(validated[0]!.settings);
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
+  it('the deprecated aws bag reaches drivers as an awsClient that hands out the bag\'s clients', () => {
+    class StsLike {
+      constructor(readonly config: { region?: string } = {}) {}
+    }
+    class IamLike {
+      constructor(readonly config: { region?: string } = {}) {}
+    }
+    const given = new StsLike();
+    const base = fakeFactory('fake');
+    let seen: DriverServices | undefined;
+    const awsKind: DriverFactory<unknown, unknown, 'awsClient'> = {
+      ...base,
+      services: ['awsClient'],
+      create: (t, services) => {
+        seen = services;
+        return base.create(t as never, {});
+      },
+    };
+    const config = parseConfig(CONFIG.replace('kind: other', 'kind: fake'), 'x.yaml');
+    buildTargetRegistry(config, [awsKind], { aws: { sts: given } });
+    expect(seen?.awsClient?.(StsLike)).toBe(given);
+    // A class the bag lacks is built plainly, in the driver's region.
+    expect(seen?.awsClient?.(IamLike, 'eu-west-1')).toEqual(new IamLike({ region: 'eu-west-1' }));
   });
 
   it('fails before creating anything when a target is invalid', () => {
