@@ -1,7 +1,7 @@
 import { ConfigError } from '../lease/errors.ts';
 import type { TargetDriver, TargetRegistry } from '../lease/ports.ts';
 import { servicesFor } from '../targets/driver.ts';
-import type { DriverDeps, DriverServices } from '../targets/driver.ts';
+import type { DriverServices } from '../targets/driver.ts';
 import type { TaskLeaseConfig } from './config.ts';
 import { validateTargets } from './targets.ts';
 import type { DriverFactories } from './targets.ts';
@@ -30,12 +30,11 @@ export interface ClosableTargetRegistry extends TargetRegistry {
  * not parsed again) and only the services the factory declares. A bad target fails here with a
  * path-named ConfigError, before any driver exists.
  */
-export function buildTargetRegistry(config: TaskLeaseConfig, factories: DriverFactories, deps: DriverDeps = {}): ClosableTargetRegistry {
-  const offered = offeredServices(deps);
+export function buildTargetRegistry(config: TaskLeaseConfig, factories: DriverFactories, services: DriverServices = {}): ClosableTargetRegistry {
   const entries = new Map<string, TargetEntry>();
   for (const target of validateTargets(config, factories)) {
     const { factory } = target;
-    const driver = factory.create({ name: target.name, settings: target.settings, access: target.access }, servicesFor(offered, factory.services));
+    const driver = factory.create({ name: target.name, settings: target.settings, access: target.access }, servicesFor(services, factory.services));
     if (driver.kind !== target.kind) {
       throw new ConfigError(`targets.${target.name}.kind: factory for '${target.kind}' built a '${driver.kind}' driver`);
     }
@@ -57,17 +56,5 @@ export function buildTargetRegistry(config: TaskLeaseConfig, factories: DriverFa
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     },
-  };
-}
-
-/** The typed services, with the deprecated `aws` bag standing in for `awsClient` while a runtime still passes it. */
-function offeredServices({ aws, ...services }: DriverDeps): DriverServices {
-  if (!aws || services.awsClient) return services;
-  const bag = Object.values(aws);
-  return {
-    ...services,
-    // A client of the asked class from the bag (the runtime's, traced); else a plain one.
-    awsClient: <C>(Client: new (config: { region?: string }) => C, region?: string): C =>
-      (bag.find((c) => c instanceof Client) as C | undefined) ?? new Client(region ? { region } : {}),
   };
 }

@@ -22,14 +22,8 @@ export interface DriverServices {
 
 export type DriverServiceName = keyof DriverServices;
 
-/** What a runtime passes `buildTargetRegistry`: the services, plus the deprecated untyped bag. */
-export interface DriverDeps extends DriverServices {
-  /**
-   * SDK clients keyed by name. Deprecated: pass `awsClient`. The registry turns this bag into an
-   * `awsClient` (a client of the asked class from the bag) until the last runtime stops passing it.
-   */
-  aws?: Record<string, unknown>;
-}
+/** @deprecated The old name of {@link DriverServices} (its untyped `aws` bag is gone: runtimes pass `awsClient`). */
+export type DriverDeps = DriverServices;
 
 /** One configured target as its factory receives it: settings and access already validated by its schemas. */
 export interface DriverTarget<Settings = unknown, Access = unknown> {

@@ -80,31 +80,6 @@ describe('buildTargetRegistry', () => {
     }
   });
 
-  it('the deprecated aws bag reaches drivers as an awsClient that hands out the bag\'s clients', () => {
-    class StsLike {
-      constructor(readonly config: { region?: string } = {}) {}
-    }
-    class IamLike {
-      constructor(readonly config: { region?: string } = {}) {}
-    }
-    const given = new StsLike();
-    const base = fakeFactory('fake');
-    let seen: DriverServices | undefined;
-    const awsKind: DriverFactory<unknown, unknown, 'awsClient'> = {
-      ...base,
-      services: ['awsClient'],
-      create: (t, services) => {
-        seen = services;
-        return base.create(t as never, {});
-      },
-    };
-    const config = parseConfig(CONFIG.replace('kind: other', 'kind: fake'), 'x.yaml');
-    buildTargetRegistry(config, [awsKind], { aws: { sts: given } });
-    expect(seen?.awsClient?.(StsLike)).toBe(given);
-    // A class the bag lacks is built plainly, in the driver's region.
-    expect(seen?.awsClient?.(IamLike, 'eu-west-1')).toEqual(new IamLike({ region: 'eu-west-1' }));
-  });
-
   it('fails before creating anything when a target is invalid', () => {
     const fake = fakeFactory('fake');
     expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake], {})).toThrow(ConfigError);
