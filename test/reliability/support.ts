@@ -3,8 +3,8 @@ import { DETAIL_TYPES } from '../../shared/events/schemas.ts';
 import type { Grant, TaskStarted } from '../../shared/events/schemas.ts';
 import type { BusEvent } from '../../shared/events/routing.ts';
 import type { LifecycleLogger, LifecycleOptions } from '../../shared/lease/lifecycle.ts';
-import { createReaperState, runReaper } from '../../shared/lease/reaper.ts';
-import type { ReaperOptions, ReaperReport, ReaperState } from '../../shared/lease/reaper.ts';
+import type { ReaperOptions, ReaperReport } from '../../shared/lease/reaper.ts';
+import type { ReverifyQueueOptions } from '../../local/reverify-queue.ts';
 import { OffsetClock } from '../../chaos/faults.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
@@ -22,8 +22,7 @@ export interface Harness {
   clock: OffsetClock;
   events: BusEvent[];
   logs: string[];
-  state: ReaperState;
-  /** One reaper run with targets (reconciliation) and the shared state (rate limits, cadence). */
+  /** One reaper run of the runtime's broker (its state keeps rate limits and cadence across runs). */
   reap(options?: Partial<ReaperOptions>): Promise<ReaperReport>;
   started(taskId: string, workload?: string, grants?: Grant[], maxDurationSeconds?: number): Promise<TaskStarted>;
   admin<R extends pg.QueryResultRow>(sql: string, params?: unknown[], database?: string): Promise<R[]>;
@@ -32,8 +31,12 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-/** A local runtime on an offset clock, with its reaper run by hand. */
-export async function startHarness(options: { lifecycle?: Partial<LifecycleOptions> } = {}): Promise<Harness> {
+/**
+ * A local runtime on an offset clock, with its reaper run by hand. The re-verify delay queue is
+ * off unless asked for: these tests move the clock themselves and assert what the reaper alone
+ * does (the backstop when the in-memory queue is lost with its process).
+ */
+export async function startHarness(options: { lifecycle?: Partial<LifecycleOptions>; reverify?: Partial<ReverifyQueueOptions> } = {}): Promise<Harness> {
   const clock = new OffsetClock();
   const logs: string[] = [];
   const log: LifecycleLogger = {
@@ -41,10 +44,9 @@ export async function startHarness(options: { lifecycle?: Partial<LifecycleOptio
     warn: (m, a) => void logs.push(JSON.stringify({ level: 'warn', m, ...a })),
     error: (m, a) => void logs.push(JSON.stringify({ level: 'error', m, ...a })),
   };
-  const rt = await startLocalRuntime({ reaperIntervalMs: false, clock, log, lifecycle: { verifyDeadlineMs: 2_000, ...options.lifecycle } });
+  const rt = await startLocalRuntime({ reaperIntervalMs: false, clock, log, lifecycle: { verifyDeadlineMs: 2_000, ...options.lifecycle }, reverify: options.reverify ?? false });
   const events: BusEvent[] = [];
   rt.bus.watch((e) => events.push(e));
-  const state = createReaperState();
   const admin = async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = [], database = demoPostgres(rt).database) => {
     const c = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database });
     c.on('error', () => undefined);
@@ -60,8 +62,7 @@ export async function startHarness(options: { lifecycle?: Partial<LifecycleOptio
     clock,
     events,
     logs,
-    state,
-    reap: (o) => runReaper(rt.lifecycle, { ledger: rt.ledger, clock, log, targets: rt.targets, state }, { reconcile: { graceMs: 0 }, ...o }),
+    reap: (o) => rt.broker.reap({ reconcile: { graceMs: 0 }, ...o }),
     started: async (taskId, workload = READER, grants = [READ], maxDurationSeconds = 600) => ({
       taskId,
       svid: await rt.mintSvid(workload, 3_600),
