@@ -9,7 +9,6 @@ import type { LocalRuntime } from '../local/runtime.ts';
 import { consoleLogger } from '../local/log.ts';
 import { startDashboard } from '../report/dashboard/server.ts';
 import type { DashboardHandle } from '../report/dashboard/server.ts';
-import { demoPostgres } from '../shared/targets/postgres/local.ts';
 
 const TD = DEMO_TRUST_DOMAIN;
 const WORKLOADS = DEMO_WORKLOADS;
@@ -139,7 +138,7 @@ async function main(): Promise<number> {
   }
   // Progress goes to stderr so `--json` leaves stdout to the one JSON object.
   const progress = (line: string) => process.stderr.write(`${line}\n`);
-  progress('tasklease local: starting dynalite, embedded PostgreSQL and the local SPIFFE issuer…');
+  progress("tasklease local: starting dynalite, the configured targets' local services and the local SPIFFE issuer…");
   const rt = await startLocalRuntime({ configPath: values.config, log: values.verbose ? consoleLogger(progress) : undefined });
   let dashboard: DashboardHandle | undefined;
   /** Set while `--hold` keeps serving after the run: Ctrl-C then ends main() normally. */
@@ -166,7 +165,9 @@ async function main(): Promise<number> {
   try {
     dashboard = await startDashboard({ ledger: rt.ledger, bus: rt.bus, port: dashboardPort });
     progress(`dashboard: ${dashboard.url}  (this run's timeline, live)`);
-    progress(`ledger on dynalite ${rt.dynamo.endpoint}, PostgreSQL on 127.0.0.1:${demoPostgres(rt).port}, SPIFFE bundle at ${rt.issuer.bundleUrl}`);
+    // Each target's kind says what the runtime started for it; the demo names no kind.
+    const targets = Object.entries(rt.provisions).map(([name, p]) => `${name}: ${p.describe ?? 'started'}`);
+    progress(`ledger on dynalite ${rt.dynamo.endpoint}, ${targets.length ? `${targets.join(', ')}, ` : ''}SPIFFE bundle at ${rt.issuer.bundleUrl}`);
     if (values.hold) {
       progress('--hold: open the dashboard to watch the run; it starts when a page connects, or in 10 s');
       await dashboard.waitForViewer(10_000);
