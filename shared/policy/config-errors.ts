@@ -54,7 +54,8 @@ export function flattenIssues(issues: readonly z.core.$ZodIssue[], prefix: reado
 }
 
 /** Says "is required" instead of zod's "expected string, received undefined". */
-export const parseErrors: z.core.$ZodErrorMap = (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : undefined);
+export const parseErrors: z.core.$ZodErrorMap = (issue) =>
+  issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : undefined;
 
 export function configError(source: string, issues: readonly Issue[], locate?: Locator): ConfigError {
   const located = issues.map((issue) => ({ ...issue, line: locate?.(issue.path) }));

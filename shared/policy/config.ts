@@ -29,12 +29,7 @@ export type { AnyDriverFactory, DriverFactories, ResolvedTarget } from './target
  * `targets.orders-db.settings.port: …`, plus the line in the file when it is known.
  */
 
-const printable = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .regex(PRINTABLE_PATTERN, { message: 'must not contain control characters' });
+const printable = (max: number) => z.string().min(1).max(max).regex(PRINTABLE_PATTERN, { message: 'must not contain control characters' });
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -116,8 +111,12 @@ const RuleSchema = z.strictObject({
   maxLeaseSeconds: z
     .number()
     .int({ message: 'must be a whole number of seconds' })
-    .min(LIMITS.minDurationSeconds, { message: `must be at least ${LIMITS.minDurationSeconds} seconds (the shortest lease a task may request)` })
-    .max(LIMITS.maxDurationSeconds, { message: `must be at most ${LIMITS.maxDurationSeconds} seconds (the longest lease a task may request)` }),
+    .min(LIMITS.minDurationSeconds, {
+      message: `must be at least ${LIMITS.minDurationSeconds} seconds (the shortest lease a task may request)`,
+    })
+    .max(LIMITS.maxDurationSeconds, {
+      message: `must be at most ${LIMITS.maxDurationSeconds} seconds (the longest lease a task may request)`,
+    }),
   initiators: z
     .array(printable(LIMITS.initiatorMaxLength))
     .min(1, { message: 'must not be empty: remove the field to allow any initiator' })
@@ -156,89 +155,104 @@ export const TaskLeaseConfigSchema = z
     rules: z.array(RuleSchema).max(10_000),
     settings: RuntimeSettingsSchema.prefault({}),
   })
-  .superRefine((cfg, ctx) => {
-    const trustDomains = Object.keys(cfg.trustDomains);
-    if (trustDomains.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['trustDomains'], message: 'must name at least one trust domain' });
-    }
-    for (const td of trustDomains) {
-      const problem = checkTrustDomain(td);
-      if (problem) ctx.addIssue({ code: 'custom', path: ['trustDomains', td], message: `key must be a trust domain name: ${problem}` });
-    }
-    for (const [name, target] of Object.entries(cfg.targets)) {
-      const bad = TargetNameSchema.safeParse(name);
-      if (!bad.success) {
-        ctx.addIssue({ code: 'custom', path: ['targets', name], message: `key is not a valid target name: ${bad.error.issues[0]?.message}` });
+  .superRefine(
+    (cfg, ctx) => {
+      const trustDomains = Object.keys(cfg.trustDomains);
+      if (trustDomains.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['trustDomains'], message: 'must name at least one trust domain' });
       }
-      if (Object.keys(target.access).length === 0) {
-        ctx.addIssue({ code: 'custom', path: ['targets', name, 'access'], message: 'must define at least one access level (for example read)' });
+      for (const td of trustDomains) {
+        const problem = checkTrustDomain(td);
+        if (problem) ctx.addIssue({ code: 'custom', path: ['trustDomains', td], message: `key must be a trust domain name: ${problem}` });
       }
-      for (const access of Object.keys(target.access)) {
-        const badAccess = AccessNameSchema.safeParse(access);
-        if (!badAccess.success) {
+      for (const [name, target] of Object.entries(cfg.targets)) {
+        const bad = TargetNameSchema.safeParse(name);
+        if (!bad.success) {
           ctx.addIssue({
             code: 'custom',
-            path: ['targets', name, 'access', access],
-            message: `key is not a valid access name: ${badAccess.error.issues[0]?.message}`,
+            path: ['targets', name],
+            message: `key is not a valid target name: ${bad.error.issues[0]?.message}`,
           });
         }
+        if (Object.keys(target.access).length === 0) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['targets', name, 'access'],
+            message: 'must define at least one access level (for example read)',
+          });
+        }
+        for (const access of Object.keys(target.access)) {
+          const badAccess = AccessNameSchema.safeParse(access);
+          if (!badAccess.success) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['targets', name, 'access', access],
+              message: `key is not a valid access name: ${badAccess.error.issues[0]?.message}`,
+            });
+          }
+        }
       }
-    }
 
-    const ids = new Map<string, number>();
-    const patterns = new Map<string, number>();
-    cfg.rules.forEach((rule, i) => {
-      const firstId = ids.get(rule.id);
-      if (firstId !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['rules', i, 'id'], message: `duplicate rule id '${rule.id}' (also rules[${firstId}]); rule ids must be unique` });
-      } else ids.set(rule.id, i);
+      const ids = new Map<string, number>();
+      const patterns = new Map<string, number>();
+      cfg.rules.forEach((rule, i) => {
+        const firstId = ids.get(rule.id);
+        if (firstId !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'id'],
+            message: `duplicate rule id '${rule.id}' (also rules[${firstId}]); rule ids must be unique`,
+          });
+        } else ids.set(rule.id, i);
 
-      // Two rules with one pattern would make "most specific wins" ambiguous.
-      const firstPattern = patterns.get(rule.spiffeId);
-      if (firstPattern !== undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['rules', i, 'spiffeId'],
-          message: `same pattern as rule '${cfg.rules[firstPattern]?.id}' (rules[${firstPattern}]); merge the two rules`,
+        // Two rules with one pattern would make "most specific wins" ambiguous.
+        const firstPattern = patterns.get(rule.spiffeId);
+        if (firstPattern !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'spiffeId'],
+            message: `same pattern as rule '${cfg.rules[firstPattern]?.id}' (rules[${firstPattern}]); merge the two rules`,
+          });
+        } else patterns.set(rule.spiffeId, i);
+
+        const td = trustDomainOfPattern(rule.spiffeId);
+        if (td !== undefined && trustDomains.length > 0 && !(td in cfg.trustDomains)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'spiffeId'],
+            message: `trust domain '${td}' is not configured in trustDomains (configured: ${trustDomains.join(', ')}); add it there or fix the pattern`,
+          });
+        }
+
+        const seen = new Set<string>();
+        rule.grants.forEach((grant, j) => {
+          if (seen.has(grant)) {
+            ctx.addIssue({ code: 'custom', path: ['rules', i, 'grants', j], message: `grant '${grant}' is listed twice` });
+          }
+          seen.add(grant);
+          const m = GRANT_STRING.exec(grant);
+          if (!m) return;
+          const [, targetName = '', access = ''] = m;
+          const target = Object.hasOwn(cfg.targets, targetName) ? cfg.targets[targetName] : undefined;
+          if (!target) {
+            const known = Object.keys(cfg.targets);
+            ctx.addIssue({
+              code: 'custom',
+              path: ['rules', i, 'grants', j],
+              message: `target '${targetName}' is not defined in targets (defined: ${known.length ? known.join(', ') : 'none'})`,
+            });
+          } else if (!Object.hasOwn(target.access, access)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['rules', i, 'grants', j],
+              message: `target '${targetName}' has no access level '${access}' (defined: ${Object.keys(target.access).join(', ') || 'none'})`,
+            });
+          }
         });
-      } else patterns.set(rule.spiffeId, i);
-
-      const td = trustDomainOfPattern(rule.spiffeId);
-      if (td !== undefined && trustDomains.length > 0 && !(td in cfg.trustDomains)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['rules', i, 'spiffeId'],
-          message: `trust domain '${td}' is not configured in trustDomains (configured: ${trustDomains.join(', ')}); add it there or fix the pattern`,
-        });
-      }
-
-      const seen = new Set<string>();
-      rule.grants.forEach((grant, j) => {
-        if (seen.has(grant)) {
-          ctx.addIssue({ code: 'custom', path: ['rules', i, 'grants', j], message: `grant '${grant}' is listed twice` });
-        }
-        seen.add(grant);
-        const m = GRANT_STRING.exec(grant);
-        if (!m) return;
-        const [, targetName = '', access = ''] = m;
-        const target = Object.hasOwn(cfg.targets, targetName) ? cfg.targets[targetName] : undefined;
-        if (!target) {
-          const known = Object.keys(cfg.targets);
-          ctx.addIssue({
-            code: 'custom',
-            path: ['rules', i, 'grants', j],
-            message: `target '${targetName}' is not defined in targets (defined: ${known.length ? known.join(', ') : 'none'})`,
-          });
-        } else if (!Object.hasOwn(target.access, access)) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['rules', i, 'grants', j],
-            message: `target '${targetName}' has no access level '${access}' (defined: ${Object.keys(target.access).join(', ') || 'none'})`,
-          });
-        }
       });
-    });
-  }, { when: (payload) => CrossCheckShape.safeParse(payload.value).success });
+    },
+    { when: (payload) => CrossCheckShape.safeParse(payload.value).success },
+  );
 
 export type TaskLeaseConfig = z.output<typeof TaskLeaseConfigSchema>;
 export type TaskLeaseConfigInput = z.input<typeof TaskLeaseConfigSchema>;
@@ -314,4 +328,3 @@ export async function loadConfig(path: string, options: LoadOptions = {}): Promi
   if (options.factories) validateTargets(config, options.factories);
   return config;
 }
-

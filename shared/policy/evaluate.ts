@@ -61,7 +61,12 @@ export class ConfigPolicy implements PolicyEvaluator {
 
     const requested = request.grants.map(grantKey);
     if (requested.length === 0) {
-      return { allowed: false, code: 'policy-grant-not-allowed', rule: rule.id, message: `the request names no grants; ${where} allows: ${list(rule.grants)}` };
+      return {
+        allowed: false,
+        code: 'policy-grant-not-allowed',
+        rule: rule.id,
+        message: `the request names no grants; ${where} allows: ${list(rule.grants)}`,
+      };
     }
     const notAllowed = [...new Set(requested.filter((g) => !match.grants.has(g)))];
     if (notAllowed.length > 0) {

@@ -30,11 +30,18 @@ export interface ClosableTargetRegistry extends TargetRegistry {
  * not parsed again) and only the services the factory declares. A bad target fails here with a
  * path-named ConfigError, before any driver exists.
  */
-export function buildTargetRegistry(config: TaskLeaseConfig, factories: DriverFactories, services: DriverServices = {}): ClosableTargetRegistry {
+export function buildTargetRegistry(
+  config: TaskLeaseConfig,
+  factories: DriverFactories,
+  services: DriverServices = {},
+): ClosableTargetRegistry {
   const entries = new Map<string, TargetEntry>();
   for (const target of validateTargets(config, factories)) {
     const { factory } = target;
-    const driver = factory.create({ name: target.name, settings: target.settings, access: target.access }, servicesFor(services, factory.services));
+    const driver = factory.create(
+      { name: target.name, settings: target.settings, access: target.access },
+      servicesFor(services, factory.services),
+    );
     if (driver.kind !== target.kind) {
       throw new ConfigError(`targets.${target.name}.kind: factory for '${target.kind}' built a '${driver.kind}' driver`);
     }

@@ -13,7 +13,8 @@ import type { TaskLeaseConfig } from './config.ts';
 // The factories' own type parameters vary by kind; the config layer only moves values through.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyDriverFactory = DriverFactory<any, any, any>;
-export type DriverFactories<F extends AnyDriverFactory = AnyDriverFactory> = readonly F[] | ReadonlyMap<string, F> | Readonly<Record<string, F>>;
+export type DriverFactories<F extends AnyDriverFactory = AnyDriverFactory> =
+  readonly F[] | ReadonlyMap<string, F> | Readonly<Record<string, F>>;
 
 /** A target whose settings and access levels passed its driver's schemas (values as the schemas output them). */
 export interface ResolvedTarget<F extends AnyDriverFactory = AnyDriverFactory> {

@@ -89,7 +89,11 @@ export interface LocalDeclaration<Settings = unknown, Access = unknown> {
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export interface TargetKind<Settings = any, Access = any, Uses extends DriverServiceName = DriverServiceName> extends DriverFactory<Settings, Access, Uses> {
+export interface TargetKind<Settings = any, Access = any, Uses extends DriverServiceName = DriverServiceName> extends DriverFactory<
+  Settings,
+  Access,
+  Uses
+> {
   readonly aws: AwsDeclaration<Settings, Access>;
   /**
    * URL of a module exporting `local: LocalDeclaration`, loaded only by the local runtime: a URL,

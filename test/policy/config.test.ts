@@ -46,7 +46,12 @@ describe('parseConfig: valid input', () => {
     expect(config.clockSkewSeconds).toBe(30);
     expect(config.settings).toEqual({ verifyDeadlineSeconds: 30, reaperIntervalSeconds: 60, openDebtObjectiveSeconds: 300 });
     expect(config.trustDomains['example.org']?.bundle).toEqual({ file: './bundle.json' });
-    expect(config.rules[0]).toEqual({ id: 'etl-readers', spiffeId: 'spiffe://example.org/etl/*', grants: ['orders-db.read'], maxLeaseSeconds: 900 });
+    expect(config.rules[0]).toEqual({
+      id: 'etl-readers',
+      spiffeId: 'spiffe://example.org/etl/*',
+      grants: ['orders-db.read'],
+      maxLeaseSeconds: 900,
+    });
   });
 
   it('parses the same config written as JSON to the same value', () => {
@@ -161,7 +166,9 @@ describe('parseConfig: errors name the field', () => {
   });
 
   it('a grant naming an unknown target', () => {
-    const msg = configErrorOf(() => parseConfig(BASE.replace('grants: [orders-db.read]', 'grants: [orders-db.read, billing-db.read]'), 'x.yaml'));
+    const msg = configErrorOf(() =>
+      parseConfig(BASE.replace('grants: [orders-db.read]', 'grants: [orders-db.read, billing-db.read]'), 'x.yaml'),
+    );
     expect(msg).toContain("rules[0].grants[1]: target 'billing-db' is not defined in targets (defined: orders-db)");
   });
 
@@ -229,7 +236,9 @@ rules: []
       ),
     );
     expect(msg).toContain('trustDomains["a.example"].bundle: must set exactly one of file, url, ssmParameter or local (line 4)');
-    expect(msg).toContain('trustDomains["b.example"].bundle: must set exactly one of file, url, ssmParameter or local (found file and local)');
+    expect(msg).toContain(
+      'trustDomains["b.example"].bundle: must set exactly one of file, url, ssmParameter or local (found file and local)',
+    );
     expect(msg).toContain('trustDomains["c.example"].bundle.url: must use https://');
     expect(msg).toContain('trustDomains.Bad_TD: key must be a trust domain name: "Bad_TD" is not a valid trust domain');
   });
@@ -261,7 +270,12 @@ rules: []
 
   it('lists every problem at once, in file order', () => {
     const msg = configErrorOf(() =>
-      parseConfig(BASE.replace('clockSkewSeconds', 'x').replace('grants: [orders-db.read]', 'grants: [nope.read]').replace('audience: tasklease', 'audience: 5'), 'x.yaml'),
+      parseConfig(
+        BASE.replace('clockSkewSeconds', 'x')
+          .replace('grants: [orders-db.read]', 'grants: [nope.read]')
+          .replace('audience: tasklease', 'audience: 5'),
+        'x.yaml',
+      ),
     );
     const lines = msg.split('\n').slice(1);
     expect(lines).toHaveLength(2);
@@ -274,7 +288,10 @@ describe('validateTargets: driver settings against their factory', () => {
   const factories = [fakeFactory()];
 
   it('returns the targets with settings and access as the driver schemas output them', () => {
-    const config = parseConfig(BASE.replace('settings: { endpoint: db.internal, port: 5432 }', 'settings: { endpoint: db.internal }'), 'x.yaml');
+    const config = parseConfig(
+      BASE.replace('settings: { endpoint: db.internal, port: 5432 }', 'settings: { endpoint: db.internal }'),
+      'x.yaml',
+    );
     const [target] = validateTargets(config, factories);
     expect(target).toMatchObject({ name: 'orders-db', kind: 'fake', settings: { endpoint: 'db.internal', port: 7000 } });
     expect(target?.access).toEqual({ read: { level: 'ro' }, write: { level: 'rw' } });
@@ -302,7 +319,10 @@ describe('validateTargets: driver settings against their factory', () => {
   });
 
   it('missing and unknown driver settings', () => {
-    const config = parseConfig(BASE.replace('settings: { endpoint: db.internal, port: 5432 }', 'settings: { host: db.internal }'), 'x.yaml');
+    const config = parseConfig(
+      BASE.replace('settings: { endpoint: db.internal, port: 5432 }', 'settings: { host: db.internal }'),
+      'x.yaml',
+    );
     const msg = configErrorOf(() => validateTargets(config, factories));
     expect(msg).toContain('targets.orders-db.settings.endpoint: is required');
     expect(msg).toContain('targets.orders-db.settings.host: unknown field');
@@ -350,7 +370,9 @@ describe('loadConfig', () => {
     const path = join(dir, 'bad-kind.yaml');
     await writeFile(path, BASE.replace('kind: fake', 'kind: nosuch'));
     await expect(loadConfig(path)).resolves.toBeDefined();
-    await expect(loadConfig(path, { factories: [fakeFactory()] })).rejects.toThrow(/targets\.orders-db\.kind: unknown target kind 'nosuch'/);
+    await expect(loadConfig(path, { factories: [fakeFactory()] })).rejects.toThrow(
+      /targets\.orders-db\.kind: unknown target kind 'nosuch'/,
+    );
   });
 
   it('a missing file is a ConfigError naming the path', async () => {

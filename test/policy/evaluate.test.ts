@@ -63,7 +63,16 @@ describe('default deny', () => {
 
   it('a workload that is not a SPIFFE ID never matches', () => {
     const p = policy([rule('all', 'spiffe://td/*')]);
-    for (const w of ['', 'td/etl/job', 'https://td/etl', 'spiffe://td', 'spiffe://td/', 'spiffe://td/a//b', 'spiffe://td/a/../b', 'spiffe://td/a?x']) {
+    for (const w of [
+      '',
+      'td/etl/job',
+      'https://td/etl',
+      'spiffe://td',
+      'spiffe://td/',
+      'spiffe://td/a//b',
+      'spiffe://td/a/../b',
+      'spiffe://td/a?x',
+    ]) {
       expect(denied(p.evaluate(req(w))).code).toBe('policy-no-rule');
     }
   });
@@ -121,11 +130,16 @@ describe('pattern semantics', () => {
   it('property: evaluate never throws and never allows what no rule grants', () => {
     const p = policy([rule('etl', 'spiffe://td/etl/*'), rule('w', 'spiffe://td/billing/writer', ['db.read', 'db.write'])]);
     fc.assert(
-      fc.property(fc.string(), fc.constantFrom('db.read', 'db.write', 'db.admin', 'cache.read'), fc.integer({ min: -5, max: 100_000 }), (w, grant, dur) => {
-        const d = p.evaluate(req(w, [grant], { durationSeconds: dur }));
-        if (d.allowed) expect(grant === 'db.read' || grant === 'db.write').toBe(true);
-        if (d.allowed) expect(dur).toBeLessThanOrEqual(900);
-      }),
+      fc.property(
+        fc.string(),
+        fc.constantFrom('db.read', 'db.write', 'db.admin', 'cache.read'),
+        fc.integer({ min: -5, max: 100_000 }),
+        (w, grant, dur) => {
+          const d = p.evaluate(req(w, [grant], { durationSeconds: dur }));
+          if (d.allowed) expect(grant === 'db.read' || grant === 'db.write').toBe(true);
+          if (d.allowed) expect(dur).toBeLessThanOrEqual(900);
+        },
+      ),
     );
   });
 });
@@ -209,7 +223,11 @@ describe('duration', () => {
   const p = policy([rule('etl', 'spiffe://td/etl/*', ['db.read'], { maxLeaseSeconds: 900 })]);
 
   it('up to the limit is allowed', () => {
-    expect(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { durationSeconds: 900 }))).toEqual({ allowed: true, rule: 'etl', maxLeaseSeconds: 900 });
+    expect(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { durationSeconds: 900 }))).toEqual({
+      allowed: true,
+      rule: 'etl',
+      maxLeaseSeconds: 900,
+    });
   });
 
   it('over the limit is denied and the message says the limit and what to change', () => {
@@ -279,7 +297,10 @@ describe('the demo config', () => {
     const p = new ConfigPolicy(parseConfig(text, 'tasklease.config.yaml'));
     const td = 'spiffe://demo.tasklease.local';
     expect(p.evaluate(req(`${td}/etl/nightly`, ['orders-db.read']))).toMatchObject({ allowed: true, rule: 'etl-readers' });
-    expect(p.evaluate(req(`${td}/billing/writer`, ['orders-db.read', 'orders-db.write']))).toMatchObject({ allowed: true, rule: 'billing-writer' });
+    expect(p.evaluate(req(`${td}/billing/writer`, ['orders-db.read', 'orders-db.write']))).toMatchObject({
+      allowed: true,
+      rule: 'billing-writer',
+    });
     const d = denied(p.evaluate(req(`${td}/etl/nightly`, ['orders-db.read', 'orders-db.write'])));
     expect(d.code).toBe('policy-grant-not-allowed');
     expect(d.message).toContain("grant orders-db.write not allowed for spiffe://demo.tasklease.local/etl/nightly by rule 'etl-readers'");

@@ -55,7 +55,10 @@ describe('buildTargetRegistry', () => {
   it('lists its entries: configured name, kind, driver and concurrency bound, in config order', () => {
     const fake = fakeFactory('fake');
     const other = fakeFactory('other');
-    const config = parseConfig(CONFIG.replace('access: { read: { level: ro } }', 'access: { read: { level: ro } }\n    maxConcurrency: 3'), 'x.yaml');
+    const config = parseConfig(
+      CONFIG.replace('access: { read: { level: ro } }', 'access: { read: { level: ro } }\n    maxConcurrency: 3'),
+      'x.yaml',
+    );
     const registry = buildTargetRegistry(config, [fake, other]);
     expect(registry.entries()).toEqual([
       { name: 'orders-db', kind: 'fake', driver: fake.built[0] },
@@ -83,13 +86,17 @@ describe('buildTargetRegistry', () => {
   it('fails before creating anything when a target is invalid', () => {
     const fake = fakeFactory('fake');
     expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake], {})).toThrow(ConfigError);
-    expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake], {})).toThrow(/targets\.cache\.kind: unknown target kind 'other'/);
+    expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [fake], {})).toThrow(
+      /targets\.cache\.kind: unknown target kind 'other'/,
+    );
     expect(fake.built).toHaveLength(0);
   });
 
   it('rejects a factory that builds a driver of another kind', () => {
     const base = fakeFactory('fake');
     const liar: DriverFactory = { ...base, kind: 'other', create: (t, d) => base.create(t as never, d) };
-    expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [base, liar])).toThrow(/targets\.cache\.kind: factory for 'other' built a 'fake' driver/);
+    expect(() => buildTargetRegistry(parseConfig(CONFIG, 'x.yaml'), [base, liar])).toThrow(
+      /targets\.cache\.kind: factory for 'other' built a 'fake' driver/,
+    );
   });
 });

@@ -77,10 +77,6 @@ export async function roleExists(db: EmbeddedPostgresInstance, role: string): Pr
 }
 
 export async function sessionCount(db: EmbeddedPostgresInstance, role: string): Promise<number> {
-  const rows = await adminQuery<{ n: number }>(
-    db,
-    'SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1',
-    [role],
-  );
+  const rows = await adminQuery<{ n: number }>(db, 'SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [role]);
   return rows[0]?.n ?? 0;
 }

@@ -64,7 +64,9 @@ beforeEach(() => {
 
 describe('names within STS limits', () => {
   it('session names are ≤ 64 chars of [\\w+=,.@-], readable, and distinct per task and grant', () => {
-    expect(sessionNameFor('run-42:step.deploy', { target: 'deploy-role', access: 'read' })).toMatch(/^tl\.run-42-step\.deploy\.[0-9a-f]{16}$/);
+    expect(sessionNameFor('run-42:step.deploy', { target: 'deploy-role', access: 'read' })).toMatch(
+      /^tl\.run-42-step\.deploy\.[0-9a-f]{16}$/,
+    );
     fc.assert(
       fc.property(fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/), fc.constantFrom('read', 'write'), (taskId, access) => {
         const name = sessionNameFor(taskId, { target: 't', access });
@@ -81,13 +83,17 @@ describe('names within STS limits', () => {
   it('SourceIdentity keeps the workload readable, is unique, and never starts with aws:', () => {
     expect(sourceIdentityFor(WORKLOAD)).toMatch(/^deployer@prod\.example\.org\+[0-9a-f]{12}$/);
     fc.assert(
-      fc.property(fc.stringMatching(/^[a-z0-9.-]{1,60}$/), fc.array(fc.stringMatching(/^[A-Za-z0-9._-]{1,80}$/), { maxLength: 6 }), (td, segments) => {
-        const id = `spiffe://${td}${segments.map((s) => `/${s}`).join('')}`;
-        const si = sourceIdentityFor(id);
-        expect(si).toMatch(/^[\w+=,.@-]{2,64}$/);
-        expect(si.toLowerCase().startsWith('aws:')).toBe(false);
-        expect(sourceIdentityFor(`${id}/other`)).not.toBe(si);
-      }),
+      fc.property(
+        fc.stringMatching(/^[a-z0-9.-]{1,60}$/),
+        fc.array(fc.stringMatching(/^[A-Za-z0-9._-]{1,80}$/), { maxLength: 6 }),
+        (td, segments) => {
+          const id = `spiffe://${td}${segments.map((s) => `/${s}`).join('')}`;
+          const si = sourceIdentityFor(id);
+          expect(si).toMatch(/^[\w+=,.@-]{2,64}$/);
+          expect(si.toLowerCase().startsWith('aws:')).toBe(false);
+          expect(sourceIdentityFor(`${id}/other`)).not.toBe(si);
+        },
+      ),
     );
   });
 });
@@ -95,14 +101,16 @@ describe('names within STS limits', () => {
 describe('config', () => {
   // Validation moved from the factory to validateTargets (create takes the parsed settings); the
   // runtime's clients now arrive through the typed awsClient service.
-  it('the registry validates and builds an aws-role driver with the runtime\'s clients', () => {
+  it("the registry validates and builds an aws-role driver with the runtime's clients", () => {
     const made: Array<{ client: string; region: string | undefined }> = [];
     const awsClient: NonNullable<DriverServices['awsClient']> = (Client, region) => {
       made.push({ client: Client.name, region });
       return new Client({ region });
     };
     const registry = buildTargetRegistry(
-      configWith({ r: { kind: 'aws-role', settings: { roleArn: ROLE_ARN, region: REGION }, access: { read: { sessionPolicy: READ_POLICY } } } }),
+      configWith({
+        r: { kind: 'aws-role', settings: { roleArn: ROLE_ARN, region: REGION }, access: { read: { sessionPolicy: READ_POLICY } } },
+      }),
       TARGET_KINDS,
       { awsClient },
     );
@@ -113,10 +121,22 @@ describe('config', () => {
       { client: 'STSClient', region: REGION },
       { client: 'IAMClient', region: REGION },
     ]);
-    expect(() => validateTargets(configWith({ r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } } }), TARGET_KINDS)).toThrow(ConfigError);
-    expect(() => validateTargets(configWith({ r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } } }), TARGET_KINDS)).toThrow(
-      /targets\.r\.settings\.roleArn: /,
-    );
+    expect(() =>
+      validateTargets(
+        configWith({
+          r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } },
+        }),
+        TARGET_KINDS,
+      ),
+    ).toThrow(ConfigError);
+    expect(() =>
+      validateTargets(
+        configWith({
+          r: { kind: 'aws-role', settings: { roleArn: 'arn:aws:iam::1:user/x' }, access: { read: { sessionPolicy: READ_POLICY } } },
+        }),
+        TARGET_KINDS,
+      ),
+    ).toThrow(/targets\.r\.settings\.roleArn: /);
   });
 
   it('refuses sts:GetCallerIdentity as a probe: IAM cannot deny it', () => {
@@ -133,10 +153,18 @@ describe('config', () => {
   });
 
   it('refuses a session policy that would exceed STS 2048 characters with the probe statement', () => {
-    const big = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:GetObject', Resource: Array.from({ length: 100 }, (_, i) => `arn:aws:s3:::bucket-${i}/*`) }] };
+    const big = {
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Allow', Action: 's3:GetObject', Resource: Array.from({ length: 100 }, (_, i) => `arn:aws:s3:::bucket-${i}/*`) },
+      ],
+    };
     expect(() => driver({}, { huge: { sessionPolicy: big } })).toThrow(ConfigError);
     expect(() => driver({}, { huge: { sessionPolicy: big } })).toThrow(/huge\.sessionPolicy: \d+ characters/);
-    const reserved = { Version: '2012-10-17', Statement: [{ Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: 'iam:GetRole', Resource: '*' }] };
+    const reserved = {
+      Version: '2012-10-17',
+      Statement: [{ Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: 'iam:GetRole', Resource: '*' }],
+    };
     expect(() => driver({}, { read: { sessionPolicy: reserved } })).toThrow(/reserved/);
   });
 });
@@ -209,14 +237,18 @@ describe('issue', () => {
     expect((err as Error).message).toMatch(/not tagged tasklease:managed=true/);
     expect(aws.sts.commandCalls(AssumeRoleCommand)).toHaveLength(0);
 
-    await expect(d.revoke({ taskId: 't', grant: { target: 'deploy-role', access: 'read' }, externalId: 'tl.t.0123456789abcdef' })).rejects.toThrow(/will not edit its policies/);
+    await expect(
+      d.revoke({ taskId: 't', grant: { target: 'deploy-role', access: 'read' }, externalId: 'tl.t.0123456789abcdef' }),
+    ).rejects.toThrow(/will not edit its policies/);
     expect(aws.iam.commandCalls(PutRolePolicyCommand)).toHaveLength(0);
   });
 
   it('fails the issue when the role does not allow the probe, and denies the session it got', async () => {
     aws.roles.get(ROLE)!.allowsProbe = false;
     const ctx = issueCtx();
-    const err = await driver().issue(ctx).catch((e: unknown) => e);
+    const err = await driver()
+      .issue(ctx)
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TargetError);
     expect((err as TargetError).retryable).toBe(false);
     expect((err as Error).message).toMatch(/probe iam:GetRole .* is denied for a fresh session/);
@@ -255,16 +287,24 @@ describe('revoke and verify', () => {
     const held = new Map<string, Promise<unknown>>();
     const lock: NonNullable<DriverServices['lock']> = (name, _ttl, fn) => {
       const run = (held.get(name) ?? Promise.resolve()).then(fn, fn);
-      held.set(name, run.catch(() => undefined));
+      held.set(
+        name,
+        run.catch(() => undefined),
+      );
       return run;
     };
     const containers = [driver({}, undefined, lock), driver({}, undefined, lock)];
-    const sessions = await Promise.all(['t-x-1', 't-x-2', 't-x-3', 't-x-4'].map(async (taskId, i) => {
-      const d = containers[i % 2]!;
-      const ctx = issueCtx(taskId);
-      const issued = await d.issue(ctx);
-      return { d, rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry } };
-    }));
+    const sessions = await Promise.all(
+      ['t-x-1', 't-x-2', 't-x-3', 't-x-4'].map(async (taskId, i) => {
+        const d = containers[i % 2]!;
+        const ctx = issueCtx(taskId);
+        const issued = await d.issue(ctx);
+        return {
+          d,
+          rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry },
+        };
+      }),
+    );
     await Promise.all(sessions.map((x) => x.d.revoke(x.rctx)));
     const doc = JSON.stringify(aws.revocationPolicy(ROLE));
     for (const x of sessions) expect(doc).toContain(`${x.rctx.metadata!.roleId}:${x.rctx.externalId}`);
@@ -272,11 +312,16 @@ describe('revoke and verify', () => {
 
   it('concurrent revocations on one role keep every deny (no lost update of the shared document)', async () => {
     const d = driver();
-    const sessions = await Promise.all(['t-par-1', 't-par-2', 't-par-3', 't-par-4'].map(async (taskId) => {
-      const ctx = issueCtx(taskId);
-      const issued = await d.issue(ctx);
-      return { rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry }, secret: issued.secret };
-    }));
+    const sessions = await Promise.all(
+      ['t-par-1', 't-par-2', 't-par-3', 't-par-4'].map(async (taskId) => {
+        const ctx = issueCtx(taskId);
+        const issued = await d.issue(ctx);
+        return {
+          rctx: { taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry },
+          secret: issued.secret,
+        };
+      }),
+    );
     await Promise.all(sessions.map((x) => d.revoke(x.rctx)));
     const doc = JSON.stringify(aws.revocationPolicy(ROLE));
     for (const x of sessions) {
@@ -289,7 +334,13 @@ describe('revoke and verify', () => {
     const d = driver();
     const ctx = issueCtx();
     const issued = await d.issue(ctx);
-    const rctx = { taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry };
+    const rctx = {
+      taskId: ctx.lease.taskId,
+      grant: ctx.grant,
+      externalId: ctx.externalId,
+      metadata: issued.metadata,
+      naturalExpiry: issued.naturalExpiry,
+    };
     expect(await d.verify({ ...rctx, secret: issued.secret })).toBe('still-valid');
 
     await d.revoke(rctx);
@@ -322,7 +373,14 @@ describe('revoke and verify', () => {
     const ctx = issueCtx();
     const issued = await d.issue(ctx);
     aws.propagationMs = 5_000;
-    const vctx = { taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry, secret: issued.secret };
+    const vctx = {
+      taskId: ctx.lease.taskId,
+      grant: ctx.grant,
+      externalId: ctx.externalId,
+      metadata: issued.metadata,
+      naturalExpiry: issued.naturalExpiry,
+      secret: issued.secret,
+    };
     await d.revoke(vctx);
     expect(await d.verify(vctx)).toBe('still-valid');
     clock += 5_001;
@@ -333,7 +391,13 @@ describe('revoke and verify', () => {
     const d = driver();
     const ctx = issueCtx();
     const issued = await d.issue(ctx);
-    const vctx = { taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry };
+    const vctx = {
+      taskId: ctx.lease.taskId,
+      grant: ctx.grant,
+      externalId: ctx.externalId,
+      metadata: issued.metadata,
+      naturalExpiry: issued.naturalExpiry,
+    };
     expect(await d.verify(vctx)).toBe('inconclusive');
     aws.probeFailures.push(awsError('Throttling', 'Rate exceeded'));
     expect(await d.verify({ ...vctx, secret: issued.secret })).toBe('inconclusive');
@@ -354,8 +418,20 @@ describe('revoke and verify', () => {
       JSON.stringify({
         Version: '2012-10-17',
         Statement: [
-          { Sid: `TL${expiredBucket}`, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringLike: { 'aws:userid': [`${roleId}:tl.old.aaaaaaaaaaaaaaaa`] } } },
-          { Sid: `TL${liveBucket}`, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringLike: { 'aws:userid': [`${roleId}:tl.live.bbbbbbbbbbbbbbbb`] } } },
+          {
+            Sid: `TL${expiredBucket}`,
+            Effect: 'Deny',
+            Action: '*',
+            Resource: '*',
+            Condition: { StringLike: { 'aws:userid': [`${roleId}:tl.old.aaaaaaaaaaaaaaaa`] } },
+          },
+          {
+            Sid: `TL${liveBucket}`,
+            Effect: 'Deny',
+            Action: '*',
+            Resource: '*',
+            Condition: { StringLike: { 'aws:userid': [`${roleId}:tl.live.bbbbbbbbbbbbbbbb`] } },
+          },
           foreign,
         ],
       }),
@@ -363,7 +439,13 @@ describe('revoke and verify', () => {
     const d = driver();
     const ctx = issueCtx();
     const issued = await d.issue(ctx);
-    await d.revoke({ taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry });
+    await d.revoke({
+      taskId: ctx.lease.taskId,
+      grant: ctx.grant,
+      externalId: ctx.externalId,
+      metadata: issued.metadata,
+      naturalExpiry: issued.naturalExpiry,
+    });
     const doc = JSON.parse(aws.iam.commandCalls(PutRolePolicyCommand)[0]!.args[0].input.PolicyDocument!) as PolicyDocument;
     const sids = doc.Statement.map((s) => s.Sid);
     expect(sids).not.toContain(`TL${expiredBucket}`);
@@ -383,24 +465,54 @@ describe('revoke and verify', () => {
       clock += 61_000; // a different expiry minute each
     }
     for (const { ctx, issued } of sessions) {
-      await d.revoke({ taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry });
+      await d.revoke({
+        taskId: ctx.lease.taskId,
+        grant: ctx.grant,
+        externalId: ctx.externalId,
+        metadata: issued.metadata,
+        naturalExpiry: issued.naturalExpiry,
+      });
     }
     const doc = aws.revocationPolicy(ROLE)!;
     expect(JSON.stringify(doc).length).toBeLessThanOrEqual(1024);
     const cutoff = doc.Statement.find((s) => String(s.Sid).startsWith('TLCUT'));
-    expect(cutoff).toMatchObject({ Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': expect.stringMatching(/Z$/) } } });
+    expect(cutoff).toMatchObject({
+      Effect: 'Deny',
+      Action: '*',
+      Resource: '*',
+      Condition: { DateLessThan: { 'aws:TokenIssueTime': expect.stringMatching(/Z$/) } },
+    });
     // The cutoff is rounded up past this second, and the session that overflowed keeps its own deny.
-    expect(Date.parse((cutoff!.Condition as { DateLessThan: Record<string, string> }).DateLessThan['aws:TokenIssueTime']!)).toBeGreaterThan(clock);
+    expect(Date.parse((cutoff!.Condition as { DateLessThan: Record<string, string> }).DateLessThan['aws:TokenIssueTime']!)).toBeGreaterThan(
+      clock,
+    );
     const last = sessions.at(-1)!;
     expect(JSON.stringify(doc)).toContain(`${last.issued.metadata!.roleId}:${last.ctx.externalId}`);
     // Every revoked session is rejected, the ones denied one by one and the ones cut off.
     for (const { ctx, issued } of sessions) {
-      expect(await d.verify({ taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, metadata: issued.metadata, naturalExpiry: issued.naturalExpiry, secret: issued.secret })).toBe('rejected');
+      expect(
+        await d.verify({
+          taskId: ctx.lease.taskId,
+          grant: ctx.grant,
+          externalId: ctx.externalId,
+          metadata: issued.metadata,
+          naturalExpiry: issued.naturalExpiry,
+          secret: issued.secret,
+        }),
+      ).toBe('rejected');
     }
     // A session issued after the cutoff is unaffected.
     clock += 3_000;
     const fresh = await d.issue(issueCtx('after-cutoff'));
-    expect(await d.verify({ taskId: 'after-cutoff', grant: { target: 'deploy-role', access: 'read' }, externalId: 'x', naturalExpiry: fresh.naturalExpiry, secret: fresh.secret })).toBe('still-valid');
+    expect(
+      await d.verify({
+        taskId: 'after-cutoff',
+        grant: { target: 'deploy-role', access: 'read' },
+        externalId: 'x',
+        naturalExpiry: fresh.naturalExpiry,
+        secret: fresh.secret,
+      }),
+    ).toBe('still-valid');
   });
 });
 
@@ -419,7 +531,18 @@ describe('revocation document (pure)', () => {
 
   it('prunes a cutoff once every session it covered has expired', () => {
     const cutoffSec = Math.floor((now - 2 * 3_600_000) / 1000);
-    const doc: PolicyDocument = { Version: '2012-10-17', Statement: [{ Sid: `TLCUT${cutoffSec}`, Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': 'x' } } }] };
+    const doc: PolicyDocument = {
+      Version: '2012-10-17',
+      Statement: [
+        {
+          Sid: `TLCUT${cutoffSec}`,
+          Effect: 'Deny',
+          Action: '*',
+          Resource: '*',
+          Condition: { DateLessThan: { 'aws:TokenIssueTime': 'x' } },
+        },
+      ],
+    };
     const change = addSessionDeny(doc, { userId: 'AROA1:c', expiresAt: now + 60_000 }, opts);
     expect(change.pruned).toBe(1);
     expect(change.document.Statement.map((s) => s.Sid)).toEqual([`TL${Math.ceil((now + 60_000) / 60_000) * 60}`]);

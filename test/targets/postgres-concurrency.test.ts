@@ -21,10 +21,7 @@ function lease(): LeaseContext {
 }
 
 beforeAll(() => {
-  driver = postgresDriverFactory.create(
-    { name: 'orders-db', settings: parsePostgresSettings(db().settings), access: db().access },
-    {},
-  );
+  driver = postgresDriverFactory.create({ name: 'orders-db', settings: parsePostgresSettings(db().settings), access: db().access }, {});
 });
 afterAll(async () => {
   await driver?.close?.();

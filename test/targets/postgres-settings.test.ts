@@ -64,7 +64,10 @@ describe('postgres settings', () => {
   // registry's validation is where a bad field is named.
   it('validation names the target and the field; the admin password is not in the message', () => {
     expect(() =>
-      buildTargetRegistry(configWith({ 'orders-db': { kind: 'postgres', settings: { ...base, port: -1 }, access: { read: { groupRole: 'orders_read' } } } }), TARGET_KINDS),
+      buildTargetRegistry(
+        configWith({ 'orders-db': { kind: 'postgres', settings: { ...base, port: -1 }, access: { read: { groupRole: 'orders_read' } } } }),
+        TARGET_KINDS,
+      ),
     ).toThrow(/targets\.orders-db\.settings\.port: /);
     const msg = (() => {
       try {

@@ -7,14 +7,7 @@ import { validateTargets } from '../../shared/policy/config.ts';
 import { TARGET_KINDS } from '../../shared/targets/index.ts';
 import { PostgresDriver, postgresDriverFactory } from '../../shared/targets/postgres/driver.ts';
 import { parsePostgresSettings } from '../../shared/targets/postgres/settings.ts';
-import {
-  adminQuery,
-  connectWith,
-  roleExists,
-  sessionCount,
-  sqlStateOf,
-  useEmbeddedPostgres,
-} from '../support/postgres.ts';
+import { adminQuery, connectWith, roleExists, sessionCount, sqlStateOf, useEmbeddedPostgres } from '../support/postgres.ts';
 import { configWith } from './config-with.ts';
 
 const db = useEmbeddedPostgres();
@@ -35,10 +28,7 @@ async function issue(grant: Grant, l = lease()) {
 }
 
 beforeAll(() => {
-  driver = postgresDriverFactory.create(
-    { name: 'orders-db', settings: parsePostgresSettings(db().settings), access: db().access },
-    {},
-  );
+  driver = postgresDriverFactory.create({ name: 'orders-db', settings: parsePostgresSettings(db().settings), access: db().access }, {});
 });
 afterAll(async () => {
   await driver?.close?.();
@@ -236,7 +226,12 @@ describe('verify and revoke', () => {
 
     await driver.revoke(ref);
     expect(await roleExists(db(), ref.externalId)).toBe(false);
-    const owner = await adminQuery<{ owner: string }>(db(), "SELECT tableowner AS owner FROM pg_tables WHERE tablename = 'side_table'", [], 'side');
+    const owner = await adminQuery<{ owner: string }>(
+      db(),
+      "SELECT tableowner AS owner FROM pg_tables WHERE tablename = 'side_table'",
+      [],
+      'side',
+    );
     expect(owner).toEqual([{ owner: db().access.read.groupRole }]);
   });
 
@@ -367,14 +362,7 @@ describe('least-privilege admin (CREATEROLE, not superuser: the RDS shape)', () 
 });
 
 describe('hostile input', () => {
-  const hostile = [
-    "o'reilly; DROP TABLE orders; --",
-    'a"b"c',
-    'back\\slash\\\\',
-    '☃ ünïcødé 𝕏 \u202e',
-    '\u0000\n\r',
-    'x'.repeat(10_240),
-  ];
+  const hostile = ["o'reilly; DROP TABLE orders; --", 'a"b"c', 'back\\slash\\\\', '☃ ünïcødé 𝕏 \u202e', '\u0000\n\r', 'x'.repeat(10_240)];
 
   it('task text only reaches SQL as a hash; issue and revoke work', async () => {
     for (const taskId of hostile) {
@@ -392,7 +380,10 @@ describe('hostile input', () => {
     const bad = 'orders_read"; DROP TABLE orders; --';
     // Config validation (validateTargets, which the registry runs before any create) refuses it.
     expect(() =>
-      validateTargets(configWith({ 'orders-db': { kind: 'postgres', settings: db().settings, access: { read: { groupRole: bad } } } }), TARGET_KINDS),
+      validateTargets(
+        configWith({ 'orders-db': { kind: 'postgres', settings: db().settings, access: { read: { groupRole: bad } } } }),
+        TARGET_KINDS,
+      ),
     ).toThrow(/access\.read\.groupRole: /);
     // Bypassing validation: the name is quoted as one identifier, so it is just a missing role.
     const raw = new PostgresDriver('orders-db', parsePostgresSettings(db().settings), { read: { groupRole: bad } });
@@ -431,7 +422,11 @@ describe('secrecy', () => {
       const odd = new PostgresDriver('orders-db', parsePostgresSettings(db().settings), { read: { groupRole: 'missing_group' } });
       errors.push(await odd.issue({ lease: l, grant: READ, externalId: odd.externalId(l.taskId, READ) }).catch((e: unknown) => e));
       await odd.close();
-      const down = new PostgresDriver('orders-db', parsePostgresSettings({ ...db().settings, port: 1, connectTimeoutMs: 500 }), db().access);
+      const down = new PostgresDriver(
+        'orders-db',
+        parsePostgresSettings({ ...db().settings, port: 1, connectTimeoutMs: 500 }),
+        db().access,
+      );
       errors.push(await down.issue({ lease: l, grant: READ, externalId: down.externalId(l.taskId, READ) }).catch((e: unknown) => e));
       errors.push(await down.revoke(creds[0]!.ref).catch((e: unknown) => e));
       // Unreachable: neither the login nor the session check can answer.
@@ -456,7 +451,11 @@ describe('secrecy', () => {
       ...db().recentLogs(),
     ].join('\n');
     // log_statement=all was on: the server did log statements, just not ours with a password.
-    expect(db().recentLogs().some((l) => l.includes('statement:'))).toBe(true);
+    expect(
+      db()
+        .recentLogs()
+        .some((l) => l.includes('statement:')),
+    ).toBe(true);
     expect(haystack).not.toMatch(/CREATE ROLE/i);
     for (const p of passwords) {
       expect(p.length).toBeGreaterThanOrEqual(43);

@@ -126,6 +126,12 @@ export const awsRoleDriverFactory: DriverFactory<AwsRoleSettings, AwsRoleAccess,
     const { region } = target.settings;
     const make = <C>(Client: new (config: { region?: string }) => C): C =>
       services.awsClient ? services.awsClient(Client, region) : new Client(region ? { region } : {});
-    return new AwsRoleDriver(target.name, target.settings, target.access, { sts: make(STSClient), iam: make(IAMClient) }, { lock: services.lock });
+    return new AwsRoleDriver(
+      target.name,
+      target.settings,
+      target.access,
+      { sts: make(STSClient), iam: make(IAMClient) },
+      { lock: services.lock },
+    );
   },
 };

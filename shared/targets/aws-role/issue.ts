@@ -49,7 +49,14 @@ export async function assumeSession(
   } catch (err) {
     const status = awsHttpStatus(err);
     if (status !== undefined && status >= 400 && status < 500) remember(t.refused, ctx.externalId);
-    const permanent = isAwsError(err, 'AccessDenied', 'MalformedPolicyDocument', 'PackedPolicyTooLarge', 'RegionDisabled', 'ValidationError');
+    const permanent = isAwsError(
+      err,
+      'AccessDenied',
+      'MalformedPolicyDocument',
+      'PackedPolicyTooLarge',
+      'RegionDisabled',
+      'ValidationError',
+    );
     throw new TargetError(`sts AssumeRole ${settings.roleArn} failed: ${describeAwsError(err)}`, { retryable: !permanent });
   }
   t.refused.delete(ctx.externalId);
@@ -57,7 +64,11 @@ export async function assumeSession(
   if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken || !c.Expiration) {
     throw new TargetError(`sts AssumeRole ${settings.roleArn} returned no credentials`);
   }
-  const credentials: AwsCredentialIdentity = { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken };
+  const credentials: AwsCredentialIdentity = {
+    accessKeyId: c.AccessKeyId,
+    secretAccessKey: c.SecretAccessKey,
+    sessionToken: c.SessionToken,
+  };
   if (settings.probe.checkAtIssue && (await runProbe(t.probe, credentials)) === 'rejected') {
     // The revocation proof would be meaningless. Deny the session now; the core rolls back.
     await revoke({ taskId: ctx.lease.taskId, grant: ctx.grant, externalId: ctx.externalId, naturalExpiry: c.Expiration.getTime() });

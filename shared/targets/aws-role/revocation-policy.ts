@@ -110,11 +110,19 @@ export function addSessionDeny(
   };
   const fallback: PolicyDocument = { Version: '2012-10-17', Statement: [...others, cutoff, denyStatement(sid, [session.userId])] };
   if (JSON.stringify(fallback).length > options.maxChars) {
-    throw new TargetError(`inline policy ${REVOCATION_POLICY_NAME} cannot fit even a role-wide deny; remove foreign statements from it`, { retryable: false });
+    throw new TargetError(`inline policy ${REVOCATION_POLICY_NAME} cannot fit even a role-wide deny; remove foreign statements from it`, {
+      retryable: false,
+    });
   }
   return { document: fallback, changed: true, mode: 'cutoff', pruned };
 }
 
 function denyStatement(sid: string, userIds: string[]): PolicyStatement {
-  return { Sid: sid, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringLike: { 'aws:userid': [...new Set(userIds)].sort() } } };
+  return {
+    Sid: sid,
+    Effect: 'Deny',
+    Action: '*',
+    Resource: '*',
+    Condition: { StringLike: { 'aws:userid': [...new Set(userIds)].sort() } },
+  };
 }

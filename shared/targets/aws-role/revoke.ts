@@ -51,7 +51,8 @@ export async function revokeSession(t: AwsRoleTarget, edits: PolicyEditQueue, ct
   await edits.run(async () => {
     let current: string | undefined;
     try {
-      current = (await t.clients.iam.send(new GetRolePolicyCommand({ RoleName: t.roleName, PolicyName: REVOCATION_POLICY_NAME }))).PolicyDocument;
+      current = (await t.clients.iam.send(new GetRolePolicyCommand({ RoleName: t.roleName, PolicyName: REVOCATION_POLICY_NAME })))
+        .PolicyDocument;
     } catch (err) {
       if (!isAwsError(err, 'NoSuchEntityException', 'NoSuchEntity')) throw iamError(t, 'GetRolePolicy', err);
     }
@@ -64,7 +65,11 @@ export async function revokeSession(t: AwsRoleTarget, edits: PolicyEditQueue, ct
     if (!change.changed) return;
     try {
       await t.clients.iam.send(
-        new PutRolePolicyCommand({ RoleName: t.roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: JSON.stringify(change.document) }),
+        new PutRolePolicyCommand({
+          RoleName: t.roleName,
+          PolicyName: REVOCATION_POLICY_NAME,
+          PolicyDocument: JSON.stringify(change.document),
+        }),
       );
     } catch (err) {
       throw iamError(t, 'PutRolePolicy', err);

@@ -13,11 +13,16 @@ export function sessionPoliciesFor(target: string, access: Record<string, AwsRol
   const policies = new Map<string, string>();
   for (const [level, { sessionPolicy }] of Object.entries(access)) {
     if (sessionPolicy.Statement.some((s) => s.Sid === PROBE_STATEMENT_SID)) {
-      throw new ConfigError(`target ${target}: access.${level}.sessionPolicy: Sid ${PROBE_STATEMENT_SID} is reserved for the revocation probe`);
+      throw new ConfigError(
+        `target ${target}: access.${level}.sessionPolicy: Sid ${PROBE_STATEMENT_SID} is reserved for the revocation probe`,
+      );
     }
     const policy = JSON.stringify({
       ...sessionPolicy,
-      Statement: [...sessionPolicy.Statement, { Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: probe.action, Resource: probe.resource }],
+      Statement: [
+        ...sessionPolicy.Statement,
+        { Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: probe.action, Resource: probe.resource },
+      ],
     });
     if (policy.length > SESSION_POLICY_MAX_CHARS) {
       throw new ConfigError(

@@ -13,7 +13,10 @@ export const AwsRoleProbeSchema = z
   .strictObject({
     action: z.string().min(1),
     /** ssm:GetParameter: the parameter the session reads. */
-    parameterName: z.string().regex(/^\/?[A-Za-z0-9_.\-/]{1,2048}$/).optional(),
+    parameterName: z
+      .string()
+      .regex(/^\/?[A-Za-z0-9_.\-/]{1,2048}$/)
+      .optional(),
     /** Probe once right after AssumeRole, so a probe the role never allowed cannot fake a proof. */
     checkAtIssue: z.boolean().default(true),
   })
@@ -22,7 +25,8 @@ export const AwsRoleProbeSchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['action'],
-        message: 'sts:GetCallerIdentity needs no permission and can never be denied, so it cannot prove a revocation; use iam:GetRole or ssm:GetParameter',
+        message:
+          'sts:GetCallerIdentity needs no permission and can never be denied, so it cannot prove a revocation; use iam:GetRole or ssm:GetParameter',
       });
       return;
     }
@@ -39,10 +43,16 @@ export type AwsRoleProbeSettings = z.output<typeof AwsRoleProbeSchema>;
 export const AwsRoleSettingsSchema = z.strictObject({
   roleArn: z.string().regex(ROLE_ARN, { message: 'must be an IAM role ARN such as arn:aws:iam::123456789012:role/tasklease-orders' }),
   /** Region for STS and the probe. Default: AWS_REGION. */
-  region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, { message: 'must be an AWS region such as eu-west-1' }).optional(),
+  region: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, { message: 'must be an AWS region such as eu-west-1' })
+    .optional(),
   maxSessionSeconds: z.number().int().min(STS_MIN_DURATION_SECONDS).max(43_200).default(3600),
   /** `sts:ExternalId` the role's trust policy requires, if any (not a secret). */
-  externalId: z.string().regex(/^[\w+=,.@:/-]{2,1224}$/).optional(),
+  externalId: z
+    .string()
+    .regex(/^[\w+=,.@:/-]{2,1224}$/)
+    .optional(),
   probe: AwsRoleProbeSchema.prefault({ action: 'iam:GetRole' }),
   /** Size budget of the revocation policy; lower it when the role has other inline policies. */
   revocationPolicyMaxChars: z.number().int().min(1024).max(INLINE_POLICY_MAX_CHARS).default(INLINE_POLICY_MAX_CHARS),
@@ -51,7 +61,10 @@ export type AwsRoleSettings = z.output<typeof AwsRoleSettingsSchema>;
 export type AwsRoleSettingsInput = z.input<typeof AwsRoleSettingsSchema>;
 
 const PolicyStatementSchema = z.looseObject({
-  Sid: z.string().regex(/^[A-Za-z0-9]*$/, { message: 'must be alphanumeric' }).optional(),
+  Sid: z
+    .string()
+    .regex(/^[A-Za-z0-9]*$/, { message: 'must be alphanumeric' })
+    .optional(),
   Effect: z.enum(['Allow', 'Deny']),
 });
 

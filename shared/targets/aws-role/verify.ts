@@ -13,7 +13,11 @@ export async function verifySession(t: AwsRoleTarget, ctx: VerifyContext): Promi
   if (expiresAt !== undefined && expiresAt <= now) return 'rejected';
   // Nothing is known of the session (an ambiguous AssumeRole failure): none issued after the
   // intent can outlive the longest session STS would grant, plus clock slack.
-  if (expiresAt === undefined && ctx.intentAt !== undefined && ctx.intentAt + t.settings.maxSessionSeconds * 1000 + INTENT_SLACK_MS <= now) {
+  if (
+    expiresAt === undefined &&
+    ctx.intentAt !== undefined &&
+    ctx.intentAt + t.settings.maxSessionSeconds * 1000 + INTENT_SLACK_MS <= now
+  ) {
     return 'rejected';
   }
   if (t.refused.has(ctx.externalId) && !ctx.metadata?.sessionName) return 'rejected';

@@ -171,14 +171,20 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
       createPostgresUser: os.userInfo().uid === 0,
       initdbFlags: ['--no-sync', '--encoding=UTF8'],
       postgresFlags: [
-        '-c', `listen_addresses=${HOST}`,
-        '-c', 'max_connections=200',
+        '-c',
+        `listen_addresses=${HOST}`,
+        '-c',
+        'max_connections=200',
         // A throw-away instance: durability buys nothing and costs test time.
-        '-c', 'fsync=off',
-        '-c', 'synchronous_commit=off',
-        '-c', 'full_page_writes=off',
+        '-c',
+        'fsync=off',
+        '-c',
+        'synchronous_commit=off',
+        '-c',
+        'full_page_writes=off',
         // Server-side logs stay statement-free.
-        '-c', 'log_min_error_statement=panic',
+        '-c',
+        'log_min_error_statement=panic',
       ],
       onLog,
       onError: (e: unknown) => onLog(`[error] ${e instanceof Error ? e.message : String(e)}`),
@@ -195,7 +201,9 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions = {}):
     } catch (err) {
       cluster.kill();
       const tail = logs.slice(-5).join(' | ');
-      throw new Error(`embedded postgres failed to start on port ${port}: ${err instanceof Error ? err.message : 'process exited'}; ${tail}`);
+      throw new Error(
+        `embedded postgres failed to start on port ${port}: ${err instanceof Error ? err.message : 'process exited'}; ${tail}`,
+      );
     }
   };
 

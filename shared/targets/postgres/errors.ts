@@ -35,11 +35,7 @@ export function wrap(op: string, err: unknown, secrets: readonly string[] = []):
   const raw = (err instanceof Error ? err.message : String(err)) + (typeof detail === 'string' ? ` — ${detail}` : '');
   const retryable = state === undefined || !PERMANENT_CLASSES.includes(state.slice(0, 2));
   // No `cause`: a driver error object can carry fields we did not vet.
-  return new PostgresTargetError(
-    `postgres ${op} failed${state ? ` (${state})` : ''}: ${sanitize(raw, secrets)}`,
-    state,
-    retryable,
-  );
+  return new PostgresTargetError(`postgres ${op} failed${state ? ` (${state})` : ''}: ${sanitize(raw, secrets)}`, state, retryable);
 }
 
 /** Errors worth an immediate in-call retry: concurrent catalog updates, lock conflicts. */

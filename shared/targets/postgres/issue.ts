@@ -63,9 +63,7 @@ export async function issueRole(
       await client.query(`ALTER ROLE ${roleId} WITH LOGIN PASSWORD ${pw} VALID UNTIL ${validUntil}`);
       await client.query(`GRANT ${groupId} TO ${roleId}`);
     }
-    const { rows } = await client.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [
-      role,
-    ]);
+    const { rows } = await client.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [role]);
     await client.query('COMMIT');
     return {
       secret: {
@@ -107,7 +105,10 @@ export class QuietLogging {
     if (this.allowed) {
       await client.query('SAVEPOINT tl_quiet');
       try {
-        await client.query(`SELECT ${this.allowed.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`, this.allowed.flat());
+        await client.query(
+          `SELECT ${this.allowed.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
+          this.allowed.flat(),
+        );
         await client.query('RELEASE SAVEPOINT tl_quiet');
         return;
       } catch {
