@@ -3,10 +3,9 @@ import { randomBytes } from 'node:crypto';
 import type { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
 import { INDEX_ATTRIBUTES, TABLE_KEYS, TTL_ATTRIBUTE } from '../../shared/ledger/table.ts';
 import { grantKey } from '../../shared/events/schemas.ts';
-import type { CredentialRecord } from '../../shared/lease/records.ts';
 import { startTestDynalite } from '../support/dynalite.ts';
 import type { TestDynalite } from '../support/dynalite.ts';
-import { DAY, MINUTE, T0, fullCredential, fullLease, minimalCredential, minimalLease, taskId } from './fixtures.ts';
+import { DAY, MINUTE, T0, fullCredential, fullLease, minimalCredential, taskId } from './fixtures.ts';
 
 let dyn: TestDynalite;
 let ledger: DynamoDbLedger;
@@ -27,68 +26,9 @@ async function rawCredential(id: string, key: string): Promise<Record<string, un
 }
 
 describe('credentials', () => {
-  it('round-trips every field and comes back with its lease, in grant order', async () => {
-    const id = taskId();
-    const lease = fullLease(id);
-    const write = fullCredential(id);
-    const read = minimalCredential(id, { externalId: 'tl_read' });
-    expect(await ledger.createLease(lease)).toBe(true);
-    expect(await ledger.createCredential(write)).toBe(true);
-    expect(await ledger.createCredential(read)).toBe(true);
-    expect(await ledger.getLease(id)).toStrictEqual({ lease, credentials: [read, write] });
-  });
 
-  it('round-trips a minimal credential with the optional fields absent', async () => {
-    const id = taskId();
-    await ledger.createLease(minimalLease(id));
-    const cred = minimalCredential(id);
-    await ledger.createCredential(cred);
-    const [got] = (await ledger.getLease(id))!.credentials;
-    expect(got).toStrictEqual(cred);
-  });
 
-  it('writes the intent once: a duplicate createCredential returns false and changes nothing', async () => {
-    const id = taskId();
-    await ledger.createLease(minimalLease(id));
-    expect(await ledger.createCredential(minimalCredential(id, { externalId: 'first' }))).toBe(true);
-    expect(await ledger.createCredential(minimalCredential(id, { externalId: 'second', state: 'issued' }))).toBe(false);
-    expect((await ledger.getLease(id))!.credentials).toMatchObject([{ externalId: 'first', state: 'intent' }]);
-  });
 
-  it('walks intent → issued → revoking → still-valid → verified only from the expected states', async () => {
-    const id = taskId();
-    const key = 'orders-db.read';
-    await ledger.createLease(minimalLease(id));
-    await ledger.createCredential(minimalCredential(id));
-    expect(await ledger.updateCredential(id, key, ['issued'], { state: 'revoking' })).toBe(false);
-    expect(await ledger.updateCredential(id, key, ['intent'], { state: 'issued', issuedAt: T0 + 1, naturalExpiry: T0 + DAY })).toBe(true);
-    expect(await ledger.updateCredential(id, key, ['intent'], { state: 'issued' })).toBe(false);
-    expect(await ledger.updateCredential(id, key, ['issued'], { state: 'revoking', revokeStartedAt: T0 + 2 })).toBe(true);
-    expect(
-      await ledger.updateCredential(id, key, ['revoking'], {
-        state: 'still-valid',
-        verifyAttempts: 1,
-        lastError: 'still accepted',
-        nextCheckAt: T0 + 3,
-      }),
-    ).toBe(true);
-    expect(
-      await ledger.updateCredential(id, key, ['revoking', 'still-valid'], {
-        state: 'verified',
-        revokedAt: T0 + 4,
-        verifiedAt: T0 + 5,
-        verifyAttempts: 2,
-        trustDebtMs: 5,
-        lastError: undefined,
-        nextCheckAt: undefined,
-      }),
-    ).toBe(true);
-    expect(await ledger.updateCredential(id, key, ['revoking', 'still-valid'], { state: 'verified' })).toBe(false);
-    const [cred] = (await ledger.getLease(id))!.credentials;
-    expect(cred).toMatchObject({ state: 'verified', verifiedAt: T0 + 5, verifyAttempts: 2, trustDebtMs: 5 });
-    expect(cred).not.toHaveProperty('lastError');
-    expect(cred).not.toHaveProperty('nextCheckAt');
-  });
 
   it('returns false for an unknown credential without creating it', async () => {
     const id = taskId();
@@ -97,28 +37,7 @@ describe('credentials', () => {
     expect(await rawCredential(id, 'orders-db.read')).toBeUndefined();
   });
 
-  it('lets exactly one of two concurrent revocations win, every time', async () => {
-    for (let i = 0; i < 30; i++) {
-      const id = taskId();
-      await ledger.createLease(minimalLease(id, { state: 'ending', lockedUntil: T0 }));
-      await ledger.createCredential(minimalCredential(id, { state: 'issued', issuedAt: T0 }));
-      // Half the rounds move the due time, half keep it: one conditional write either way.
-      const patch = (n: number): Partial<CredentialRecord> =>
-        i % 2 ? { state: 'revoking', revokeStartedAt: T0 + n, nextCheckAt: T0 + n } : { state: 'revoking', revokeStartedAt: T0 + n };
-      const results = await Promise.all([1, 2].map((n) => ledger.updateCredential(id, 'orders-db.read', ['issued'], patch(n))));
-      expect(results.filter(Boolean)).toHaveLength(1);
-      const [cred] = (await ledger.getLease(id))!.credentials;
-      expect(cred).toMatchObject({ state: 'revoking', revokeStartedAt: T0 + results.indexOf(true) + 1 });
-    }
-  });
 
-  it('refuses a patch that changes the grant', async () => {
-    const id = taskId();
-    await ledger.createCredential(minimalCredential(id));
-    await expect(
-      ledger.updateCredential(id, 'orders-db.read', ['intent'], { grant: { target: 'orders-db', access: 'write' } }),
-    ).rejects.toThrow(TypeError);
-  });
 
   it('sets the TTL once verified', async () => {
     const id = taskId();
