@@ -4,7 +4,7 @@ import { announceRevoked } from './announce.ts';
 import type { Core, EndResult } from './context.ts';
 import { isReopenable } from './denials.ts';
 import type { CredentialRecord, EndOutcome, LeaseRecord } from './records.ts';
-import { newLease, transitionLease } from './transitions.ts';
+import { isFinishedCredential, LEASE_TRANSITIONS, newLease, transitionLease } from './transitions.ts';
 import { revokeAndVerify } from './verify.ts';
 
 /** Answers a `Task Ended` detail; throws InvalidEventError for a malformed one. */
@@ -50,7 +50,7 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
         continue;
       case 'active':
         if (await transitionLease(ledger, 'end', lease, { endedAt, outcome, lockedUntil: now + core.opts.lockMs })) {
-          return revokeLease(core, { ...lease, state: 'ending', endedAt, outcome }, found.credentials);
+          return revokeLease(core, { ...lease, state: LEASE_TRANSITIONS.end.to, endedAt, outcome }, found.credentials);
         }
         continue;
       case 'ending':
@@ -68,8 +68,8 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
 export async function revokeLease(core: Core, lease: LeaseRecord, credentials: CredentialRecord[]): Promise<EndResult> {
   const { ledger, clock } = core.deps;
   const endedAt = lease.endedAt ?? clock.now();
-  const done = await Promise.all(credentials.map((c) => (c.state === 'verified' ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt))));
-  const open = done.filter((c) => c.state !== 'verified');
+  const done = await Promise.all(credentials.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt))));
+  const open = done.filter((c) => !isFinishedCredential(c.state));
   const now = clock.now();
   if (open.length) {
     const nextCheck = Math.min(...open.map((c) => c.nextCheckAt ?? now + core.opts.verifyMaxDelayMs));
@@ -84,7 +84,7 @@ export async function revokeLease(core: Core, lease: LeaseRecord, credentials: C
       return { status: 'duplicate', taskId: lease.taskId, state: current?.lease.state ?? 'closed' };
     }
   }
-  const closed: LeaseRecord = { ...lease, state: 'closed', closedAt: now };
+  const closed: LeaseRecord = { ...lease, state: LEASE_TRANSITIONS.close.to, closedAt: now, nextCheckAt: undefined };
   await announceRevoked(core, lease, endedAt, done);
   core.deps.observer?.ended?.(closed);
   core.log.info('lease closed', { taskId: lease.taskId, credentials: done.length, trustDebtMs: done.map((c) => c.trustDebtMs) });

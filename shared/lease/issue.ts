@@ -7,7 +7,7 @@ import { revokeLease } from './end.ts';
 import { DenialError, describeError } from './errors.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
-import { CREDENTIAL_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
+import { CREDENTIAL_TRANSITIONS, LEASE_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -57,7 +57,7 @@ export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipa
       const now = clock.now();
       core.log.info('Task Ended arrived while issuing; revoking without announcing the lease', { taskId });
       if (await transitionLease(ledger, 'endWhileIssuing', current.lease, { issuedAt, lockedUntil: now + core.opts.lockMs, taskToken: undefined })) {
-        const ending = { ...current.lease, state: 'ending' as const, issuedAt, endedAt: current.lease.endedAt ?? now, outcome: current.lease.outcome ?? 'succeeded' };
+        const ending = { ...current.lease, state: LEASE_TRANSITIONS.endWhileIssuing.to, issuedAt, endedAt: current.lease.endedAt ?? now, outcome: current.lease.outcome ?? 'succeeded' };
         const ended = await revokeLease(core, ending, (await ledger.getLease(taskId))?.credentials ?? credentials);
         return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
       }
@@ -67,7 +67,7 @@ export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipa
     return { status: 'in-progress', taskId };
   }
 
-  const active: LeaseRecord = { ...lease, state: 'active', issuedAt, lockedUntil: undefined, nextCheckAt: expiresAt };
+  const active: LeaseRecord = { ...lease, state: LEASE_TRANSITIONS.activate.to, issuedAt, lockedUntil: undefined, nextCheckAt: expiresAt };
   await announceIssued(core, active, credentials, lease.taskToken);
   core.deps.observer?.issued?.(active, credentials, issuedAt - receivedAt);
   core.log.info('lease issued', { taskId, workload, grants: lease.grants.map(grantKey), expiresAt: iso(expiresAt) });
@@ -155,6 +155,6 @@ async function issueOne(core: Core, lease: LeaseRecord, grant: Grant, prior: Cre
     intentAt: prior?.intentAt ?? now,
     verifyAttempts: prior?.verifyAttempts ?? 0,
     ...patch,
-    state: 'issued',
+    state: CREDENTIAL_TRANSITIONS.issue.to,
   } as CredentialRecord;
 }

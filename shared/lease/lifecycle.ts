@@ -19,7 +19,7 @@ export type {
 } from './context.ts';
 
 /**
- * The lease lifecycle core (docs/architecture.md, "Lease core"): a small facade over its jobs
+ * The lease lifecycle core (docs/architecture.md, "Layers"): a small facade over its jobs
  * (start.ts and issue.ts, end.ts, verify.ts, rollback.ts, denials.ts, announce.ts; the state
  * machine in transitions.ts). Knows the ports only, so the Lambda handlers and the local runtime
  * run exactly this code with different adapters.

@@ -138,7 +138,7 @@ export interface OpenItemsPage {
 }
 
 /**
- * The ledger (docs/architecture.md, "Ledger"). Every state change is a conditional write: methods
+ * The ledger (docs/architecture.md, "Ports" and "The state machine"). Every state change is a conditional write: methods
  * that change state return `false` when the expected state did not hold, so concurrent
  * deliveries of one event cannot both win. The core says where an item stands in the open index:
  * a record's `nextCheckAt` is its due time there (an item with none is finished, and its

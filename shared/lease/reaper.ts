@@ -136,7 +136,7 @@ export interface ReaperDeps {
 }
 
 /**
- * The reaper (docs/architecture.md, "Reaper"): lost `Task Ended` (expired leases), half-done revocations,
+ * The reaper (docs/architecture.md, "The state machine"): lost `Task Ended` (expired leases), half-done revocations,
  * interrupted issuing, stale write-ahead intents (revoked through their deterministic external
  * id), unproven and still-valid credentials, and every Nth run a reconciliation of each target
  * against the ledger. Works in bounded batches, rate-limited per target. Idempotent and safe to

@@ -1,7 +1,7 @@
 import { announceDenied } from './announce.ts';
 import type { Core } from './context.ts';
 import type { LeaseRecord } from './records.ts';
-import { transitionLease } from './transitions.ts';
+import { isFinishedCredential, transitionLease } from './transitions.ts';
 import { revokeAndVerify } from './verify.ts';
 
 /** Revokes everything a failed issue left behind and records the lease as denied (or ending, while debt is open). */
@@ -10,8 +10,8 @@ export async function rollBack(core: Core, lease: LeaseRecord, message: string):
   const now = clock.now();
   const current = await ledger.getLease(lease.taskId);
   const creds = current?.credentials ?? [];
-  const done = await Promise.all(creds.map((c) => (c.state === 'verified' ? c : revokeAndVerify(core, c, c.endedAt ?? now))));
-  const allVerified = done.every((c) => c.state === 'verified');
+  const done = await Promise.all(creds.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? now))));
+  const allVerified = done.every((c) => isFinishedCredential(c.state));
   const ended = { endedAt: now, outcome: 'issue-failed' as const, denial: { code: 'issue-failed' as const, message }, taskToken: undefined };
   await (allVerified
     ? transitionLease(ledger, 'rollBackDenied', lease, { ...ended, lockedUntil: undefined, closedAt: now })

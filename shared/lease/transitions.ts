@@ -3,7 +3,7 @@ import type { Ledger } from './ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState } from './records.ts';
 
 /*
- * The state machine of leases and credentials, in one place (docs/architecture.md, "State
+ * The state machine of leases and credentials, in one place (docs/architecture.md, "The state
  * machine"): which transition is legal from which states, and when each state's item is next due
  * in the ledger's open index. Every conditional write of the core takes its `from` states from
  * here, and every write that changes an item's due time carries it as `nextCheckAt`: the ledger

@@ -5,7 +5,7 @@ import type { Core } from './context.ts';
 import { describeError } from './errors.ts';
 import type { VerifyResult } from './ports.ts';
 import type { CredentialRecord } from './records.ts';
-import { transitionCredential } from './transitions.ts';
+import { CREDENTIAL_TRANSITIONS, transitionCredential } from './transitions.ts';
 import { avoidedDebtMs, openDebt, trustDebtMs } from './trust-debt.ts';
 
 /**
@@ -20,7 +20,7 @@ export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedA
   const start = clock.now();
   let current: CredentialRecord = {
     ...cred,
-    state: 'revoking',
+    state: CREDENTIAL_TRANSITIONS.startRevoking.to,
     endedAt: cred.endedAt ?? endedAt,
     revokeStartedAt: cred.revokeStartedAt ?? start,
   };
@@ -89,7 +89,7 @@ export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedA
   const verifiedAt = clock.now();
   const debt = trustDebtMs(verifiedAt, current.endedAt as number);
   const avoided = avoidedDebtMs(cred.naturalExpiry, verifiedAt);
-  const verified: CredentialRecord = { ...current, state: 'verified', verifiedAt, trustDebtMs: debt, avoidedDebtMs: avoided, lastError: undefined, nextCheckAt: undefined };
+  const verified: CredentialRecord = { ...current, state: CREDENTIAL_TRANSITIONS.verify.to, verifiedAt, trustDebtMs: debt, avoidedDebtMs: avoided, lastError: undefined, nextCheckAt: undefined };
   await transitionCredential(ledger, 'verify', cred, {
     revokedAt: current.revokedAt,
     verifyAttempts: current.verifyAttempts,

@@ -40,7 +40,7 @@ export function isConditionalCheckFailed(err: unknown): boolean {
 }
 
 /**
- * The ledger on one DynamoDB table (docs/architecture.md, "Ledger"; layout in ./table.ts). Every
+ * The ledger on one DynamoDB table (docs/architecture.md, "The state machine"; layout in ./table.ts). Every
  * state change is one conditional write, never preceded by a read: the sparse `open` index
  * attributes follow the `nextCheckAt` the core wrote, in the same write as the state.
  */

@@ -1,8 +1,8 @@
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 
 /**
- * The ledger's single table (DESIGN §6) as plain data, so the local runtime (CreateTable) and the
- * CDK stack build the very same table from one definition.
+ * The ledger's single table (docs/architecture.md, "Ports") as plain data, so the local runtime
+ * (CreateTable) and the CDK stack build the very same table from one definition.
  */
 
 export type AttributeType = 'S' | 'N';
