@@ -40,6 +40,12 @@ describe('issuing all grants or none', () => {
     expect(await f.ledger.lease('n2')).toMatchObject({ state: 'ending', outcome: 'issue-failed', lockedUntil: T0 + 60_000, nextCheckAt: T0 + 60_000 });
     expect(await f.ledger.credential('n2', 'orders-db.read')).toMatchObject({ state: 'revoking', lastError: 'target-error: cannot reach orders-db' });
     expect(f.events.types()).toContain('Revocation Failed');
+
+    // Once the lock lapses the end is taken over and, proven, announced with outcome failed.
+    f.clock.advance(60_001);
+    expect((await core.endLease('n2', 'expired', T0)).status).toBe('closed');
+    expect(f.events.ofType('leaseRevoked')).toEqual([expect.objectContaining({ taskId: 'n2', outcome: 'failed', endedAt: new Date(T0).toISOString() })]);
+    expect(await f.ledger.lease('n2')).toMatchObject({ state: 'closed', outcome: 'issue-failed' });
   });
 
   it('an intent that already exists (another issuer got there) fails the issue instead of doubling it', async () => {
