@@ -1,5 +1,6 @@
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { DenialCode } from '../events/schemas.ts';
+import type { BrokerMetrics } from '../broker/ports.ts';
 import type { LifecycleObserver } from '../lease/lifecycle.ts';
 import type { CredentialRecord, LeaseRecord } from '../lease/records.ts';
 import { DIMENSION, METRIC, METRICS_NAMESPACE } from '../metrics/names.ts';
@@ -50,10 +51,11 @@ export class PowertoolsMetricsSink implements MetricsSink {
 const byTarget = (c: Pick<CredentialRecord, 'kind' | 'target'>) => ({ [DIMENSION.targetKind]: c.kind, [DIMENSION.target]: c.target });
 
 /**
- * The lifecycle's metrics (shared/metrics/names.ts). Must never throw: a metrics failure is not
- * a reason to fail a lease operation.
+ * The lifecycle's metrics and the reaper's gauges (shared/metrics/names.ts): the broker's observer
+ * and metrics ports in AWS. Must never throw: a metrics failure is not a reason to fail a lease
+ * operation.
  */
-export class MetricsObserver implements LifecycleObserver {
+export class MetricsObserver implements LifecycleObserver, BrokerMetrics {
   constructor(
     private readonly sink: MetricsSink,
     private readonly onError: (error: unknown) => void = () => undefined,

@@ -13,7 +13,7 @@ const EARLY_SLACK_MS = 1_000;
 export interface ReverifyOutcome {
   taskId: string;
   grant: string;
-  /** `verified`, `revoking`, `still-valid` (retried later), `rescheduled`, `superseded`, `unknown-credential` or `skipped-<state>`. */
+  /** `verified`, `revoking`, `still-valid` (retried later), `rescheduled`, `superseded`, `unknown-credential`, `skipped-<credential state>` or `skipped-issuing`. */
   status: string;
   verifyAttempts?: number;
   /** Set when this attempt proved the lease's last open credential: the lease's end result. */
@@ -47,6 +47,9 @@ export async function reverifyDue(deps: ReverifyDeps, message: ReverifyMessage):
   if (!found || !cred) return { taskId, grant: key, status: 'unknown-credential' };
   const { lease } = found;
   if (!REVOCATION_STATES.has(cred.state)) return { taskId, grant: key, status: `skipped-${cred.state}` };
+  // An issuing lease belongs to its issuer, or to the reaper's rollback once its lock runs out: a
+  // re-verify proving a credential an issuer is re-making would leave the new one orphaned.
+  if (lease.state === 'issuing') return { taskId, grant: key, status: 'skipped-issuing' };
   if (cred.nextCheckAt !== undefined && cred.nextCheckAt > now + SUPERSEDED_SLACK_MS) return { taskId, grant: key, status: 'superseded' };
 
   const done = await deps.lifecycle.revokeAndVerify(cred, cred.endedAt ?? lease.endedAt ?? now);

@@ -93,6 +93,27 @@ describe('reverifyDue', () => {
     expect(f.driver.revokeCalls).toHaveLength(0);
     expect(f.driver.live.size).toBe(1);
   });
+
+  it('leaves a credential of a lease still issuing to its issuer or the reaper', async () => {
+    const { f, broker } = setup();
+    const now = f.clock.now();
+    await f.ledger.createLease({ taskId: 't-9', state: 'issuing', workload: FAKE_WORKLOAD, grants: [GRANT], requestedAt: now, expiresAt: now + 600_000, lockedUntil: now + 60_000 });
+    await f.ledger.createCredential({
+      taskId: 't-9',
+      grant: GRANT,
+      target: FAKE_TARGET,
+      kind: 'fake',
+      externalId: 'fake_t-9_read',
+      state: 'revoking',
+      workload: FAKE_WORKLOAD,
+      intentAt: now,
+      verifyAttempts: 1,
+      nextCheckAt: now,
+    });
+    expect(await broker.reverifyDue({ taskId: 't-9', grant: GRANT })).toMatchObject({ status: 'skipped-issuing' });
+    expect(f.driver.revokeCalls).toHaveLength(0);
+    expect((await f.ledger.getLease('t-9'))?.credentials[0]?.state).toBe('revoking');
+  });
 });
 
 describe('reap', () => {
