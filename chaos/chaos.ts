@@ -57,6 +57,8 @@ export interface ChaosResult {
   durationsMs: { faulty: number; converge: number; total: number };
   credentials: number;
   deadLetters: number;
+  /** The local re-verify delay queue: deliveries, schedules superseded by a newer one, dead letters. */
+  reverify: { scheduled: number; delivered: number; superseded: number; failed: number; deadLetters: number };
   logErrors: number;
 }
 
@@ -506,6 +508,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       durationsMs: { faulty: faultyMs, converge: convergeMs, total: Date.now() - t0 },
       credentials: broker.recorder.issues.size,
       deadLetters: broker.bus.bus.deadLetters.length,
+      reverify: { scheduled: 0, delivered: 0, superseded: 0, failed: 0, ...broker.reverify?.stats, deadLetters: broker.reverify?.deadLetters.length ?? 0 },
       logErrors,
     };
     return result;
@@ -526,6 +529,8 @@ export function formatChaos(r: ChaosResult): string[] {
   lines.push(`faults injected: ${injected}`);
   for (const k of FAULT_KINDS) lines.push(`  ${String(r.faults[k]).padStart(6)}  ${k}`);
   lines.push(`credentials created on the target: ${r.credentials}; dead letters: ${r.deadLetters}`);
+  const q = r.reverify;
+  lines.push(`re-verify queue: ${q.scheduled} scheduled, ${q.superseded} superseded, ${q.delivered} delivered (${q.failed} failed), ${q.deadLetters} dead letters`);
   const t = r.reaper.totals;
   lines.push(
     `reaper: ${r.reaper.rounds} rounds after healing; expired ${t.expired ?? 0}, resumed ending ${t.resumedEnding ?? 0}, rolled back ${t.rolledBack ?? 0}, stale intents revoked ${t.revokedIntents ?? 0}, re-verified ${t.reverified ?? 0}`,

@@ -557,7 +557,12 @@ export function createFaultyBroker(rt: LocalRuntime, inj: FaultInjector, clock: 
   );
   bus.on('task-started', (e) => inj.invoke('task-started', () => broker.taskStarted(e.detail)));
   bus.on('task-ended', (e) => inj.invoke('task-ended', () => broker.taskEnded(e.detail)));
-  queue?.on((message) => inj.invoke('reverify', () => broker.reverifyDue(message)));
+  queue?.on(async (message) => {
+    // Logged like the Lambda's `message processed` line, so a failing invariant shows each delivery.
+    const outcome = await inj.invoke('reverify', () => broker.reverifyDue(message));
+    options.log?.info('re-verify message processed', { ...outcome });
+    return outcome;
+  });
   return {
     broker,
     lifecycle: broker.lifecycle,
