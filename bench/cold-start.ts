@@ -132,7 +132,11 @@ function lambdaLikeEnv(): NodeJS.ProcessEnv {
   };
 }
 
-async function probeInit(file: string, cwd: string, runs: number): Promise<{ initRuns: number[]; processRuns: number[]; handlerExport?: string; error?: string }> {
+async function probeInit(
+  file: string,
+  cwd: string,
+  runs: number,
+): Promise<{ initRuns: number[]; processRuns: number[]; handlerExport?: string; error?: string }> {
   const initRuns: number[] = [];
   const processRuns: number[] = [];
   let handlerExport: string | undefined;
@@ -175,7 +179,11 @@ process.stdout.write(JSON.stringify({ ms, handler, error }));
 process.exit(0);
 `;
 
-export async function measureColdStart(opts: { runs?: number; outDir: string; progress?: (line: string) => void }): Promise<ColdStartResult> {
+export async function measureColdStart(opts: {
+  runs?: number;
+  outDir: string;
+  progress?: (line: string) => void;
+}): Promise<ColdStartResult> {
   const runs = opts.runs ?? 5;
   const { banner, from } = infraBanner();
   const options = {
@@ -205,13 +213,22 @@ export async function measureColdStart(opts: { runs?: number; outDir: string; pr
     try {
       ({ metafile } = await build({ ...options, entryPoints: [abs], outfile, metafile: true, logLevel: 'silent' }));
     } catch (err) {
-      functions.push({ function: name, entry, status: 'build-failed', error: String(err instanceof Error ? err.message : err).split('\n')[0] });
+      functions.push({
+        function: name,
+        entry,
+        status: 'build-failed',
+        error: String(err instanceof Error ? err.message : err).split('\n')[0],
+      });
       continue;
     }
     const hash = createHash('sha256');
     const inputs = Object.entries(metafile.inputs);
     for (const [input] of inputs.filter(([i]) => !i.includes('node_modules')).sort()) {
-      hash.update(input).update('\0').update(readFileSync(join(ROOT, input))).update('\0');
+      hash
+        .update(input)
+        .update('\0')
+        .update(readFileSync(join(ROOT, input)))
+        .update('\0');
     }
     const output = Object.values(metafile.outputs).find((o) => o.entryPoint);
     const packages = new Map<string, number>();
@@ -219,7 +236,10 @@ export async function measureColdStart(opts: { runs?: number; outDir: string; pr
       const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(input)?.[1] ?? input.split('/').slice(0, 2).join('/');
       packages.set(pkg, (packages.get(pkg) ?? 0) + v.bytesInOutput);
     }
-    const byPackage = [...packages.entries()].map(([pkg, bytes]) => ({ package: pkg, bytes })).sort((a, b) => b.bytes - a.bytes).slice(0, 15);
+    const byPackage = [...packages.entries()]
+      .map(([pkg, bytes]) => ({ package: pkg, bytes }))
+      .sort((a, b) => b.bytes - a.bytes)
+      .slice(0, 15);
     const code = readFileSync(outfile);
     const entrySource = readFileSync(abs, 'utf8');
     const placeholder = /not built yet/.test(entrySource) || code.length < 2_000;

@@ -39,18 +39,43 @@ export async function startCpuProfile(samplingIntervalUs = 500): Promise<{ stop(
   };
 }
 
-const DYNALITE_PACKAGES = new Set(['dynalite', 'async', 'big.js', 'buffer-crc32', 'lazy', 'level', 'lock', 'memory-level', 'once', 'abstract-level', 'level-supports', 'level-transcoder', 'module-error', 'functional-red-black-tree', 'queue-microtask', 'maybe-combine-errors']);
+const DYNALITE_PACKAGES = new Set([
+  'dynalite',
+  'async',
+  'big.js',
+  'buffer-crc32',
+  'lazy',
+  'level',
+  'lock',
+  'memory-level',
+  'once',
+  'abstract-level',
+  'level-supports',
+  'level-transcoder',
+  'module-error',
+  'functional-red-black-tree',
+  'queue-microtask',
+  'maybe-combine-errors',
+]);
 
 /** Which part of the broker an owner belongs to. */
 export function componentOf(owner: string): string {
   if (DYNALITE_PACKAGES.has(owner)) return 'ledger server: dynalite (in-process stand-in for DynamoDB)';
-  if (owner.startsWith('@smithy/') || owner.startsWith('@aws-sdk/') || owner.startsWith('@aws-crypto/') || owner === 'fast-xml-parser' || owner === 'tslib') {
+  if (
+    owner.startsWith('@smithy/') ||
+    owner.startsWith('@aws-sdk/') ||
+    owner.startsWith('@aws-crypto/') ||
+    owner === 'fast-xml-parser' ||
+    owner === 'tslib'
+  ) {
     return 'ledger client: AWS SDK v3 (serialise, sign, HTTP)';
   }
-  if (/^(pg|pg-protocol|pg-pool|pg-types|pg-connection-string|pgpass|postgres-.*|pg-cloudflare)$/.test(owner)) return 'PostgreSQL client: pg';
+  if (/^(pg|pg-protocol|pg-pool|pg-types|pg-connection-string|pgpass|postgres-.*|pg-cloudflare)$/.test(owner))
+    return 'PostgreSQL client: pg';
   if (owner === 'jose') return 'identity: jose (JWT-SVID sign + verify)';
   if (owner === 'zod') return 'validation: zod';
-  if (owner.startsWith('shared/') || owner.startsWith('local/') || owner === 'shared' || owner === 'local') return `tasklease code (${owner})`;
+  if (owner.startsWith('shared/') || owner.startsWith('local/') || owner === 'shared' || owner === 'local')
+    return `tasklease code (${owner})`;
   if (owner === 'bench') return 'bench harness';
   return owner;
 }
@@ -100,7 +125,8 @@ export function summarizeCpuProfile(profile: Profiler.Profile, root: string, top
       const area = areaOf(url, functionName, root);
       const attributable = url !== '' && !url.startsWith('node:');
       if (attributable) owner = area;
-      else if (!url && functionName.startsWith('(')) owner = functionName; // (garbage collector), (idle), (program), (root)
+      else if (!url && functionName.startsWith('('))
+        owner = functionName; // (garbage collector), (idle), (program), (root)
       else {
         const up = parent.get(id);
         owner = up === undefined ? area : ownerOf(up);
@@ -177,7 +203,9 @@ export interface HeapRetainedSummary {
  * V8's sampling heap profiler: it follows sampled allocations until they are collected, so what it
  * reports after a full GC is memory the run *retained*, charged to the code that allocated it.
  */
-export async function startHeapSampling(samplingIntervalBytes = 16_384): Promise<{ stop(beforeRead: () => void): Promise<Record<string, unknown>> }> {
+export async function startHeapSampling(
+  samplingIntervalBytes = 16_384,
+): Promise<{ stop(beforeRead: () => void): Promise<Record<string, unknown>> }> {
   const session = new Session();
   session.connect();
   await session.post('HeapProfiler.enable');
@@ -206,7 +234,9 @@ export function summarizeHeapProfile(profile: Record<string, unknown>, root: str
   const walk = (node: HeapNode, owner: string | undefined) => {
     const { url, functionName } = node.callFrame;
     const attributable = url !== '' && !url.startsWith('node:');
-    const here = attributable ? componentOf(areaOf(url, functionName, root)) : (owner ?? (url.startsWith('node:') ? 'node: (core modules)' : functionName || '(native/v8)'));
+    const here = attributable
+      ? componentOf(areaOf(url, functionName, root))
+      : (owner ?? (url.startsWith('node:') ? 'node: (core modules)' : functionName || '(native/v8)'));
     if (node.selfSize) {
       out.set(here, (out.get(here) ?? 0) + node.selfSize);
       total += node.selfSize;

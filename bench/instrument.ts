@@ -208,14 +208,7 @@ export function driverPools(rt: LocalRuntime): pg.Pool[] {
 /** Instruments a started runtime: ledger methods, driver methods, SQL, connects, pool waits. */
 export function instrumentRuntime(rt: LocalRuntime): OpTimer {
   const timer = new OpTimer();
-  timer.wrapAll(rt.ledger, 'ledger', [
-    'getLease',
-    'createLease',
-    'updateLease',
-    'createCredential',
-    'updateCredential',
-    'claimSvid',
-  ]);
+  timer.wrapAll(rt.ledger, 'ledger', ['getLease', 'createLease', 'updateLease', 'createCredential', 'updateCredential', 'claimSvid']);
   // Each DynamoDB request the ledger sends, by command: shows read-modify-write updates (Get + Update).
   const doc = (rt.ledger as unknown as { doc?: { send?: AnyFn } }).doc;
   if (doc && typeof doc.send === 'function') {
@@ -231,7 +224,14 @@ export function instrumentRuntime(rt: LocalRuntime): OpTimer {
   for (const d of rt.targets.all()) timer.wrapAll(d, `driver ${d.kind}`, ['issue', 'revoke', 'verify']);
   // Private helpers of the postgres driver, when present: where inside revoke the time goes.
   for (const d of rt.targets.all()) {
-    timer.wrapAll(d, `driver ${d.kind} (inside)`, ['revokeOnce', 'drainSessions', 'releaseOwned', 'tryLogin', 'sessionPids', 'quietLogging']);
+    timer.wrapAll(d, `driver ${d.kind} (inside)`, [
+      'revokeOnce',
+      'drainSessions',
+      'releaseOwned',
+      'tryLogin',
+      'sessionPids',
+      'quietLogging',
+    ]);
   }
   timer.instrumentPg(driverPools(rt));
   return timer;

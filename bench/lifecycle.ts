@@ -174,7 +174,12 @@ export async function runLifecycleBench(opts: LifecycleBenchOptions): Promise<Li
       if (measuring.on) handlerIssuance.push(latencyMs);
     },
   };
-  const rt = await startLocalRuntime({ adminPoolMax: opts.adminPoolMax, busConcurrency: opts.concurrency, reaperIntervalMs: false, observer });
+  const rt = await startLocalRuntime({
+    adminPoolMax: opts.adminPoolMax,
+    busConcurrency: opts.concurrency,
+    reaperIntervalMs: false,
+    observer,
+  });
   let undo: (() => Promise<void>) | undefined;
   try {
     if (opts.whatIf?.length) undo = await applyWhatIf(rt, opts.whatIf);
@@ -215,7 +220,13 @@ async function runOn(
     }
   });
 
-  const pgAdmin = { host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: 'postgres' };
+  const pgAdmin = {
+    host: demoPostgres(rt).host,
+    port: demoPostgres(rt).port,
+    user: demoPostgres(rt).adminUser,
+    password: demoPostgres(rt).adminPassword,
+    database: 'postgres',
+  };
   const pgSampler = new PgConnectionSampler(pgAdmin);
   await pgSampler.start();
   const rss = new RssSampler();
@@ -309,19 +320,30 @@ async function runOn(
   const summary = summarizeDebt(creds);
   const verified = creds.filter((c) => c.state === 'verified');
 
-  const stepOf = (f: (c: CredentialRecord) => number | undefined) => dist(creds.flatMap((c) => { const v = f(c); return v === undefined ? [] : [v]; }));
+  const stepOf = (f: (c: CredentialRecord) => number | undefined) =>
+    dist(
+      creds.flatMap((c) => {
+        const v = f(c);
+        return v === undefined ? [] : [v];
+      }),
+    );
   const diff = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : b - a);
   const steps: Record<string, Dist> = {
-    'requestedAt → intentAt (SVID check, policy, replay claim, lease + intent writes)': stepOf((c) => diff(leaseById.get(c.taskId)?.requestedAt, c.intentAt)),
+    'requestedAt → intentAt (SVID check, policy, replay claim, lease + intent writes)': stepOf((c) =>
+      diff(leaseById.get(c.taskId)?.requestedAt, c.intentAt),
+    ),
     'intentAt → credential issuedAt (driver.issue + secret put)': stepOf((c) => diff(c.intentAt, c.issuedAt)),
-    'credential issuedAt → lease issuedAt (ledger write, all grants issued)': stepOf((c) => diff(c.issuedAt, leaseById.get(c.taskId)?.issuedAt)),
+    'credential issuedAt → lease issuedAt (ledger write, all grants issued)': stepOf((c) =>
+      diff(c.issuedAt, leaseById.get(c.taskId)?.issuedAt),
+    ),
     'endedAt → revokeStartedAt (ledger read + lease ending write)': stepOf((c) => diff(c.endedAt, c.revokeStartedAt)),
     'revokeStartedAt → revokedAt (ledger write + driver.revoke)': stepOf((c) => diff(c.revokeStartedAt, c.revokedAt)),
     'revokedAt → verifiedAt (ledger write, driver.verify, ledger write, secret delete)': stepOf((c) => diff(c.revokedAt, c.verifiedAt)),
   };
 
   const perTask = [...times.entries()].filter(([id]) => measured.has(id)).map(([, t]) => t);
-  const gaps = (a: keyof TaskTimes, b: keyof TaskTimes) => perTask.flatMap((t) => (t[a] !== undefined && t[b] !== undefined ? [(t[b] as number) - (t[a] as number)] : []));
+  const gaps = (a: keyof TaskTimes, b: keyof TaskTimes) =>
+    perTask.flatMap((t) => (t[a] !== undefined && t[b] !== undefined ? [(t[b] as number) - (t[a] as number)] : []));
   const debt = dist(verified.map((c) => c.trustDebtMs as number));
   const ttl = dist(creds.flatMap((c) => (c.naturalExpiry !== undefined && c.endedAt !== undefined ? [c.naturalExpiry - c.endedAt] : [])));
   // Cross-check with the shared summary, which the demo and the report use.
@@ -388,7 +410,9 @@ async function runOn(
       heapAfterGcStartBytes: heapStart,
       heapAfterGcEndBytes: heapEnd,
       retainedHeapBytesPerTask: Math.round((heapEnd - heapStart) / opts.tasks),
-      retainedPerTaskByComponent: retained.byComponent.slice(0, 8).map((c) => ({ component: c.component, bytesPerTask: Math.round(c.bytes / opts.tasks) })),
+      retainedPerTaskByComponent: retained.byComponent
+        .slice(0, 8)
+        .map((c) => ({ component: c.component, bytesPerTask: Math.round(c.bytes / opts.tasks) })),
     },
     postgres,
     cpu: cpuFigures,

@@ -94,7 +94,8 @@ export function evaluateGoals(r: Results): GoalRow[] {
     figure: l ? `p50 ${fmt(l.trustDebtMs.p50, ' ms')}, p99 ${fmt(l.trustDebtMs.p99, ' ms')}, max ${fmt(l.trustDebtMs.max, ' ms')}` : '—',
     met: l && l.trustDebtMs.p99 !== null ? l.trustDebtMs.p99 <= 100 : null,
   });
-  const ratioMin = l && l.baselineRatio.p50 !== null && l.baselineRatio.p99 !== null ? Math.min(l.baselineRatio.p50, l.baselineRatio.p99) : null;
+  const ratioMin =
+    l && l.baselineRatio.p50 !== null && l.baselineRatio.p99 !== null ? Math.min(l.baselineRatio.p50, l.baselineRatio.p99) : null;
   rows.push({
     goal: `trust debt vs TTL-only baseline (naturalExpiry − endedAt, ${l?.setup.leaseSeconds ?? 900} s leases)`,
     target: '≥ 1,000× lower',
@@ -111,7 +112,7 @@ export function evaluateGoals(r: Results): GoalRow[] {
     figure:
       p1k && p10k
         ? `${mb(p1k.memory.peakRssBytes)} → ${mb(p10k.memory.peakRssBytes)} (${fmt(p10k.memory.peakRssBytes / p1k.memory.peakRssBytes, '×', 2)}); retained heap ${fmt(p10k.memory.retainedHeapBytesPerTask / 1000, ' kB', 1)}/task, of which outside the in-process dynalite ledger ${fmt((brokerRetainedPerTask(p10k) ?? NaN) / 1000, ' kB', 2)}/task`
-        : r.scale?.points.find((p) => p.tasks === 10000)?.skipped ?? '—',
+        : (r.scale?.points.find((p) => p.tasks === 10000)?.skipped ?? '—'),
     met: p1k && p10k ? p10k.memory.peakRssBytes <= FLAT_MEMORY_FACTOR * p1k.memory.peakRssBytes : null,
   });
   const measured = r.coldStart?.result.functions.filter((f) => f.status === 'measured' || f.status === 'init-failed') ?? [];
@@ -128,14 +129,20 @@ export function evaluateGoals(r: Results): GoalRow[] {
     goal: 'module initialisation per function (median of fresh imports, local Node)',
     target: '≤ 150 ms each',
     figure: inits.length ? `slowest ${fmt(Math.max(...inits.map((f) => f.initMsMedian as number)), ' ms')}${note}` : '—',
-    met: inits.length && inits.length === measured.length ? inits.every((f) => (f.initMsMedian as number) <= 150) && !measured.some((f) => f.status === 'init-failed') : null,
+    met:
+      inits.length && inits.length === measured.length
+        ? inits.every((f) => (f.initMsMedian as number) <= 150) && !measured.some((f) => f.status === 'init-failed')
+        : null,
   });
   return rows;
 }
 
 /** Lifecycle goals a profile pass should explain when missed. */
 export function missedLifecycleGoals(rows: readonly GoalRow[]): string[] {
-  return rows.slice(0, 3).filter((g) => g.met === false).map((g) => `${g.goal}: ${g.figure} (goal ${g.target})`);
+  return rows
+    .slice(0, 3)
+    .filter((g) => g.met === false)
+    .map((g) => `${g.goal}: ${g.figure} (goal ${g.target})`);
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -156,7 +163,12 @@ function lifecycleTable(l: LifecycleBenchResult): string {
       ['issuance inside the handler: received → issued (ms)', ...d(l.issuanceHandlerMs)],
       ['trust debt: verifiedAt − endedAt, from the ledger (ms)', ...d(l.trustDebtMs)],
       ['end to proof: Task Ended put → Lease Revoked (ms)', ...d(l.endToRevokedMs)],
-      ['TTL-only baseline: naturalExpiry − endedAt (s)', fmt((l.ttlOnlyDebtMs.p50 ?? 0) / 1000), fmt((l.ttlOnlyDebtMs.p99 ?? 0) / 1000), fmt((l.ttlOnlyDebtMs.max ?? 0) / 1000)],
+      [
+        'TTL-only baseline: naturalExpiry − endedAt (s)',
+        fmt((l.ttlOnlyDebtMs.p50 ?? 0) / 1000),
+        fmt((l.ttlOnlyDebtMs.p99 ?? 0) / 1000),
+        fmt((l.ttlOnlyDebtMs.max ?? 0) / 1000),
+      ],
       ['baseline ÷ trust debt', fmt(l.baselineRatio.p50, '×', 0), fmt(l.baselineRatio.p99, '×', 0), ''],
     ],
   );
@@ -168,9 +180,20 @@ function runFacts(l: LifecycleBenchResult): string {
     .map(([app, n]) => `${app} ${n}`)
     .join(', ');
   return [
-    `- ${l.setup.tasks.toLocaleString('en-US')} tasks (${l.setup.credentials.toLocaleString('en-US')} credentials; ${l.setup.workloads}) at concurrency ${l.setup.concurrency}, bus concurrency ${l.setup.busConcurrency} per route, ${l.setup.warmup} warm-up lifecycles not counted, reaper off, ${l.setup.leaseSeconds} s leases, admin pool ${l.setup.adminPoolMax} connections, workload ${l.setup.use ? 'connects once with each credential (`--use`)' : 'does not use the credential (the figure is the broker\'s; `--use` adds one login + SELECT 1 per credential)'}.`,
+    `- ${l.setup.tasks.toLocaleString('en-US')} tasks (${l.setup.credentials.toLocaleString('en-US')} credentials; ${l.setup.workloads}) at concurrency ${l.setup.concurrency}, bus concurrency ${l.setup.busConcurrency} per route, ${l.setup.warmup} warm-up lifecycles not counted, reaper off, ${l.setup.leaseSeconds} s leases, admin pool ${l.setup.adminPoolMax} connections, workload ${l.setup.use ? 'connects once with each credential (`--use`)' : "does not use the credential (the figure is the broker's; `--use` adds one login + SELECT 1 per credential)"}.`,
     `- wall ${fmt(l.wallMs / 1000, ' s', 2)}: **${fmt(l.throughput.lifecyclesPerSecond)} lifecycles/s** (${fmt(l.throughput.credentialsPerSecond)} credentials/s); CPU per lifecycle: ${fmt(l.throughput.cpuMsPerLifecycle?.node, ' ms')} in this process + ${fmt(l.throughput.cpuMsPerLifecycle?.postgres, ' ms')} in PostgreSQL.`,
-    `- CPU: this process ${fmt(l.cpu.nodeCores, ' cores', 2)} (event loop busy ${fmt(l.cpu.nodeEventLoopUtilization * 100, ' %', 0)}), PostgreSQL ${fmt(l.cpu.postgresCores, ' cores', 2)}, whole machine ${fmt(l.cpu.machineCores, ' cores', 2)} of ${l.cpu.machineCoreCount}${l.cpu.otherCores !== undefined ? ` (other processes on the shared machine: ${fmt(l.cpu.otherCores, ' cores', 2)}${l.cpu.topOtherProcesses?.length ? `, busiest ${l.cpu.topOtherProcesses.slice(0, 2).map((p) => `${p.comm} ${p.cores}`).join(', ')}` : ''})` : ''}.`,
+    `- CPU: this process ${fmt(l.cpu.nodeCores, ' cores', 2)} (event loop busy ${fmt(l.cpu.nodeEventLoopUtilization * 100, ' %', 0)}), PostgreSQL ${fmt(l.cpu.postgresCores, ' cores', 2)}, whole machine ${fmt(l.cpu.machineCores, ' cores', 2)} of ${l.cpu.machineCoreCount}${
+      l.cpu.otherCores !== undefined
+        ? ` (other processes on the shared machine: ${fmt(l.cpu.otherCores, ' cores', 2)}${
+            l.cpu.topOtherProcesses?.length
+              ? `, busiest ${l.cpu.topOtherProcesses
+                  .slice(0, 2)
+                  .map((p) => `${p.comm} ${p.cores}`)
+                  .join(', ')}`
+              : ''
+          })`
+        : ''
+    }.`,
     `- memory: peak RSS ${mb(l.memory.peakRssBytes)} (start ${mb(l.memory.startRssBytes)}); heap after GC ${mb(l.memory.heapAfterGcStartBytes)} → ${mb(l.memory.heapAfterGcEndBytes)}, ${fmt(l.memory.retainedHeapBytesPerTask / 1000, ' kB')} retained per task${retainedBreakdown(l)}.`,
     `- PostgreSQL connections: at most **${l.postgres.maxConnections}** client backends at once (${pgApps}; ${l.postgres.samples} samples every ~${l.postgres.intervalMs} ms).`,
     `- outcomes: ${o.issued} issued, ${o.denied} denied, ${o.revocationFailed} revocations unproven, ${o.credentialsVerified}/${o.credentialsVerified + o.credentialsOpen} credentials verified rejected, ${o.deadLetters} dead letters, ${o.secretsLeftInStore} secrets left; verify attempts mean ${l.verifyAttempts.mean}, max ${l.verifyAttempts.max}.`,
@@ -180,7 +203,9 @@ function runFacts(l: LifecycleBenchResult): string {
 /** Retained heap per task by allocating component (sampling heap profiler). */
 function retainedBreakdown(l: LifecycleBenchResult): string {
   const parts = (l.memory.retainedPerTaskByComponent ?? []).filter((c) => c.bytesPerTask >= 100);
-  return parts.length ? ` — by allocating component: ${parts.map((c) => `${c.component} ${fmt(c.bytesPerTask / 1000, ' kB', 2)}`).join('; ')}` : '';
+  return parts.length
+    ? ` — by allocating component: ${parts.map((c) => `${c.component} ${fmt(c.bytesPerTask / 1000, ' kB', 2)}`).join('; ')}`
+    : '';
 }
 
 /** Retained heap per task outside the stand-in ledger (dynalite): the broker's own growth. */
@@ -200,7 +225,12 @@ function stepsTable(l: LifecycleBenchResult): string {
 export function renderReadmeBlock(r: Results): string {
   const out: string[] = [];
   out.push('### Goals (issue 7)', '');
-  out.push(table(['goal', 'target', 'figure', 'result'], (r.goals ?? []).map((g) => [g.goal, g.target, g.figure, yes(g.met)])));
+  out.push(
+    table(
+      ['goal', 'target', 'figure', 'result'],
+      (r.goals ?? []).map((g) => [g.goal, g.target, g.figure, yes(g.met)]),
+    ),
+  );
   out.push('');
   if (r.lifecycle) {
     const l = r.lifecycle.result;
@@ -211,7 +241,16 @@ export function renderReadmeBlock(r: Results): string {
         `Each repeat ran in a fresh process and runtime; the figures above are from the run with the median throughput. All ${runs.length}:`,
         '',
         table(
-          ['run', 'lifecycles/s', 'CPU ms per lifecycle (node + PG)', 'issuance p50 / p99', 'trust debt p50 / p99', 'peak RSS', 'most PG connections', 'machine cores busy (other processes)'],
+          [
+            'run',
+            'lifecycles/s',
+            'CPU ms per lifecycle (node + PG)',
+            'issuance p50 / p99',
+            'trust debt p50 / p99',
+            'peak RSS',
+            'most PG connections',
+            'machine cores busy (other processes)',
+          ],
           runs.map((x, i) => [
             String(i + 1),
             fmt(x.lifecyclesPerSecond),
@@ -231,7 +270,19 @@ export function renderReadmeBlock(r: Results): string {
     out.push('### Scaling (`--scale`)', '', provenance(r.scale), '', `Runtimes: ${r.scale.runtimes}.`, '');
     out.push(
       table(
-        ['tasks', 'wall', 'lifecycles/s', 'wall ms per lifecycle', 'CPU ms per lifecycle (node + PG)', 'issuance p50 / p99', 'trust debt p50 / p99', 'peak RSS', 'retained heap per task (outside dynalite)', 'most PG connections', 'other processes (cores)'],
+        [
+          'tasks',
+          'wall',
+          'lifecycles/s',
+          'wall ms per lifecycle',
+          'CPU ms per lifecycle (node + PG)',
+          'issuance p50 / p99',
+          'trust debt p50 / p99',
+          'peak RSS',
+          'retained heap per task (outside dynalite)',
+          'most PG connections',
+          'other processes (cores)',
+        ],
         r.scale.points.map((p) =>
           p.result
             ? [
@@ -279,7 +330,13 @@ export function renderReadmeBlock(r: Results): string {
         '',
         table(
           ['function', 'bundle now', 'bundle with the changes', 'init now', 'init with the changes'],
-          lean.map((f) => [f.function, kb(f.bundleBytes), kb(f.whatIf?.bundleBytes), fmt(f.initMsMedian, ' ms', 2), `${fmt(f.whatIf?.initMsMedian, ' ms', 2)}${f.whatIf?.error ? ` (${f.whatIf.error})` : ''}`]),
+          lean.map((f) => [
+            f.function,
+            kb(f.bundleBytes),
+            kb(f.whatIf?.bundleBytes),
+            fmt(f.initMsMedian, ' ms', 2),
+            `${fmt(f.whatIf?.initMsMedian, ' ms', 2)}${f.whatIf?.error ? ` (${f.whatIf.error})` : ''}`,
+          ]),
         ),
         '',
       );
@@ -289,7 +346,10 @@ export function renderReadmeBlock(r: Results): string {
       out.push(
         `What is in the ${biggest.function} bundle (minified bytes by package; the other functions are alike):`,
         '',
-        table(['package', 'bytes'], biggest.byPackage.slice(0, 12).map((x) => [x.package, kb(x.bytes)])),
+        table(
+          ['package', 'bytes'],
+          biggest.byPackage.slice(0, 12).map((x) => [x.package, kb(x.bytes)]),
+        ),
         '',
       );
     }
@@ -333,7 +393,12 @@ export function renderReadmeBlock(r: Results): string {
     }
   }
   if (r.experiments && Object.keys(r.experiments).length) {
-    out.push('### Experiments', '', 'Runs with one setting changed, kept apart from the headline to size a finding or a suggested change (what-ifs: `bench/what-if.ts`).', '');
+    out.push(
+      '### Experiments',
+      '',
+      'Runs with one setting changed, kept apart from the headline to size a finding or a suggested change (what-ifs: `bench/what-if.ts`).',
+      '',
+    );
     const row = (name: string, l: LifecycleBenchResult) => [
       name,
       `${l.setup.tasks.toLocaleString('en-US')} × C${l.setup.concurrency}`,
@@ -344,8 +409,18 @@ export function renderReadmeBlock(r: Results): string {
     ];
     out.push(
       table(
-        ['run', 'tasks × concurrency', 'lifecycles/s', 'CPU ms per lifecycle (node + PG)', 'issuance p50 / p99 ms', 'trust debt p50 / p99 ms'],
-        [...(r.lifecycle ? [row('**headline** (no change)', r.lifecycle.result)] : []), ...Object.entries(r.experiments).map(([name, e]) => row(name, e.result))],
+        [
+          'run',
+          'tasks × concurrency',
+          'lifecycles/s',
+          'CPU ms per lifecycle (node + PG)',
+          'issuance p50 / p99 ms',
+          'trust debt p50 / p99 ms',
+        ],
+        [
+          ...(r.lifecycle ? [row('**headline** (no change)', r.lifecycle.result)] : []),
+          ...Object.entries(r.experiments).map(([name, e]) => row(name, e.result)),
+        ],
       ),
       '',
     );
@@ -359,7 +434,17 @@ export function renderReadmeBlock(r: Results): string {
         provenance(e),
         '',
         table(
-          ['tasks', 'concurrency', 'admin pool', 'lifecycles/s', 'CPU ms per lifecycle (node + PG)', 'issuance p50 / p99', 'trust debt p50 / p99', 'most PG connections', 'other processes (cores)'],
+          [
+            'tasks',
+            'concurrency',
+            'admin pool',
+            'lifecycles/s',
+            'CPU ms per lifecycle (node + PG)',
+            'issuance p50 / p99',
+            'trust debt p50 / p99',
+            'most PG connections',
+            'other processes (cores)',
+          ],
           [
             [
               l.setup.tasks.toLocaleString('en-US'),

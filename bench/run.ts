@@ -169,7 +169,11 @@ async function main(): Promise<number> {
     },
   });
   if (values.help) {
-    progress(readFileSync(new URL(import.meta.url), 'utf8').split('*/')[0]?.replace(/^\/\*\*?|^ \* ?/gm, '') ?? '');
+    progress(
+      readFileSync(new URL(import.meta.url), 'utf8')
+        .split('*/')[0]
+        ?.replace(/^\/\*\*?|^ \* ?/gm, '') ?? '',
+    );
     return 0;
   }
   quietWaitMs = positive('quiet-wait', values['quiet-wait'], 0) * 1000;
@@ -177,9 +181,13 @@ async function main(): Promise<number> {
   const concurrency = positive('concurrency', values.concurrency);
   const warmup = values.warmup === undefined ? concurrency : positive('warmup', values.warmup, 0);
   const adminPoolMax = values.pool === undefined ? undefined : positive('pool', values.pool);
-  const whatIf = (values['what-if'] ?? '').split(',').map((w) => w.trim()).filter(Boolean);
+  const whatIf = (values['what-if'] ?? '')
+    .split(',')
+    .map((w) => w.trim())
+    .filter(Boolean);
   for (const w of whatIf) if (!isWhatIf(w)) throw new Error(`--what-if: unknown patch ${w}; known: ${Object.keys(WHAT_IF).join(', ')}`);
-  if (whatIf.length && !values.experiment && !values['child-result']) throw new Error('--what-if changes the broker: use it with --experiment <name>');
+  if (whatIf.length && !values.experiment && !values['child-result'])
+    throw new Error('--what-if changes the broker: use it with --experiment <name>');
   const base: LifecycleBenchOptions = { tasks, concurrency, warmup, use: values.use, adminPoolMax, whatIf: whatIf as WhatIf[], progress };
   const forwarded = [
     `--concurrency`,
@@ -211,14 +219,18 @@ async function main(): Promise<number> {
   progress(`tasklease bench on ${m.cpuCount} × ${m.cpuModel}, Node ${m.nodeVersion}, load ${m.loadAverageAtStart.join(' / ')}`);
 
   if (values.experiment && !values['cold-only']) {
-    progress(`experiment ${values.experiment}: ${tasks} lifecycles at concurrency ${concurrency}${adminPoolMax ? `, admin pool ${adminPoolMax}` : ''}…`);
+    progress(
+      `experiment ${values.experiment}: ${tasks} lifecycles at concurrency ${concurrency}${adminPoolMax ? `, admin pool ${adminPoolMax}` : ''}…`,
+    );
     const result = await runInChild(['--tasks', String(tasks), ...forwarded]);
     printSummary(result);
     results.experiments = {
       ...results.experiments,
       [values.experiment]: {
         ...provenance(command, m),
-        note: [values.note, ...whatIf.map((w) => `what-if \`${w}\`: ${WHAT_IF[w as WhatIf]}.`)].filter(Boolean).join(' ') || `adminPoolMax ${adminPoolMax ?? 'default'}, use ${values.use}`,
+        note:
+          [values.note, ...whatIf.map((w) => `what-if \`${w}\`: ${WHAT_IF[w as WhatIf]}.`)].filter(Boolean).join(' ') ||
+          `adminPoolMax ${adminPoolMax ?? 'default'}, use ${values.use}`,
         result,
       },
     };
@@ -229,7 +241,9 @@ async function main(): Promise<number> {
     const repeat = positive('repeat', values.repeat);
     const runs: LifecycleBenchResult[] = [];
     for (let i = 1; i <= repeat; i++) {
-      progress(`lifecycles (run ${i}/${repeat}): ${tasks} tasks at concurrency ${concurrency} (+${warmup} warm-up), reaper off, ${values.use ? 'workload uses each credential' : 'broker only'}…`);
+      progress(
+        `lifecycles (run ${i}/${repeat}): ${tasks} tasks at concurrency ${concurrency} (+${warmup} warm-up), reaper off, ${values.use ? 'workload uses each credential' : 'broker only'}…`,
+      );
       const result = await runInChild(['--tasks', String(tasks), ...forwarded]);
       printSummary(result);
       runs.push(result);
@@ -261,19 +275,29 @@ async function main(): Promise<number> {
       points.push({ tasks: n, result });
       last = { tasks: n, seconds: (result.wallMs + result.ledgerReadMs) / 1000 };
     }
-    results.scale = { ...provenance(command, m), runtimes: 'one fresh Node process and one fresh local runtime (dynalite, embedded PostgreSQL, SPIFFE issuer) per N, run one after another', points };
+    results.scale = {
+      ...provenance(command, m),
+      runtimes:
+        'one fresh Node process and one fresh local runtime (dynalite, embedded PostgreSQL, SPIFFE issuer) per N, run one after another',
+      points,
+    };
   }
 
   // Every mode re-measures the bundles (seconds): a changed functions/ entry is never left stale.
   if (!values['no-cold']) {
     progress('cold start: bundling FUNCTION_ENTRIES and importing each bundle in fresh processes…');
-    const result = await measureColdStart({ runs: positive('cold-runs', values['cold-runs']), outDir: join(OUT_DIR, 'cold-start'), progress });
+    const result = await measureColdStart({
+      runs: positive('cold-runs', values['cold-runs']),
+      outDir: join(OUT_DIR, 'cold-start'),
+      progress,
+    });
     results.coldStart = { ...provenance(command, m), result };
   }
 
   // A profile pass when a lifecycle goal is missed (or asked for): same N and concurrency, instrumented.
   const missed = missedLifecycleGoals(evaluateGoals(results));
-  const wantProfile = !values['cold-only'] && !values.scale && !values.experiment && !values['no-profile'] && (values.profile ?? missed.length > 0);
+  const wantProfile =
+    !values['cold-only'] && !values.scale && !values.experiment && !values['no-profile'] && (values.profile ?? missed.length > 0);
   if (wantProfile) {
     progress(`profile pass (${missed.length ? `missed: ${missed.length} goal(s)` : 'asked for'}): instrumented re-run…`);
     await mkdir(PROFILE_DIR, { recursive: true });
@@ -283,7 +307,12 @@ async function main(): Promise<number> {
     const kept = join(PROFILE_DIR, 'lifecycle.cpuprofile.gz');
     await writeFile(kept, gzipSync(await readFile(rawPath)));
     if (result.profile) result.profile.cpuProfileFile = relative(ROOT, kept);
-    results.profile = { ...provenance(command, m), why: missed.length ? missed : ['asked for (--profile)'], rawProfile: relative(ROOT, kept), result };
+    results.profile = {
+      ...provenance(command, m),
+      why: missed.length ? missed : ['asked for (--profile)'],
+      rawProfile: relative(ROOT, kept),
+      result,
+    };
     await writeFile(join(PROFILE_DIR, 'ops.json'), `${JSON.stringify(result.profile, null, 2)}\n`);
   }
 

@@ -50,7 +50,10 @@ export class PgConnectionSampler {
   private loop: Promise<void> | undefined;
   private readonly figures: PgConnectionFigures;
 
-  constructor(connection: pg.ClientConfig, private readonly intervalMs = 50) {
+  constructor(
+    connection: pg.ClientConfig,
+    private readonly intervalMs = 50,
+  ) {
     this.client = new pg.Client({ ...connection, application_name: 'tasklease-bench-sampler' });
     this.client.on('error', () => undefined);
     this.figures = { maxConnections: 0, maxByApplication: {}, samples: 0, intervalMs };
@@ -229,7 +232,8 @@ export class CpuMeter {
     }
     const procs1 = allProcessTicks();
     let childTicks = 0;
-    for (const [pid, p] of procs1) if (p.ppid === process.pid && this.procs0.has(pid)) childTicks += p.ticks - (this.procs0.get(pid)?.ticks ?? 0);
+    for (const [pid, p] of procs1)
+      if (p.ppid === process.pid && this.procs0.has(pid)) childTicks += p.ticks - (this.procs0.get(pid)?.ticks ?? 0);
     if (childTicks > 0) figures.childProcessCores = round(childTicks / TICKS_PER_SECOND / seconds);
     const skip = new Set([process.pid, this.pgPid]);
     figures.topOtherProcesses = [...procs1.entries()]
@@ -239,7 +243,9 @@ export class CpuMeter {
       .sort((a, b) => b.cores - a.cores)
       .slice(0, 5);
     if (figures.machineCores !== undefined && figures.postgresCores !== undefined) {
-      figures.otherCores = round(Math.max(0, figures.machineCores - figures.nodeCores - figures.postgresCores - (figures.childProcessCores ?? 0)));
+      figures.otherCores = round(
+        Math.max(0, figures.machineCores - figures.nodeCores - figures.postgresCores - (figures.childProcessCores ?? 0)),
+      );
     }
     return figures;
   }
@@ -258,12 +264,18 @@ export async function machineBusyCores(ms: number, coreCount: number): Promise<n
  * On a shared machine, waits (up to `maxWaitMs`) until other work leaves it nearly idle, so a
  * run does not measure someone else's test suite. Returns the busy cores seen last.
  */
-export async function waitForQuietMachine(maxWaitMs: number, coreCount: number, log: (line: string) => void, threshold = 0.3): Promise<number | undefined> {
+export async function waitForQuietMachine(
+  maxWaitMs: number,
+  coreCount: number,
+  log: (line: string) => void,
+  threshold = 0.3,
+): Promise<number | undefined> {
   const deadline = Date.now() + maxWaitMs;
-  for (let announced = false; ; ) {
+  for (let announced = false; ;) {
     const busy = await machineBusyCores(2_000, coreCount);
     if (busy === undefined || busy <= threshold || Date.now() >= deadline) return busy;
-    if (!announced) log(`  machine busy (${busy} cores in use by other processes); waiting up to ${Math.round(maxWaitMs / 1000)} s for it to quieten…`);
+    if (!announced)
+      log(`  machine busy (${busy} cores in use by other processes); waiting up to ${Math.round(maxWaitMs / 1000)} s for it to quieten…`);
     announced = true;
   }
 }

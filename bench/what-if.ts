@@ -22,9 +22,9 @@ export const WHAT_IF = {
   'coalesce-ledger':
     'shared/lease/lifecycle.ts: the happy path writes each credential twice on revoke (revoking with its nextCheckAt, then verified with revokedAt + verifyAttempts) instead of five requests; issueGrants does not re-read a lease it just created; activation passes expiresAt so the ledger need not read before writing',
   'dynalite-out-of-process':
-    'local/dynalite.ts startDynalite: dynalite runs in its own process (a child or a worker thread) instead of on the broker\'s event loop; the broker keeps the real DynamoDbLedger and SDK client, as a Lambda does against DynamoDB',
+    "local/dynalite.ts startDynalite: dynalite runs in its own process (a child or a worker thread) instead of on the broker's event loop; the broker keeps the real DynamoDbLedger and SDK client, as a Lambda does against DynamoDB",
   'memory-ledger':
-    'an upper bound, not a proposal as such: the local runtime\'s ledger as an in-process Map (conditional puts and updates kept, no DynamoDB SDK, no HTTP, no dynalite) — how much of the local figures is the stand-in ledger',
+    "an upper bound, not a proposal as such: the local runtime's ledger as an in-process Map (conditional puts and updates kept, no DynamoDB SDK, no HTTP, no dynalite) — how much of the local figures is the stand-in ledger",
 } as const;
 export type WhatIf = keyof typeof WHAT_IF;
 
@@ -66,7 +66,16 @@ async function dynaliteOutOfProcess(rt: LocalRuntime): Promise<() => Promise<voi
   await createLedgerTable(client, rt.dynamo.tableName);
   const external = new DynamoDbLedger(DynamoDBDocumentClient.from(client), rt.dynamo.tableName);
   const ledger = rt.ledger as unknown as Record<string, unknown>;
-  for (const m of ['getLease', 'createLease', 'updateLease', 'createCredential', 'updateCredential', 'claimSvid', 'listOpen', 'listLeases'] as const) {
+  for (const m of [
+    'getLease',
+    'createLease',
+    'updateLease',
+    'createCredential',
+    'updateCredential',
+    'claimSvid',
+    'listOpen',
+    'listLeases',
+  ] as const) {
     ledger[m] = external[m].bind(external);
   }
   // The instrumentation (profile pass) looks for `doc` to time DynamoDB requests.
@@ -153,7 +162,9 @@ function coalesceLedger(rt: LocalRuntime): void {
     const id = `${taskId}\u0000${key}`;
     const keys = Object.keys(patch);
     const deferrable =
-      keys.length > 0 && (keys.every((k) => k === 'revokedAt') || (keys.every((k) => k === 'verifyAttempts' || k === 'lastError') && patch.lastError === undefined));
+      keys.length > 0 &&
+      (keys.every((k) => k === 'revokedAt') ||
+        (keys.every((k) => k === 'verifyAttempts' || k === 'lastError') && patch.lastError === undefined));
     if (deferrable) {
       pending.set(id, { ...pending.get(id), ...patch });
       return true;
@@ -188,7 +199,12 @@ function memoryLedger(rt: LocalRuntime): void {
     leases.set(lease.taskId, structuredClone(lease));
     return true;
   };
-  ledger.updateLease = async (taskId: string, from: LeaseRecord['state'][], patch: Partial<LeaseRecord>, extra: { lockedBefore?: number; notEndRequested?: boolean } = {}) => {
+  ledger.updateLease = async (
+    taskId: string,
+    from: LeaseRecord['state'][],
+    patch: Partial<LeaseRecord>,
+    extra: { lockedBefore?: number; notEndRequested?: boolean } = {},
+  ) => {
     const lease = leases.get(taskId);
     if (!lease || !from.includes(lease.state)) return false;
     if (extra.lockedBefore !== undefined && lease.lockedUntil !== undefined && !(lease.lockedUntil < extra.lockedBefore)) return false;

@@ -87,7 +87,19 @@ function planTask(seed: number, index: number): TaskPlan {
   const rnd = mulberry32(hash53(`task:${index}`, seed));
   const r = rnd();
   const kind: Kind =
-    r < 0.45 ? 'reader' : r < 0.7 ? 'writer' : r < 0.78 ? 'no-rule' : r < 0.84 ? 'greedy' : r < 0.9 ? 'bad-svid' : r < 0.95 ? 'replayed' : 'invalid';
+    r < 0.45
+      ? 'reader'
+      : r < 0.7
+        ? 'writer'
+        : r < 0.78
+          ? 'no-rule'
+          : r < 0.84
+            ? 'greedy'
+            : r < 0.9
+              ? 'bad-svid'
+              : r < 0.95
+                ? 'replayed'
+                : 'invalid';
   const workload =
     kind === 'writer' ? `${TD}/billing/writer` : kind === 'no-rule' ? `${TD}/intruder/w${index % 5}` : `${TD}/etl/chaos-${index % 7}`;
   const grants = kind === 'writer' || kind === 'greedy' ? [READ, WRITE] : [READ];
@@ -182,7 +194,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       if (e.source !== 'tasklease') return;
       outputs.push({ ...e, seenAt: clock.now() });
       const taskId = (e.detail as { taskId?: string }).taskId;
-      if ((e['detail-type'] === DETAIL_TYPES.leaseIssued || e['detail-type'] === DETAIL_TYPES.leaseDenied) && taskId) waiters.get(taskId)?.(e);
+      if ((e['detail-type'] === DETAIL_TYPES.leaseIssued || e['detail-type'] === DETAIL_TYPES.leaseDenied) && taskId)
+        waiters.get(taskId)?.(e);
     });
 
     out(`tasklease chaos: seed ${seed}, ${options.tasks} tasks, concurrency ${options.concurrency}`);
@@ -224,7 +237,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       const detail =
         plan.kind === 'invalid'
           ? invalidDetail(plan, svid)
-          : { taskId: plan.taskId, svid, grants, maxDurationSeconds: plan.maxDurationSeconds, initiator: 'chaos@tasklease.local', workflow: { engine: 'chaos', runId: `seed-${seed}` } };
+          : {
+              taskId: plan.taskId,
+              svid,
+              grants,
+              maxDurationSeconds: plan.maxDurationSeconds,
+              initiator: 'chaos@tasklease.local',
+              workflow: { engine: 'chaos', runId: `seed-${seed}` },
+            };
       const answer = new Promise<BusEvent | undefined>((resolve) => {
         const timer = setTimeout(() => resolve(undefined), 1_500);
         waiters.set(plan.taskId, (e) => {
@@ -313,13 +333,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const all: LeaseWithCredentials[] = await rt.ledger.listLeases({});
     const byTask = new Map(all.map((l) => [l.lease.taskId, l]));
     const issuedEvents = outputs.filter((e) => e['detail-type'] === DETAIL_TYPES.leaseIssued);
-    const admin = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: demoPostgres(rt).database });
+    const admin = new pg.Client({
+      host: demoPostgres(rt).host,
+      port: demoPostgres(rt).port,
+      user: demoPostgres(rt).adminUser,
+      password: demoPostgres(rt).adminPassword,
+      database: demoPostgres(rt).database,
+    });
     await admin.connect();
     let roles: string[];
     let sessions: number;
     try {
-      roles = (await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).rows.map((r) => r.rolname);
-      sessions = (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename ~ $1', [ROLE_PATTERN])).rows[0]?.n ?? 0;
+      roles = (await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).rows.map(
+        (r) => r.rolname,
+      );
+      sessions =
+        (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename ~ $1', [ROLE_PATTERN])).rows[0]
+          ?.n ?? 0;
     } finally {
       await admin.end();
     }
@@ -343,7 +373,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           continue;
         }
         const pw = broker.recorder.passwords.get(`${rec.target}/${rec.externalId}`)?.at(-1);
-        const secret = pw ? { host: demoPostgres(rt).host, port: String(demoPostgres(rt).port), database: demoPostgres(rt).database, username: rec.externalId, password: pw } : undefined;
+        const secret = pw
+          ? {
+              host: demoPostgres(rt).host,
+              port: String(demoPostgres(rt).port),
+              database: demoPostgres(rt).database,
+              username: rec.externalId,
+              password: pw,
+            }
+          : undefined;
         const v = await driver?.verify({ taskId: rec.taskId, grant: cred.grant, externalId: rec.externalId, secret });
         if (v !== 'rejected') problems.push(suspect(`${rec.taskId}/${rec.grant}: ledger says verified but the target says ${v}`));
         else verified++;
@@ -368,13 +406,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           (rec?.lease.state === 'denied' && rec.lease.denial?.code !== 'issue-failed');
         if (!deniedUpFront) continue;
         deniedTasks++;
-        if (attempted.has(plan.taskId)) problems.push(suspect(`${plan.taskId} (${plan.kind}, ${rec?.lease.denial?.code ?? rec?.lease.state ?? 'no record'}) reached the target`));
+        if (attempted.has(plan.taskId))
+          problems.push(
+            suspect(`${plan.taskId} (${plan.kind}, ${rec?.lease.denial?.code ?? rec?.lease.state ?? 'no record'}) reached the target`),
+          );
         if ((rec?.credentials.length ?? 0) > 0) problems.push(suspect(`${plan.taskId} has ledger credentials`));
       }
       for (const e of issuedEvents) {
         const taskId = (e.detail as { taskId: string }).taskId;
         const lease = byTask.get(taskId)?.lease;
-        if (lease?.state === 'denied') problems.push(suspect(`${taskId}: Lease Issued, but the lease ended denied (${lease.denial?.code})`));
+        if (lease?.state === 'denied')
+          problems.push(suspect(`${taskId}: Lease Issued, but the lease ended denied (${lease.denial?.code})`));
         // The ledger's conditional writes order an end against an activation: a lease whose end was
         // recorded while it was issuing (endRequested) must never be announced. (endedAt is when
         // Task Ended was received; a concurrent activation may legitimately commit before the end.)
@@ -398,7 +440,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
       const count = new Map([...leases.entries()].map(([t, set]) => [t, set.size]));
       const twice = [...count.entries()].filter(([, n]) => n > 1);
-      const multiCreds = all.filter((l) => new Set(l.credentials.map((c) => grantKey(c.grant))).size !== l.credentials.length || l.credentials.length > l.lease.grants.length);
+      const multiCreds = all.filter(
+        (l) =>
+          new Set(l.credentials.map((c) => grantKey(c.grant))).size !== l.credentials.length ||
+          l.credentials.length > l.lease.grants.length,
+      );
       // A lease that became active (and was not ended while issuing) was announced: no silent
       // leases. The one exception is a worker that died between activation and announcement
       // whose task then ended before the redelivery could re-announce it: nobody needed it.
@@ -411,7 +457,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       check(
         'no task gets two leases (and every lease that became active was announced once)',
         twice.length === 0 && multiCreds.length === 0 && silent.length === 0,
-        `${count.size} tasks got a lease, each announced as exactly one lease (${issuedEvents.length} Lease Issued events)${twice.length ? `; twice: ${twice.slice(0, 5).map(([t, n]) => `${t}×${n}`).join(', ')}` : ''}${multiCreds.length ? `; extra credentials: ${multiCreds.length}` : ''}${moot.length ? `; ${moot.length} ended before their crashed announcement was redelivered` : ''}${silent.length ? `; active but never announced: ${silent.slice(0, 5).map((l) => l.lease.taskId).join(', ')}` : ''}`,
+        `${count.size} tasks got a lease, each announced as exactly one lease (${issuedEvents.length} Lease Issued events)${
+          twice.length
+            ? `; twice: ${twice
+                .slice(0, 5)
+                .map(([t, n]) => `${t}×${n}`)
+                .join(', ')}`
+            : ''
+        }${multiCreds.length ? `; extra credentials: ${multiCreds.length}` : ''}${moot.length ? `; ${moot.length} ended before their crashed announcement was redelivered` : ''}${
+          silent.length
+            ? `; active but never announced: ${silent
+                .slice(0, 5)
+                .map((l) => l.lease.taskId)
+                .join(', ')}`
+            : ''
+        }`,
       );
     }
 
@@ -448,7 +508,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     check(
       'reconciliation found no orphan: every role on the target was accounted for by the ledger',
       orphans.length === 0,
-      `${orphans.length} orphans${orphans.length ? ` (${orphans.slice(0, 3).map((o) => `${o.externalId}: ${o.action}`).join(', ')})` : ''}; ${missing.length} ledger credentials reported missing on the target`,
+      `${orphans.length} orphans${
+        orphans.length
+          ? ` (${orphans
+              .slice(0, 3)
+              .map((o) => `${o.externalId}: ${o.action}`)
+              .join(', ')})`
+          : ''
+      }; ${missing.length} ledger credentials reported missing on the target`,
     );
 
     // 7. No secret anywhere it must not be; no secret left behind.
@@ -462,9 +529,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         start = page.LastEvaluatedKey;
       } while (start);
       const passwords = new Set(broker.recorder.allPasswords());
-      for (const name of (rt.secrets as unknown as { secrets: Map<string, unknown> }).secrets.keys()) suspects.add(name.split('/')[1] as string);
+      for (const name of (rt.secrets as unknown as { secrets: Map<string, unknown> }).secrets.keys())
+        suspects.add(name.split('/')[1] as string);
       const leaks = findLeaks(
-        [...logLines, ...outputs.map((e) => JSON.stringify(e)), ...broker.bus.bus.deadLetters.map((d) => d.reason), ...items.map((i) => JSON.stringify(i))],
+        [
+          ...logLines,
+          ...outputs.map((e) => JSON.stringify(e)),
+          ...broker.bus.bus.deadLetters.map((d) => d.reason),
+          ...items.map((i) => JSON.stringify(i)),
+        ],
         passwords,
       );
       check(
@@ -478,7 +551,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const debugTasks = [...(process.env.CHAOS_DEBUG_TASKS ?? '').split(',').filter(Boolean), ...suspects].slice(0, 6);
     for (const t of debugTasks) {
       out(`debug ${t}: ${JSON.stringify(byTask.get(t))}`);
-      for (const e of outputs.filter((o) => (o.detail as { taskId?: string }).taskId === t)) out(`  event ${e['detail-type']} seenAt=${e.seenAt} ${JSON.stringify(e.detail).slice(0, 300)}`);
+      for (const e of outputs.filter((o) => (o.detail as { taskId?: string }).taskId === t))
+        out(`  event ${e['detail-type']} seenAt=${e.seenAt} ${JSON.stringify(e.detail).slice(0, 300)}`);
       for (const l of logLines.filter((x) => x.includes(`"taskId":"${t}"`))) out(`  log ${l.slice(0, 400)}`);
       for (const f of inj.trace.filter((x) => x.endsWith(`[${t}]`) || x.includes(`LEASE#${t}"`))) out(`  fault ${f}`);
     }
@@ -508,7 +582,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       durationsMs: { faulty: faultyMs, converge: convergeMs, total: Date.now() - t0 },
       credentials: broker.recorder.issues.size,
       deadLetters: broker.bus.bus.deadLetters.length,
-      reverify: { scheduled: 0, delivered: 0, superseded: 0, failed: 0, ...broker.reverify?.stats, deadLetters: broker.reverify?.deadLetters.length ?? 0 },
+      reverify: {
+        scheduled: 0,
+        delivered: 0,
+        superseded: 0,
+        failed: 0,
+        ...broker.reverify?.stats,
+        deadLetters: broker.reverify?.deadLetters.length ?? 0,
+      },
       logErrors,
     };
     return result;
@@ -530,7 +611,9 @@ export function formatChaos(r: ChaosResult): string[] {
   for (const k of FAULT_KINDS) lines.push(`  ${String(r.faults[k]).padStart(6)}  ${k}`);
   lines.push(`credentials created on the target: ${r.credentials}; dead letters: ${r.deadLetters}`);
   const q = r.reverify;
-  lines.push(`re-verify queue: ${q.scheduled} scheduled, ${q.superseded} superseded, ${q.delivered} delivered (${q.failed} failed), ${q.deadLetters} dead letters`);
+  lines.push(
+    `re-verify queue: ${q.scheduled} scheduled, ${q.superseded} superseded, ${q.delivered} delivered (${q.failed} failed), ${q.deadLetters} dead letters`,
+  );
   const t = r.reaper.totals;
   lines.push(
     `reaper: ${r.reaper.rounds} rounds after healing; expired ${t.expired ?? 0}, resumed ending ${t.resumedEnding ?? 0}, rolled back ${t.rolledBack ?? 0}, stale intents revoked ${t.revokedIntents ?? 0}, re-verified ${t.reverified ?? 0}`,

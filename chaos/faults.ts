@@ -285,7 +285,8 @@ export function faultyLedger(ledger: Ledger, inj: FaultInjector): Ledger {
     createLease: (lease) => write('createLease', lease.taskId, () => ledger.createLease(lease)),
     updateLease: (taskId, from, patch, extra) => write('updateLease', taskId, () => ledger.updateLease(taskId, from, patch, extra)),
     createCredential: (cred) => write('createCredential', cred.taskId, () => ledger.createCredential(cred)),
-    updateCredential: (taskId, key, from, patch) => write('updateCredential', taskId, () => ledger.updateCredential(taskId, key, from, patch)),
+    updateCredential: (taskId, key, from, patch) =>
+      write('updateCredential', taskId, () => ledger.updateCredential(taskId, key, from, patch)),
     claimSvid: (replayKey, taskId, expiresAt) => write('claimSvid', taskId, () => ledger.claimSvid(replayKey, taskId, expiresAt)),
     listOpen: (dueBefore, limit, cursor) => read('listOpen', () => ledger.listOpen(dueBefore, limit, cursor)),
     listLeases: (filter) => read('listLeases', () => ledger.listLeases(filter)),
@@ -320,7 +321,15 @@ export class CredentialRecorder {
 
   attempt(target: string, ctx: IssueContext, now: number): void {
     const k = this.key(target, ctx.externalId);
-    const rec = this.issues.get(k) ?? { taskId: ctx.lease.taskId, grant: grantKey(ctx.grant), target, externalId: ctx.externalId, attempts: 0, created: 0, firstAt: now };
+    const rec = this.issues.get(k) ?? {
+      taskId: ctx.lease.taskId,
+      grant: grantKey(ctx.grant),
+      target,
+      externalId: ctx.externalId,
+      attempts: 0,
+      created: 0,
+      firstAt: now,
+    };
     rec.attempts++;
     this.issues.set(k, rec);
   }
@@ -341,8 +350,19 @@ export class CredentialRecorder {
   }
 }
 
-export function faultyDriver(target: string, driver: TargetDriver, inj: FaultInjector, recorder?: CredentialRecorder, clock?: Clock): TargetDriver {
-  const faults = { before: 'crash-before-target-call', after: 'crash-after-target-call', unreachable: 'target-unreachable', slow: 'target-slow' } as const;
+export function faultyDriver(
+  target: string,
+  driver: TargetDriver,
+  inj: FaultInjector,
+  recorder?: CredentialRecorder,
+  clock?: Clock,
+): TargetDriver {
+  const faults = {
+    before: 'crash-before-target-call',
+    after: 'crash-after-target-call',
+    unreachable: 'target-unreachable',
+    slow: 'target-slow',
+  } as const;
   const wrapped: TargetDriver = {
     kind: driver.kind,
     externalId: (taskId, grant) => driver.externalId(taskId, grant),
@@ -366,20 +386,34 @@ export function faultyDriver(target: string, driver: TargetDriver, inj: FaultInj
           if (recorder) recorder.revokes.inFlight--;
         }
       }),
-    verify: (ctx: VerifyContext) => inj.around(`${target}.verify`, ctx.taskId, { unreachable: 'target-unreachable', slow: 'target-slow' }, () => driver.verify(ctx)),
+    verify: (ctx: VerifyContext) =>
+      inj.around(`${target}.verify`, ctx.taskId, { unreachable: 'target-unreachable', slow: 'target-slow' }, () => driver.verify(ctx)),
   };
-  if (driver.listManaged) wrapped.listManaged = () => inj.around(`${target}.listManaged`, 'reconcile', { unreachable: 'target-unreachable' }, () => (driver.listManaged as () => Promise<string[]>)());
+  if (driver.listManaged)
+    wrapped.listManaged = () =>
+      inj.around(`${target}.listManaged`, 'reconcile', { unreachable: 'target-unreachable' }, () =>
+        (driver.listManaged as () => Promise<string[]>)(),
+      );
   return wrapped;
 }
 
-export function faultyTargets(registry: TargetRegistry & { names?(): string[] }, inj: FaultInjector, recorder?: CredentialRecorder, clock?: Clock): TargetRegistry & { names(): string[] } {
+export function faultyTargets(
+  registry: TargetRegistry & { names?(): string[] },
+  inj: FaultInjector,
+  recorder?: CredentialRecorder,
+  clock?: Clock,
+): TargetRegistry & { names(): string[] } {
   const names = registry.names?.() ?? [];
   const wrapped = new Map(names.map((n) => [n, faultyDriver(n, registry.get(n) as TargetDriver, inj, recorder, clock)]));
   return { get: (n) => wrapped.get(n), all: () => [...wrapped.values()], names: () => [...wrapped.keys()] };
 }
 
 export function faultySecretStore(store: SecretStore, inj: FaultInjector): SecretStore {
-  const faults = { before: 'crash-before-secret-write', after: 'crash-after-secret-write', unreachable: 'secret-store-unavailable' } as const;
+  const faults = {
+    before: 'crash-before-secret-write',
+    after: 'crash-after-secret-write',
+    unreachable: 'secret-store-unavailable',
+  } as const;
   const taskOf = (name: string) => name.split('/')[1] ?? name;
   return {
     put: (input: SecretPutInput) => inj.around('secrets.put', input.taskId, faults, () => store.put(input)),
@@ -392,7 +426,12 @@ export function faultySecretStore(store: SecretStore, inj: FaultInjector): Secre
 export function faultyPublisher(publisher: EventPublisher, inj: FaultInjector): EventPublisher {
   return {
     publish: (event: OutputEvent) =>
-      inj.around(`events.${event.detailType}`, String((event.detail as { taskId?: string }).taskId), { before: 'crash-before-publish' }, () => publisher.publish(event)),
+      inj.around(
+        `events.${event.detailType}`,
+        String((event.detail as { taskId?: string }).taskId),
+        { before: 'crash-before-publish' },
+        () => publisher.publish(event),
+      ),
   };
 }
 
@@ -412,14 +451,23 @@ export function installDynamoFaults(client: DynamoDBClient | DynamoDBDocumentCli
       const command = String(context.commandName ?? 'Command');
       const key = JSON.stringify(input.Key ?? (input.Item as Record<string, unknown> | undefined)?.pk ?? command);
       if (inj.fires('ledger-throttled', key, `throttle:${command}`)) {
-        throw new ProvisionedThroughputExceededException({ message: 'The level of configured provisioned throughput for the table was exceeded (injected)', $metadata: { httpStatusCode: 400, attempts: 3 } });
+        throw new ProvisionedThroughputExceededException({
+          message: 'The level of configured provisioned throughput for the table was exceeded (injected)',
+          $metadata: { httpStatusCode: 400, attempts: 3 },
+        });
       }
       if (conditional(input) && inj.fires('ledger-conflict-spurious', key, `spurious:${command}`)) {
-        throw new ConditionalCheckFailedException({ message: 'The conditional request failed (injected, not applied)', $metadata: { httpStatusCode: 400 } });
+        throw new ConditionalCheckFailedException({
+          message: 'The conditional request failed (injected, not applied)',
+          $metadata: { httpStatusCode: 400 },
+        });
       }
       const result = await next(args);
       if (conditional(input) && inj.fires('ledger-conflict-after-write', key, `after:${command}`)) {
-        throw new ConditionalCheckFailedException({ message: 'The conditional request failed (injected: applied, response lost, retry failed)', $metadata: { httpStatusCode: 400 } });
+        throw new ConditionalCheckFailedException({
+          message: 'The conditional request failed (injected: applied, response lost, retry failed)',
+          $metadata: { httpStatusCode: 400 },
+        });
       }
       return result;
     },
@@ -462,11 +510,14 @@ export class FaultyBus {
     for (let i = 0; i < copies; i++) {
       if (this.inj.fires('delivery-delayed', `${key}#${i}`)) {
         this.pending++;
-        setTimeout(() => {
-          this.bus.put(detailType, detail);
-          this.pending--;
-          this.notify();
-        }, this.inj.between(this.inj.delayMs, 'delay-ms', `${key}#${i}`));
+        setTimeout(
+          () => {
+            this.bus.put(detailType, detail);
+            this.pending--;
+            this.notify();
+          },
+          this.inj.between(this.inj.delayMs, 'delay-ms', `${key}#${i}`),
+        );
       } else {
         this.bus.put(detailType, detail);
       }

@@ -59,7 +59,11 @@ export interface DemoDeps {
 }
 
 /** Resolves with the first bus event matching `match`, or rejects after `timeoutMs`. */
-export function waitForEvent(bus: LocalBus, match: (e: BusEvent) => boolean, timeoutMs = 60_000): { promise: Promise<BusEvent>; cancel(): void } {
+export function waitForEvent(
+  bus: LocalBus,
+  match: (e: BusEvent) => boolean,
+  timeoutMs = 60_000,
+): { promise: Promise<BusEvent>; cancel(): void } {
   let stop = () => {};
   const promise = new Promise<BusEvent>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -82,8 +86,10 @@ export function waitForEvent(bus: LocalBus, match: (e: BusEvent) => boolean, tim
 }
 
 /** Matches the named output events of one task. */
-export const forTask = (taskId: string, ...types: string[]) => (e: BusEvent) =>
-  types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
+export const forTask =
+  (taskId: string, ...types: string[]) =>
+  (e: BusEvent) =>
+    types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
 
 /**
  * One task as a workflow engine and its workload would run it: Task Started, wait for the lease,

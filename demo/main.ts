@@ -67,16 +67,27 @@ export function resultFromLedger(leases: LeaseWithCredentials[], secretsLeftInSt
     avoidedDebtMs: { p50: summary.avoidedDebtMs.p50 ?? null },
     denied: leases
       .filter((l) => l.lease.denial)
-      .map((l) => ({ task: l.lease.taskId, workload: l.lease.workload ?? '', code: l.lease.denial?.code ?? '', message: l.lease.denial?.message ?? '' })),
+      .map((l) => ({
+        task: l.lease.taskId,
+        workload: l.lease.workload ?? '',
+        code: l.lease.denial?.code ?? '',
+        message: l.lease.denial?.message ?? '',
+      })),
     rows,
     secretsLeftInStore,
   };
 }
 
 /** Runs `tasks` demo tasks, `concurrency` at a time, plus one request that policy must deny. */
-export async function runDemo(rt: LocalRuntime, opts: { tasks: number; concurrency: number; onTask?: (o: DemoTaskOutcome, done: number) => void }): Promise<DemoResult> {
+export async function runDemo(
+  rt: LocalRuntime,
+  opts: { tasks: number; concurrency: number; onTask?: (o: DemoTaskOutcome, done: number) => void },
+): Promise<DemoResult> {
   const deps = { bus: rt.bus, secrets: rt.secrets, mintSvid: (id: string) => rt.mintSvid(id) };
-  const jobs = Array.from({ length: opts.tasks }, (_, i) => ({ taskId: `demo-${String(i + 1).padStart(3, '0')}`, workload: WORKLOADS[i % WORKLOADS.length] as DemoWorkload }));
+  const jobs = Array.from({ length: opts.tasks }, (_, i) => ({
+    taskId: `demo-${String(i + 1).padStart(3, '0')}`,
+    workload: WORKLOADS[i % WORKLOADS.length] as DemoWorkload,
+  }));
   jobs.splice(Math.min(3, jobs.length), 0, { taskId: 'demo-greedy', workload: GREEDY });
   let next = 0;
   let done = 0;
@@ -101,18 +112,31 @@ function printTable(result: DemoResult, out: (line: string) => void): void {
   const time = (s: string | null) => (s ? s.slice(11, 23) : '—');
   const num = (n: number | null) => (n === null ? '—' : String(n));
   const header = ['task', 'grant', 'issued', 'ended', 'verified', 'trust debt ms', 'avoided debt ms'];
-  const lines = result.rows.map((r) => [r.task, r.grant, time(r.issuedAt), time(r.endedAt), time(r.verifiedAt), num(r.trustDebtMs), num(r.avoidedDebtMs)]);
+  const lines = result.rows.map((r) => [
+    r.task,
+    r.grant,
+    time(r.issuedAt),
+    time(r.endedAt),
+    time(r.verifiedAt),
+    num(r.trustDebtMs),
+    num(r.avoidedDebtMs),
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] as string).length)));
-  const fmt = (cells: string[]) => cells.map((c, i) => (i >= 5 ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number))).join('  ');
+  const fmt = (cells: string[]) =>
+    cells.map((c, i) => (i >= 5 ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number))).join('  ');
   out(fmt(header));
   out(widths.map((w) => '─'.repeat(w)).join('  '));
   for (const l of lines) out(fmt(l));
   out('');
   for (const d of result.denied) out(`denied  ${d.task}  ${d.workload}  ${d.code}: ${d.message}`);
   out('');
-  out(`credentials ${result.credentials}, verified rejected ${result.verifiedRejected}, secrets left in store ${result.secretsLeftInStore}`);
+  out(
+    `credentials ${result.credentials}, verified rejected ${result.verifiedRejected}, secrets left in store ${result.secretsLeftInStore}`,
+  );
   out(`trust debt ms  p50 ${num(result.trustDebtMs.p50)}  p99 ${num(result.trustDebtMs.p99)}  max ${num(result.trustDebtMs.max)}`);
-  out(`avoided debt (TTL-only expiry would have left open) p50 ${result.avoidedDebtMs.p50 === null ? '—' : `${Math.round(result.avoidedDebtMs.p50 / 1000)} s`}`);
+  out(
+    `avoided debt (TTL-only expiry would have left open) p50 ${result.avoidedDebtMs.p50 === null ? '—' : `${Math.round(result.avoidedDebtMs.p50 / 1000)} s`}`,
+  );
 }
 
 async function main(): Promise<number> {
@@ -132,7 +156,14 @@ async function main(): Promise<number> {
   const tasks = Number(values.tasks);
   const concurrency = Number(values.concurrency);
   const dashboardPort = Number(values['dashboard-port']);
-  if (!Number.isInteger(tasks) || tasks < 1 || !Number.isInteger(concurrency) || concurrency < 1 || !Number.isInteger(dashboardPort) || dashboardPort < 0) {
+  if (
+    !Number.isInteger(tasks) ||
+    tasks < 1 ||
+    !Number.isInteger(concurrency) ||
+    concurrency < 1 ||
+    !Number.isInteger(dashboardPort) ||
+    dashboardPort < 0
+  ) {
     console.error('--tasks and --concurrency take positive whole numbers, --dashboard-port a port number');
     return 2;
   }
@@ -167,7 +198,9 @@ async function main(): Promise<number> {
     progress(`dashboard: ${dashboard.url}  (this run's timeline, live)`);
     // Each target's kind says what the runtime started for it; the demo names no kind.
     const targets = Object.entries(rt.provisions).map(([name, p]) => `${name}: ${p.describe ?? 'started'}`);
-    progress(`ledger on dynalite ${rt.dynamo.endpoint}, ${targets.length ? `${targets.join(', ')}, ` : ''}SPIFFE bundle at ${rt.issuer.bundleUrl}`);
+    progress(
+      `ledger on dynalite ${rt.dynamo.endpoint}, ${targets.length ? `${targets.join(', ')}, ` : ''}SPIFFE bundle at ${rt.issuer.bundleUrl}`,
+    );
     if (values.hold) {
       progress('--hold: open the dashboard to watch the run; it starts when a page connects, or in 10 s');
       await dashboard.waitForViewer(10_000);

@@ -10,5 +10,10 @@ import { parseEventBridgeBody } from './lib/sqs.ts';
 export const { lambdaHandler, handler } = sqsFunction(async (record, broker) => {
   const busEvent = parseEventBridgeBody(record.body, DETAIL_TYPES.taskStarted);
   const result = await broker.taskStarted(busEvent.detail);
-  return { eventId: busEvent.id, taskId: result.taskId, status: result.status, ...(result.status === 'denied' ? { code: result.code } : {}) };
+  return {
+    eventId: busEvent.id,
+    taskId: result.taskId,
+    status: result.status,
+    ...(result.status === 'denied' ? { code: result.code } : {}),
+  };
 });

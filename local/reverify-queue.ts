@@ -136,10 +136,20 @@ export class LocalReverifyQueue implements ReverifyScheduler {
       const reason = describeError(err);
       if (entry.receiveCount >= this.opts.maxReceiveCount) {
         this.deadLetters.push({ message: entry.message, reason, receiveCount: entry.receiveCount });
-        this.opts.log?.error('re-verify message dead-lettered; the reaper retries the credential', { taskId: entry.message.taskId, grant: grantKey(entry.message.grant), receiveCount: entry.receiveCount, error: reason });
+        this.opts.log?.error('re-verify message dead-lettered; the reaper retries the credential', {
+          taskId: entry.message.taskId,
+          grant: grantKey(entry.message.grant),
+          receiveCount: entry.receiveCount,
+          error: reason,
+        });
         return;
       }
-      this.opts.log?.warn('re-verify message failed; redelivering', { taskId: entry.message.taskId, grant: grantKey(entry.message.grant), receiveCount: entry.receiveCount, error: reason });
+      this.opts.log?.warn('re-verify message failed; redelivering', {
+        taskId: entry.message.taskId,
+        grant: grantKey(entry.message.grant),
+        receiveCount: entry.receiveCount,
+        error: reason,
+      });
       // A newer schedule for the credential (made by the failed attempt itself) wins over a redelivery.
       if (this.closed || this.pending.has(key)) return;
       this.pending.set(key, entry);

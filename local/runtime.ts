@@ -96,7 +96,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       provideLocalTargets(configured, TARGET_KINDS, { busConcurrency, adminPoolMax: options.adminPoolMax }),
       startSpiffeIssuer({ trustDomain, clock }),
     ]);
-    stops.push(() => dynamo.close(), () => provided.stop(), () => issuer.close());
+    stops.push(
+      () => dynamo.close(),
+      () => provided.stop(),
+      () => issuer.close(),
+    );
     const config = provided.config;
     const targets = buildTargetRegistry(config, TARGET_KINDS, {
       lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName).withLock,
@@ -107,7 +111,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const { verifier, bundles } = buildSvidVerifier(config, {
       localBundle: () => httpBundleSource(issuer.bundleUrl),
       clock,
-      onBundleError: (td, err) => options.log?.warn('trust bundle failed to load; keeping the last good one', { trustDomain: td, error: err.message }),
+      onBundleError: (td, err) =>
+        options.log?.warn('trust bundle failed to load; keeping the last good one', { trustDomain: td, error: err.message }),
     });
     // Warm the bundles so the first task does not pay for the fetch (failures are kept and retried).
     await bundles.loadAll();
@@ -118,7 +123,20 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     if (queue) stops.push(() => queue.close());
     const metrics = new GaugeRecorder(() => clock.now());
     const broker = createBroker(
-      { ledger, targets, secrets, events: bus, identity: verifier, policy: new ConfigPolicy(config), clock, callback: options.callback, reverify: queue, observer: options.observer, metrics, log: options.log },
+      {
+        ledger,
+        targets,
+        secrets,
+        events: bus,
+        identity: verifier,
+        policy: new ConfigPolicy(config),
+        clock,
+        callback: options.callback,
+        reverify: queue,
+        observer: options.observer,
+        metrics,
+        log: options.log,
+      },
       { config, lifecycle: options.lifecycle, reaper: options.reaper },
     );
     bus.on('task-started', (e) => broker.taskStarted(e.detail));

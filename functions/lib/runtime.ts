@@ -93,10 +93,13 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   const usesSsm = Object.values(config.trustDomains).some((td) => 'ssmParameter' in td.bundle);
   const { verifier } = buildSvidVerifier(config, {
     ssmClient: usesSsm ? tracer.captureAWSv3Client(new SSMClient({})) : undefined,
-    onBundleError: (trustDomain, error) => logger.warn('trust bundle could not be loaded; the last good one stays in use', { trustDomain, error: error.message }),
+    onBundleError: (trustDomain, error) =>
+      logger.warn('trust bundle could not be loaded; the last good one stays in use', { trustDomain, error: error.message }),
   });
 
-  const configured = e[BROKER_PRINCIPALS_ENV]?.split(',').map((s) => s.trim()).filter(Boolean);
+  const configured = e[BROKER_PRINCIPALS_ENV]?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   let principals: Promise<string[]> | undefined;
   const brokerPrincipals = (): Promise<string[]> => {
     if (configured?.length) return Promise.resolve(configured);
@@ -109,14 +112,19 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
 
   const ledger = new DynamoDbLedger(dynamodb, e[ENV.tableName]);
   const reverify = new SqsReverifyScheduler(sqs, e[ENV.reverifyQueueUrl]);
-  const observer = new MetricsObserver(new PowertoolsMetricsSink(metrics), (err) => logger.warn('metric not emitted', { error: describeError(err) }));
+  const observer = new MetricsObserver(new PowertoolsMetricsSink(metrics), (err) =>
+    logger.warn('metric not emitted', { error: describeError(err) }),
+  );
   const verifyDeadlineMs = e[ENV.verifyDeadlineMs] ?? config.settings.verifyDeadlineSeconds * 1000;
 
   const broker = createBroker(
     {
       ledger,
       targets,
-      secrets: new RedactingSecretStore(new SecretsManagerStore(secretsManager, { kmsKeyId: e[ENV.secretsKmsKeyId], brokerPrincipals }), redactor),
+      secrets: new RedactingSecretStore(
+        new SecretsManagerStore(secretsManager, { kmsKeyId: e[ENV.secretsKmsKeyId], brokerPrincipals }),
+        redactor,
+      ),
       events: new EventBridgePublisher(eventbridge, e[ENV.eventBusName]),
       identity: verifier,
       policy: new ConfigPolicy(config),

@@ -38,7 +38,9 @@ export class EventBridgePublisher implements EventPublisher {
     // PutEvents reports per-entry failures in a 200 response.
     if ((out.FailedEntryCount ?? 0) > 0) {
       const entry = out.Entries?.[0];
-      throw new PublishError(`PutEvents rejected ${event.detailType}: ${entry?.ErrorCode ?? 'unknown'} ${entry?.ErrorMessage ?? ''}`.trim());
+      throw new PublishError(
+        `PutEvents rejected ${event.detailType}: ${entry?.ErrorCode ?? 'unknown'} ${entry?.ErrorMessage ?? ''}`.trim(),
+      );
     }
   }
 }

@@ -60,7 +60,14 @@ export class Redactor {
 
   /** A JSON.stringify replacer applying all three layers; Powertools Logger's `jsonReplacerFn`. */
   readonly replacer = (key: string, value: unknown): unknown => {
-    if (key && SECRET_KEYS.has(key.toLowerCase()) && value !== undefined && value !== null && typeof value !== 'number' && typeof value !== 'boolean') {
+    if (
+      key &&
+      SECRET_KEYS.has(key.toLowerCase()) &&
+      value !== undefined &&
+      value !== null &&
+      typeof value !== 'number' &&
+      typeof value !== 'boolean'
+    ) {
       return REDACTED;
     }
     return typeof value === 'string' ? this.scrub(value) : value;

@@ -19,7 +19,10 @@ export interface SecretResolverOptions {
  * the RDS-managed master secret `{"username": …, "password": …}`) yields `field`, or `password`
  * when no field is named; any other secret yields its whole string.
  */
-export function secretsManagerResolver(client: SecretsManagerClient, options: SecretResolverOptions = {}): (ref: string) => Promise<string> {
+export function secretsManagerResolver(
+  client: SecretsManagerClient,
+  options: SecretResolverOptions = {},
+): (ref: string) => Promise<string> {
   const ttlMs = options.ttlMs ?? 5 * 60_000;
   const now = options.now ?? Date.now;
   const cache = new Map<string, { value: Promise<string>; until: number }>();

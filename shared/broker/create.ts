@@ -57,7 +57,15 @@ export function createBroker(ports: BrokerPorts, options: BrokerOptions): Broker
     maxLeaseMs: Math.max(0, ...rules.map((r) => r.maxLeaseSeconds)) * 1000,
   };
   const reverifyDeps = { lifecycle, ledger: ports.ledger, clock: ports.clock, reverify: ports.reverify };
-  const reapDeps = { lifecycle, ledger: ports.ledger, clock: ports.clock, targets: ports.targets, state, metrics: ports.metrics, log: ports.log };
+  const reapDeps = {
+    lifecycle,
+    ledger: ports.ledger,
+    clock: ports.clock,
+    targets: ports.targets,
+    state,
+    metrics: ports.metrics,
+    log: ports.log,
+  };
   return {
     taskStarted: (detail) => lifecycle.taskStarted(detail),
     taskEnded: (detail) => lifecycle.taskEnded(detail),

@@ -1,5 +1,14 @@
 import type { LifecycleLogger, LifecycleObserver, LifecycleOptions, ReverifyScheduler } from '../lease/lifecycle.ts';
-import type { Clock, EventPublisher, Ledger, PolicyEvaluator, SecretStore, SvidVerifier, TargetRegistry, TaskCallback } from '../lease/ports.ts';
+import type {
+  Clock,
+  EventPublisher,
+  Ledger,
+  PolicyEvaluator,
+  SecretStore,
+  SvidVerifier,
+  TargetRegistry,
+  TaskCallback,
+} from '../lease/ports.ts';
 import type { ReaperOptions } from '../lease/reaper.ts';
 import type { RuntimeSettings } from '../policy/config.ts';
 

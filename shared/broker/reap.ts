@@ -36,7 +36,10 @@ export async function reapAndMeasure(deps: ReapDeps, window: ReapWindow, options
   try {
     const now = clock.now();
     const recent = await ledger.listLeases({ since: now - window.intervalMs - window.maxLeaseMs, until: now });
-    for (const w of blastRadius(recent.flatMap((l) => l.credentials), { now, since: now - window.intervalMs, until: now })) {
+    for (const w of blastRadius(
+      recent.flatMap((l) => l.credentials),
+      { now, since: now - window.intervalMs, until: now },
+    )) {
       metrics.blastRadius(w.workload, w.peakCredentials, w.peakTargets);
     }
   } catch (err) {

@@ -96,7 +96,7 @@ function sweep(workload: string, intervals: readonly LiveInterval[], { now, sinc
   let peakTargets = 0;
   let peakCredentialsAt: number | undefined;
   let peakTargetsAt: number | undefined;
-  for (let i = 0; i < edges.length; ) {
+  for (let i = 0; i < edges.length;) {
     const at = (edges[i] as Edge).at;
     // Apply every edge at this instant before reading the level, so simultaneous starts count together.
     for (; i < edges.length && (edges[i] as Edge).at === at; i++) {

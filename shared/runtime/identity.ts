@@ -15,7 +15,10 @@ export interface IdentityRuntime {
 }
 
 /** Builds the trust bundles and JWT-SVID verifier a config describes; one path for both runtimes. */
-export function buildSvidVerifier(config: TaskLeaseConfig, runtime: IdentityRuntime = {}): { verifier: JwtSvidVerifier; bundles: TrustBundleSet } {
+export function buildSvidVerifier(
+  config: TaskLeaseConfig,
+  runtime: IdentityRuntime = {},
+): { verifier: JwtSvidVerifier; bundles: TrustBundleSet } {
   const domains = Object.entries(config.trustDomains).map(([trustDomain, td]) => {
     const b = td.bundle;
     let source: BundleSource;

@@ -16,8 +16,16 @@ beforeEach(() => aws.reset());
 
 describe('EventBridgePublisher', () => {
   it('puts one entry with source tasklease, the detail type and the JSON detail on the bus', async () => {
-    const detail = { taskId: 't-1', grants: [], reason: { code: 'policy-no-rule' as const, message: 'no rule' }, deniedAt: '2030-01-01T00:00:00.000Z' };
-    await new EventBridgePublisher(new EventBridgeClient({ region: REGION }), 'tasklease-bus').publish({ detailType: 'Lease Denied', detail });
+    const detail = {
+      taskId: 't-1',
+      grants: [],
+      reason: { code: 'policy-no-rule' as const, message: 'no rule' },
+      deniedAt: '2030-01-01T00:00:00.000Z',
+    };
+    await new EventBridgePublisher(new EventBridgeClient({ region: REGION }), 'tasklease-bus').publish({
+      detailType: 'Lease Denied',
+      detail,
+    });
     expect(aws.eb.commandCalls(PutEventsCommand)[0]!.args[0].input).toEqual({
       Entries: [{ EventBusName: 'tasklease-bus', Source: 'tasklease', DetailType: 'Lease Denied', Detail: JSON.stringify(detail) }],
     });
@@ -38,9 +46,16 @@ describe('StepFunctionsTaskCallback', () => {
   const callback = () => new StepFunctionsTaskCallback(new SFNClient({ region: REGION }));
 
   it('answers success with the lease as JSON output and failure with the denial code and message', async () => {
-    const output = { taskId: 't-1', expiresAt: '2030-01-01T00:15:00.000Z', secrets: [{ grant: 'orders-db.read', secretName: 'tasklease/t-1/orders-db.read' }] };
+    const output = {
+      taskId: 't-1',
+      expiresAt: '2030-01-01T00:15:00.000Z',
+      secrets: [{ grant: 'orders-db.read', secretName: 'tasklease/t-1/orders-db.read' }],
+    };
     await callback().success('token-1', output);
-    expect(aws.sfn.commandCalls(SendTaskSuccessCommand)[0]!.args[0].input).toEqual({ taskToken: 'token-1', output: JSON.stringify(output) });
+    expect(aws.sfn.commandCalls(SendTaskSuccessCommand)[0]!.args[0].input).toEqual({
+      taskToken: 'token-1',
+      output: JSON.stringify(output),
+    });
     await callback().failure('token-2', 'policy-no-rule', 'no rule matches workload spiffe://x/y');
     expect(aws.sfn.commandCalls(SendTaskFailureCommand)[0]!.args[0].input).toEqual({
       taskToken: 'token-2',
@@ -67,7 +82,11 @@ describe('StepFunctionsTaskCallback', () => {
 describe('SqsReverifyScheduler', () => {
   it('delays with DelaySeconds, rounded up, and hops delays beyond 15 minutes', async () => {
     const now = 1_900_000_000_000;
-    const s = new SqsReverifyScheduler(new SQSClient({ region: REGION }), 'https://sqs.eu-west-1.amazonaws.com/123456789012/reverify', () => now);
+    const s = new SqsReverifyScheduler(
+      new SQSClient({ region: REGION }),
+      'https://sqs.eu-west-1.amazonaws.com/123456789012/reverify',
+      () => now,
+    );
     await s.schedule('t-1', { target: 'ops', access: 'deploy' }, 2_500);
     await s.schedule('t-2', { target: 'ops', access: 'deploy' }, 3_600_000);
     const [a, b] = aws.sqs.commandCalls(SendMessageCommand).map((c) => c.args[0].input);
@@ -77,7 +96,11 @@ describe('SqsReverifyScheduler', () => {
       DelaySeconds: 3,
     });
     expect(b!.DelaySeconds).toBe(900);
-    expect(ReverifyMessageSchema.parse(JSON.parse(b!.MessageBody!))).toEqual({ taskId: 't-2', grant: { target: 'ops', access: 'deploy' }, notBefore: now + 3_600_000 });
+    expect(ReverifyMessageSchema.parse(JSON.parse(b!.MessageBody!))).toEqual({
+      taskId: 't-2',
+      grant: { target: 'ops', access: 'deploy' },
+      notBefore: now + 3_600_000,
+    });
   });
 });
 

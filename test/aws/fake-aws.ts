@@ -177,30 +177,43 @@ export class FakeAws {
     });
     this.iam.on(GetRolePolicyCommand).callsFake((input: { RoleName: string; PolicyName: string }) => {
       const doc = this.role(input.RoleName).inlinePolicies.get(input.PolicyName);
-      if (!doc) throw new NoSuchEntityException({ message: `The role policy with name ${input.PolicyName} cannot be found.`, $metadata: { httpStatusCode: 404 } });
+      if (!doc)
+        throw new NoSuchEntityException({
+          message: `The role policy with name ${input.PolicyName} cannot be found.`,
+          $metadata: { httpStatusCode: 404 },
+        });
       // IAM returns policy documents URL-encoded.
       return { RoleName: input.RoleName, PolicyName: input.PolicyName, PolicyDocument: encodeURIComponent(doc) };
     });
     this.iam.on(PutRolePolicyCommand).callsFake((input: { RoleName: string; PolicyName: string; PolicyDocument: string }) => {
       const role = this.role(input.RoleName);
       if (input.PolicyDocument.length > 10_240) throw awsError('LimitExceededException', 'Maximum policy size of 10240 bytes exceeded');
-      this.changes.set(`${input.RoleName}/${input.PolicyName}`, { effectiveAt: this.now() + this.propagationMs, before: role.inlinePolicies.get(input.PolicyName) });
+      this.changes.set(`${input.RoleName}/${input.PolicyName}`, {
+        effectiveAt: this.now() + this.propagationMs,
+        before: role.inlinePolicies.get(input.PolicyName),
+      });
       role.inlinePolicies.set(input.PolicyName, input.PolicyDocument);
       return {};
     });
 
-    this.sm.on(CreateSecretCommand).callsFake((input: { Name: string; KmsKeyId?: string; Tags?: Array<{ Key: string; Value: string }>; SecretString?: string }) => {
-      if (this.secrets.has(input.Name)) throw new ResourceExistsException({ message: `The operation failed because the secret ${input.Name} already exists.`, $metadata: { httpStatusCode: 400 } });
-      const secret: FakeSecret = {
-        name: input.Name,
-        arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${input.Name}-${randomBytes(3).toString('hex')}`,
-        value: input.SecretString,
-        kmsKeyId: input.KmsKeyId,
-        tags: Object.fromEntries((input.Tags ?? []).map((t) => [t.Key, t.Value])),
-      };
-      this.secrets.set(input.Name, secret);
-      return { ARN: secret.arn, Name: secret.name };
-    });
+    this.sm
+      .on(CreateSecretCommand)
+      .callsFake((input: { Name: string; KmsKeyId?: string; Tags?: Array<{ Key: string; Value: string }>; SecretString?: string }) => {
+        if (this.secrets.has(input.Name))
+          throw new ResourceExistsException({
+            message: `The operation failed because the secret ${input.Name} already exists.`,
+            $metadata: { httpStatusCode: 400 },
+          });
+        const secret: FakeSecret = {
+          name: input.Name,
+          arn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:${input.Name}-${randomBytes(3).toString('hex')}`,
+          value: input.SecretString,
+          kmsKeyId: input.KmsKeyId,
+          tags: Object.fromEntries((input.Tags ?? []).map((t) => [t.Key, t.Value])),
+        };
+        this.secrets.set(input.Name, secret);
+        return { ARN: secret.arn, Name: secret.name };
+      });
     this.sm.on(PutResourcePolicyCommand).callsFake((input: { SecretId: string; ResourcePolicy: string; BlockPublicPolicy?: boolean }) => {
       const secret = this.secret(input.SecretId);
       secret.resourcePolicy = input.ResourcePolicy;
@@ -215,7 +228,11 @@ export class FakeAws {
     });
     this.sm.on(GetSecretValueCommand).callsFake((input: { SecretId: string }) => {
       const secret = this.secret(input.SecretId);
-      if (secret.value === undefined) throw new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT", $metadata: { httpStatusCode: 400 } });
+      if (secret.value === undefined)
+        throw new ResourceNotFoundException({
+          message: "Secrets Manager can't find the specified secret value for staging label: AWSCURRENT",
+          $metadata: { httpStatusCode: 400 },
+        });
       return { ARN: secret.arn, Name: secret.name, SecretString: secret.value };
     });
     this.sm.on(DeleteSecretCommand).callsFake((input: { SecretId: string }) => {
@@ -248,13 +265,18 @@ export class FakeAws {
 
   private role(name: string): FakeRole {
     const role = this.roles.get(name);
-    if (!role) throw new NoSuchEntityException({ message: `The role with name ${name} cannot be found.`, $metadata: { httpStatusCode: 404 } });
+    if (!role)
+      throw new NoSuchEntityException({ message: `The role with name ${name} cannot be found.`, $metadata: { httpStatusCode: 404 } });
     return role;
   }
 
   private secret(id: string): FakeSecret {
     const secret = this.secrets.get(id) ?? [...this.secrets.values()].find((s) => s.arn === id);
-    if (!secret) throw new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", $metadata: { httpStatusCode: 400 } });
+    if (!secret)
+      throw new ResourceNotFoundException({
+        message: "Secrets Manager can't find the specified secret.",
+        $metadata: { httpStatusCode: 400 },
+      });
     return secret;
   }
 
@@ -265,7 +287,8 @@ export class FakeAws {
     const role = [...this.roles.values()].find((r) => r.arn === arn);
     if (!role) throw awsError('AccessDenied', `User is not authorized to perform: sts:AssumeRole on resource: ${arn}`, 403);
     const duration = Number(input.DurationSeconds ?? 3600);
-    if (duration < 900 || duration > role.maxSessionDuration) throw awsError('ValidationError', 'The requested DurationSeconds exceeds the MaxSessionDuration set for this role.');
+    if (duration < 900 || duration > role.maxSessionDuration)
+      throw awsError('ValidationError', 'The requested DurationSeconds exceeds the MaxSessionDuration set for this role.');
     const issuedAt = this.now();
     const session: FakeSession = {
       accessKeyId: `ASIA${randomBytes(8).toString('hex').toUpperCase()}`,
@@ -286,7 +309,10 @@ export class FakeAws {
         SessionToken: session.sessionToken,
         Expiration: new Date(session.expiresAt),
       },
-      AssumedRoleUser: { AssumedRoleId: `${role.roleId}:${session.sessionName}`, Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/${role.name}/${session.sessionName}` },
+      AssumedRoleUser: {
+        AssumedRoleId: `${role.roleId}:${session.sessionName}`,
+        Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/${role.name}/${session.sessionName}`,
+      },
       SourceIdentity: input.SourceIdentity as string | undefined,
     };
   }
@@ -337,6 +363,8 @@ export class FakeAws {
     if (!policy) return true;
     const doc = JSON.parse(policy) as { Statement: Array<{ Effect: string; Action?: string | string[]; Resource?: string | string[] }> };
     const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-    return doc.Statement.some((s) => s.Effect === 'Allow' && list(s.Action).includes(action) && list(s.Resource).some((r) => r === '*' || r === resource));
+    return doc.Statement.some(
+      (s) => s.Effect === 'Allow' && list(s.Action).includes(action) && list(s.Resource).some((r) => r === '*' || r === resource),
+    );
   }
 }

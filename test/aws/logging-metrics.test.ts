@@ -19,7 +19,12 @@ beforeEach(() => {
 });
 afterEach(() => vi.restoreAllMocks());
 
-const lines = () => out.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const lines = () =>
+  out
+    .join('')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 const JWT = 'eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJzcGlmZmU6Ly94L3kifQ.c2lnbmF0dXJlLWJ5dGVz';
 
 describe('redacting Powertools logger', () => {
@@ -45,7 +50,14 @@ describe('redacting Powertools logger', () => {
     expect(text).not.toContain('IQoJ-token-value-long');
     expect(text).not.toContain(JWT);
     const [issued, warned, errored] = lines();
-    expect(issued).toMatchObject({ message: 'issued', taskId: 't', secretName: 'tasklease/t/db.read', password: REDACTED, nested: { sessionToken: REDACTED }, service: 'tasklease-test' });
+    expect(issued).toMatchObject({
+      message: 'issued',
+      taskId: 't',
+      secretName: 'tasklease/t/db.read',
+      password: REDACTED,
+      nested: { sessionToken: REDACTED },
+      service: 'tasklease-test',
+    });
     expect(warned).toMatchObject({ message: 'svid was [redacted-jwt]', svid: REDACTED, detail: { note: 'embedded [redacted-jwt] here' } });
     expect(JSON.stringify(errored)).toContain(`login failed for password ${REDACTED}`);
     // Non-secret fields of the material are not remembered: a port or host stays readable.
@@ -98,7 +110,14 @@ describe('metrics observer (EMF)', () => {
   });
 
   it('never throws from an observer hook', () => {
-    const failing = new MetricsObserver({ emit: () => { throw new Error('boom'); } }, () => undefined);
+    const failing = new MetricsObserver(
+      {
+        emit: () => {
+          throw new Error('boom');
+        },
+      },
+      () => undefined,
+    );
     expect(() => failing.verified(cred())).not.toThrow();
   });
 });

@@ -97,7 +97,15 @@ describe('reverifyDue', () => {
   it('leaves a credential of a lease still issuing to its issuer or the reaper', async () => {
     const { f, broker } = setup();
     const now = f.clock.now();
-    await f.ledger.createLease({ taskId: 't-9', state: 'issuing', workload: FAKE_WORKLOAD, grants: [GRANT], requestedAt: now, expiresAt: now + 600_000, lockedUntil: now + 60_000 });
+    await f.ledger.createLease({
+      taskId: 't-9',
+      state: 'issuing',
+      workload: FAKE_WORKLOAD,
+      grants: [GRANT],
+      requestedAt: now,
+      expiresAt: now + 600_000,
+      lockedUntil: now + 60_000,
+    });
     await f.ledger.createCredential({
       taskId: 't-9',
       grant: GRANT,

@@ -46,7 +46,9 @@ describe('LocalReverifyQueue', () => {
     await q.schedule('t-4', GRANT, 0);
     await vi.advanceTimersByTimeAsync(1_000);
     expect(at.map((t) => t - t0)).toEqual([0, 100, 250]);
-    expect(q.deadLetters).toEqual([{ message: { taskId: 't-4', grant: GRANT }, reason: expect.stringContaining('ledger unavailable'), receiveCount: 3 }]);
+    expect(q.deadLetters).toEqual([
+      { message: { taskId: 't-4', grant: GRANT }, reason: expect.stringContaining('ledger unavailable'), receiveCount: 3 },
+    ]);
     expect(q.size).toBe(0);
   });
 

@@ -15,7 +15,12 @@ function privateTmp(): string {
 
 function run(tmp: string, args: string[], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void) {
   // Its own process group, so Ctrl-C can be sent the way a terminal sends it: to npm and all below it.
-  const child = spawn('npm', ['start', '--', ...args], { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0', TMPDIR: tmp } });
+  const child = spawn('npm', ['start', '--', ...args], {
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FORCE_COLOR: '0', TMPDIR: tmp },
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -23,10 +28,12 @@ function run(tmp: string, args: string[], onStderr?: (text: string, child: Retur
     stderr += d.toString();
     onStderr?.(stderr, child);
   });
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('close', (code) => resolve({ code, stdout, stderr })),
+  );
 }
 
-describe('npm start (the README\'s first command)', () => {
+describe("npm start (the README's first command)", () => {
   it('--json prints one JSON object on stdout with every credential verified rejected', async () => {
     const tmp = privateTmp();
     const { code, stdout, stderr } = await run(tmp, ['--json', '--tasks', '20', '--concurrency', '5']);

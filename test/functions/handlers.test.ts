@@ -38,7 +38,10 @@ const BUS = 'tasklease-bus';
 const REVERIFY_QUEUE = `https://sqs.${REGION}.amazonaws.com/${ACCOUNT}/tasklease-reverify`;
 const ROLE = 'tasklease-deploy';
 const ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/${ROLE}`;
-const DEPLOY_POLICY = { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: ['ecs:UpdateService'], Resource: `arn:aws:ecs:${REGION}:${ACCOUNT}:service/prod/*` }] };
+const DEPLOY_POLICY = {
+  Version: '2012-10-17',
+  Statement: [{ Effect: 'Allow', Action: ['ecs:UpdateService'], Resource: `arn:aws:ecs:${REGION}:${ACCOUNT}:service/prod/*` }],
+};
 const PG_GRANT = { target: 'orders-db', access: 'read' };
 const AWS_GRANT = { target: 'deploy-role', access: 'deploy' };
 
@@ -58,9 +61,15 @@ const mint = async (spiffeId = ETL) => {
 const ctx = lambdaContext();
 const started = (detail: unknown) => taskStartedHandler(sqsEvent(busRecord('Task Started', detail)), ctx);
 const ended = (taskId: string, outcome = 'succeeded') => taskEndedHandler(sqsEvent(busRecord('Task Ended', { taskId, outcome })), ctx);
-const eventsOf = (detailType: string) => aws.events.filter((e) => e.DetailType === detailType).map((e) => JSON.parse(e.Detail!) as Record<string, unknown>);
+const eventsOf = (detailType: string) =>
+  aws.events.filter((e) => e.DetailType === detailType).map((e) => JSON.parse(e.Detail!) as Record<string, unknown>);
 const secretOf = (name: string) => JSON.parse(aws.secrets.get(name)!.value!) as Record<string, string>;
-const logLines = () => captured.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+const logLines = () =>
+  captured
+    .join('')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 beforeAll(async () => {
   // Capture everything the handlers print (Powertools logs and EMF) for the assertions below.
@@ -85,9 +94,21 @@ beforeAll(async () => {
         settings: { host: pg.host, port: pg.port, database: pg.database, user: pg.adminUser, passwordSecret: adminSecretArn },
         access: { read: { groupRole: 'orders_read' } },
       },
-      'deploy-role': { kind: 'aws-role', settings: { roleArn: ROLE_ARN, region: REGION }, access: { deploy: { sessionPolicy: DEPLOY_POLICY } } },
+      'deploy-role': {
+        kind: 'aws-role',
+        settings: { roleArn: ROLE_ARN, region: REGION },
+        access: { deploy: { sessionPolicy: DEPLOY_POLICY } },
+      },
     },
-    rules: [{ id: 'etl', spiffeId: `spiffe://${TD}/etl/*`, grants: ['orders-db.read', 'deploy-role.deploy'], maxLeaseSeconds: 3600, awsPrincipal: READER }],
+    rules: [
+      {
+        id: 'etl',
+        spiffeId: `spiffe://${TD}/etl/*`,
+        grants: ['orders-db.read', 'deploy-role.deploy'],
+        maxLeaseSeconds: 3600,
+        awsPrincipal: READER,
+      },
+    ],
     settings: { verifyDeadlineSeconds: 30 },
   };
   Object.assign(process.env, {
@@ -135,7 +156,10 @@ describe('Task Started → Task Ended through the handlers', () => {
       {
         RoleArn: ROLE_ARN,
         RoleSessionName: sessionName,
-        Policy: JSON.stringify({ ...DEPLOY_POLICY, Statement: [...DEPLOY_POLICY.Statement, { Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: 'iam:GetRole', Resource: ROLE_ARN }] }),
+        Policy: JSON.stringify({
+          ...DEPLOY_POLICY,
+          Statement: [...DEPLOY_POLICY.Statement, { Sid: PROBE_STATEMENT_SID, Effect: 'Allow', Action: 'iam:GetRole', Resource: ROLE_ARN }],
+        }),
         DurationSeconds: 900,
         SourceIdentity: sourceIdentityFor(ETL),
         Tags: [
@@ -153,7 +177,11 @@ describe('Task Started → Task Ended through the handlers', () => {
     expect(JSON.parse(restrict.ResourcePolicy!).Statement).toEqual([
       expect.objectContaining({ Effect: 'Allow', Principal: { AWS: READER } }),
       expect.objectContaining({ Effect: 'Deny', Condition: { ArnNotLike: { 'aws:PrincipalArn': [READER, ...BROKERS] } } }),
-      expect.objectContaining({ Sid: 'TaskleaseOnlyBrokerChanges', Effect: 'Deny', Condition: { ArnNotLike: { 'aws:PrincipalArn': BROKERS } } }),
+      expect.objectContaining({
+        Sid: 'TaskleaseOnlyBrokerChanges',
+        Effect: 'Deny',
+        Condition: { ArnNotLike: { 'aws:PrincipalArn': BROKERS } },
+      }),
     ]);
 
     // Lease Issued on the bus, and the Step Functions task answered with names, never values.
@@ -169,11 +197,19 @@ describe('Task Started → Task Ended through the handlers', () => {
 
     const active = await ledger.getLease(taskId);
     expect(active?.lease.state).toBe('active');
-    expect(active?.credentials[0]).toMatchObject({ state: 'issued', kind: 'aws-role', externalId: sessionName, metadata: { roleId: aws.roles.get(ROLE)!.roleId, sessionName } });
+    expect(active?.credentials[0]).toMatchObject({
+      state: 'issued',
+      kind: 'aws-role',
+      externalId: sessionName,
+      metadata: { roleId: aws.roles.get(ROLE)!.roleId, sessionName },
+    });
 
     // The workload reads its secret and uses the session.
     const creds = secretOf(secretName);
-    const asWorkload = new IAMClient({ region: REGION, credentials: { accessKeyId: creds.accessKeyId!, secretAccessKey: creds.secretAccessKey!, sessionToken: creds.sessionToken! } });
+    const asWorkload = new IAMClient({
+      region: REGION,
+      credentials: { accessKeyId: creds.accessKeyId!, secretAccessKey: creds.secretAccessKey!, sessionToken: creds.sessionToken! },
+    });
     await expect(asWorkload.send(new GetRoleCommand({ RoleName: ROLE }))).resolves.toBeDefined();
 
     expect(await ended(taskId)).toEqual({ batchItemFailures: [] });
@@ -226,20 +262,37 @@ describe('bad input', () => {
   it('reports exactly the malformed message as a batch item failure and processes the rest', async () => {
     const good = busRecord('Task Started', { taskId: 'run-3.good', svid: await mint(), grants: [PG_GRANT], maxDurationSeconds: 600 });
     const badSvid = await mint();
-    const bad = busRecord('Task Started', { taskId: 'run-3.bad', svid: badSvid, grants: [{ target: 'Orders DB', access: 'read' }], maxDurationSeconds: 600 });
-    const alsoGood = busRecord('Task Started', { taskId: 'run-3.denied', svid: await mint(`spiffe://${TD}/billing/writer`), grants: [PG_GRANT], maxDurationSeconds: 600 });
+    const bad = busRecord('Task Started', {
+      taskId: 'run-3.bad',
+      svid: badSvid,
+      grants: [{ target: 'Orders DB', access: 'read' }],
+      maxDurationSeconds: 600,
+    });
+    const alsoGood = busRecord('Task Started', {
+      taskId: 'run-3.denied',
+      svid: await mint(`spiffe://${TD}/billing/writer`),
+      grants: [PG_GRANT],
+      maxDurationSeconds: 600,
+    });
     const res = await taskStartedHandler(sqsEvent(good, bad, alsoGood), ctx);
 
     expect(res).toEqual({ batchItemFailures: [{ itemIdentifier: bad.messageId }] });
     expect((await ledger.getLease('run-3.good'))?.lease.state).toBe('active');
     // A policy denial is an answer, not a failure: processed, recorded, published.
     expect((await ledger.getLease('run-3.denied'))?.lease).toMatchObject({ state: 'denied', denial: { code: 'policy-no-rule' } });
-    expect(eventsOf('Lease Denied').map((d) => [d.taskId, (d.reason as { code: string }).code]).sort()).toEqual([
+    expect(
+      eventsOf('Lease Denied')
+        .map((d) => [d.taskId, (d.reason as { code: string }).code])
+        .sort(),
+    ).toEqual([
       ['run-3.bad', 'invalid-event'],
       ['run-3.denied', 'policy-no-rule'],
     ]);
     const rejected = logLines().find((l) => l.messageId === bad.messageId && l.level === 'WARN');
-    expect(rejected).toMatchObject({ message: expect.stringContaining('malformed message rejected'), reason: expect.stringContaining('grants[0].target') });
+    expect(rejected).toMatchObject({
+      message: expect.stringContaining('malformed message rejected'),
+      reason: expect.stringContaining('grants[0].target'),
+    });
     expect(captured.join('')).not.toContain(badSvid);
 
     await ended('run-3.good');
@@ -251,16 +304,32 @@ describe('bad input', () => {
     const wrongType = busRecord('Task Ended', { taskId: 'x', outcome: 'succeeded' });
     const noEnvelope = sqsRecord(JSON.stringify({ taskId: 'y', svid }));
     const res = await taskStartedHandler(sqsEvent(notJson, wrongType, noEnvelope), ctx);
-    expect(res.batchItemFailures.map((f) => f.itemIdentifier).sort()).toEqual([notJson.messageId, wrongType.messageId, noEnvelope.messageId].sort());
-    const reasons = logLines().filter((l) => [notJson.messageId, wrongType.messageId, noEnvelope.messageId].includes(l.messageId as string)).map((l) => l.reason);
-    expect(reasons).toEqual(expect.arrayContaining([expect.stringMatching(/not JSON/), expect.stringMatching(/detail-type 'Task Ended' reached the 'Task Started' queue/), expect.stringMatching(/not an EventBridge event/)]));
+    expect(res.batchItemFailures.map((f) => f.itemIdentifier).sort()).toEqual(
+      [notJson.messageId, wrongType.messageId, noEnvelope.messageId].sort(),
+    );
+    const reasons = logLines()
+      .filter((l) => [notJson.messageId, wrongType.messageId, noEnvelope.messageId].includes(l.messageId as string))
+      .map((l) => l.reason);
+    expect(reasons).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/not JSON/),
+        expect.stringMatching(/detail-type 'Task Ended' reached the 'Task Started' queue/),
+        expect.stringMatching(/not an EventBridge event/),
+      ]),
+    );
     expect(captured.join('')).not.toContain(svid);
   });
 
   it('an STS error on one credential rolls the whole lease back and keeps every ledger record', async () => {
     const taskId = 'run-4.mixed';
     aws.assumeRoleFailures.push(awsError('Throttling', 'Rate exceeded'));
-    const res = await started({ taskId, svid: await mint(), grants: [PG_GRANT, AWS_GRANT], maxDurationSeconds: 600, taskToken: 'sfn-token-4' });
+    const res = await started({
+      taskId,
+      svid: await mint(),
+      grants: [PG_GRANT, AWS_GRANT],
+      maxDurationSeconds: 600,
+      taskToken: 'sfn-token-4',
+    });
     expect(res).toEqual({ batchItemFailures: [] });
 
     const found = await ledger.getLease(taskId);
@@ -272,8 +341,12 @@ describe('bad input', () => {
     expect(byGrant['orders-db.read']).toMatchObject({ state: 'verified', kind: 'postgres' });
     expect(byGrant['deploy-role.deploy']).toMatchObject({ state: 'verified', kind: 'aws-role' });
     expect(aws.secrets.has(`tasklease/${taskId}/orders-db.read`)).toBe(false);
-    expect(eventsOf('Lease Denied')).toEqual([expect.objectContaining({ taskId, reason: expect.objectContaining({ code: 'issue-failed' }) })]);
-    expect(aws.taskAnswers).toEqual([{ kind: 'failure', input: expect.objectContaining({ taskToken: 'sfn-token-4', error: 'issue-failed' }) }]);
+    expect(eventsOf('Lease Denied')).toEqual([
+      expect.objectContaining({ taskId, reason: expect.objectContaining({ code: 'issue-failed' }) }),
+    ]);
+    expect(aws.taskAnswers).toEqual([
+      { kind: 'failure', input: expect.objectContaining({ taskToken: 'sfn-token-4', error: 'issue-failed' }) },
+    ]);
   });
 
   it('after an ambiguous STS failure (5xx) the unproven session stays on record and is handed to the re-verify queue', async () => {
@@ -283,10 +356,17 @@ describe('bad input', () => {
 
     const found = await ledger.getLease(taskId);
     expect(found?.lease.state).toBe('ending');
-    expect(found?.credentials[0]).toMatchObject({ state: 'revoking', externalId: sessionNameFor(taskId, AWS_GRANT), lastError: expect.stringMatching(/inconclusive/) });
+    expect(found?.credentials[0]).toMatchObject({
+      state: 'revoking',
+      externalId: sessionNameFor(taskId, AWS_GRANT),
+      lastError: expect.stringMatching(/inconclusive/),
+    });
     // A deny covers any session of that name, in case STS did create one.
     expect(JSON.stringify(aws.revocationPolicy(ROLE))).toContain(`:${sessionNameFor(taskId, AWS_GRANT)}`);
-    const msg = aws.sqs.commandCalls(SendMessageCommand).map((c) => c.args[0].input).find((m) => m.QueueUrl === REVERIFY_QUEUE);
+    const msg = aws.sqs
+      .commandCalls(SendMessageCommand)
+      .map((c) => c.args[0].input)
+      .find((m) => m.QueueUrl === REVERIFY_QUEUE);
     expect(JSON.parse(msg!.MessageBody!)).toEqual({ taskId, grant: AWS_GRANT });
     expect(msg!.DelaySeconds).toBeGreaterThanOrEqual(1);
   });
@@ -304,7 +384,10 @@ describe('re-verification and the reaper', () => {
     expect(open?.credentials[0]).toMatchObject({ state: 'still-valid' });
     expect(open!.credentials[0]!.verifyAttempts).toBeGreaterThan(1);
     expect(eventsOf('Revocation Failed')[0]).toMatchObject({ taskId, state: 'still-valid' });
-    const message = aws.sqs.commandCalls(SendMessageCommand).map((c) => c.args[0].input).find((m) => m.QueueUrl === REVERIFY_QUEUE)!;
+    const message = aws.sqs
+      .commandCalls(SendMessageCommand)
+      .map((c) => c.args[0].input)
+      .find((m) => m.QueueUrl === REVERIFY_QUEUE)!;
     expect(message.DelaySeconds).toBeGreaterThanOrEqual(1);
     expect(message.DelaySeconds).toBeLessThanOrEqual(900);
     // StillValid reached CloudWatch (EMF), dimensioned by target.
@@ -313,14 +396,29 @@ describe('re-verification and the reaper', () => {
     // The reaper reports the open debt.
     const report = await reaperHandler({}, ctx);
     expect(report.openDebt.count).toBeGreaterThanOrEqual(1);
-    expect(logLines().some((l) => typeof l.OpenDebtCount === 'number' && (l.OpenDebtCount as number) >= 1 && typeof l.OpenDebtOldestMs === 'number')).toBe(true);
+    expect(
+      logLines().some(
+        (l) => typeof l.OpenDebtCount === 'number' && (l.OpenDebtCount as number) >= 1 && typeof l.OpenDebtOldestMs === 'number',
+      ),
+    ).toBe(true);
     // And the blast radius of the workload whose credential is still live, by workload.
-    expect(logLines().some((l) => l.BlastRadiusCredentials === 1 && l.BlastRadiusTargets === 1 && typeof l.Workload === 'string' && (l.Workload as string).startsWith('spiffe://'))).toBe(true);
+    expect(
+      logLines().some(
+        (l) =>
+          l.BlastRadiusCredentials === 1 &&
+          l.BlastRadiusTargets === 1 &&
+          typeof l.Workload === 'string' &&
+          (l.Workload as string).startsWith('spiffe://'),
+      ),
+    ).toBe(true);
 
     // A message arriving before the credential's next check was superseded by a later attempt.
     const earlyRecord = sqsRecord(message.MessageBody!);
     expect(await reverifyHandler(sqsEvent(earlyRecord), ctx)).toEqual({ batchItemFailures: [] });
-    expect(logLines().find((l) => l.messageId === earlyRecord.messageId)).toMatchObject({ message: 'message processed', status: 'superseded' });
+    expect(logLines().find((l) => l.messageId === earlyRecord.messageId)).toMatchObject({
+      message: 'message processed',
+      status: 'superseded',
+    });
     expect((await ledger.getLease(taskId))?.credentials[0]?.state).toBe('still-valid');
 
     // IAM catches up; the delayed message arrives.

@@ -34,7 +34,9 @@ function stringArbitrary(s: JsonSchema): fc.Arbitrary<string> {
   if (!s.pattern) return fc.string({ minLength: min, maxLength: max });
   const re = new RegExp(s.pattern, 'u');
   // Unicode property classes (\p{…}) are beyond stringMatching: draw graphemes and keep the matches.
-  const base = s.pattern.includes('\\p{') ? fc.string({ unit: 'grapheme', minLength: min, maxLength: max }) : fc.stringMatching(new RegExp(s.pattern));
+  const base = s.pattern.includes('\\p{')
+    ? fc.string({ unit: 'grapheme', minLength: min, maxLength: max })
+    : fc.stringMatching(new RegExp(s.pattern));
   return base.map((x) => x.slice(0, s.maxLength ?? x.length)).filter((x) => x.length >= min && re.test(x));
 }
 
@@ -48,7 +50,10 @@ export function arbitraryFromJsonSchema(s: JsonSchema): fc.Arbitrary<unknown> {
       return fc.record(Object.fromEntries(props), { requiredKeys: s.required ?? [] });
     }
     case 'array':
-      return fc.array(arbitraryFromJsonSchema(s.items ?? {}), { minLength: s.minItems ?? 0, maxLength: Math.min(s.maxItems ?? MAX_ITEMS, MAX_ITEMS) });
+      return fc.array(arbitraryFromJsonSchema(s.items ?? {}), {
+        minLength: s.minItems ?? 0,
+        maxLength: Math.min(s.maxItems ?? MAX_ITEMS, MAX_ITEMS),
+      });
     case 'string':
       return stringArbitrary(s);
     case 'integer':
@@ -86,7 +91,17 @@ export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
   fc.integer().map(String), // numbers as strings
   fc.constantFrom('600', '1e3', '0x258', ' 600 ', ''),
   fc.string({ unit: 'binary', minLength: 1, maxLength: 20 }), // any code points, lone surrogates included
-  fc.constantFrom('\uD800', 'a\uDC00b', '\u0000', 'line\nbreak', '\u202Eevil', "x'; DROP ROLE postgres; --", '../../etc/passwd', 'a#b', 'A/B'),
+  fc.constantFrom(
+    '\uD800',
+    'a\uDC00b',
+    '\u0000',
+    'line\nbreak',
+    '\u202Eevil',
+    "x'; DROP ROLE postgres; --",
+    '../../etc/passwd',
+    'a#b',
+    'A/B',
+  ),
   fc.uint8Array({ minLength: 1, maxLength: 12 }).map((b) => Buffer.from([0xff, ...b]).toString('utf8')), // invalid UTF-8, decoded
   fc.constant(Buffer.from([0xc3, 0x28, 0xff])), // raw bytes
   fc.integer({ min: 10_000, max: 300_000 }).map((n) => 'x'.repeat(n)), // oversized
@@ -97,7 +112,20 @@ export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
 );
 
 /** Keys that pollute prototypes when merged carelessly, plus near-miss spellings of real keys. */
-export const hostileKey = fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', 'TaskId', 'task_id', 'grants ', '', '\uD800', 'k'.repeat(5_000));
+export const hostileKey = fc.constantFrom(
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  'valueOf',
+  'TaskId',
+  'task_id',
+  'grants ',
+  '',
+  '\uD800',
+  'k'.repeat(5_000),
+);
 
 /** Adds `key` as an own property even when it is `__proto__` (as JSON.parse does). */
 export function withOwnKey(obj: Record<string, unknown>, key: string, value: unknown): Record<string, unknown> {

@@ -48,14 +48,27 @@ describe('a start-up backlog of expired leases', () => {
     // Every Task Ended was lost; the broker comes back after the leases ran out.
     h.clock.advance(61_000);
     // A run out of time budget starts no new task after the budget and says there is more.
-    const starved = await broker.reap({ batchSize: BATCH, concurrency: CONCURRENCY, targetRatePerSecond: RATE, targetBurst: BURST, reconcileEveryRuns: 0, runBudgetMs: 0 });
+    const starved = await broker.reap({
+      batchSize: BATCH,
+      concurrency: CONCURRENCY,
+      targetRatePerSecond: RATE,
+      targetBurst: BURST,
+      reconcileEveryRuns: 0,
+      runBudgetMs: 0,
+    });
     expect(starved.tasks).toBeLessThanOrEqual(CONCURRENCY);
     expect(starved.backlog).toBe(true);
     const reports: ReaperReport[] = [];
     const revokesPerRun: number[] = [];
     for (let run = 0; run < 12; run++) {
       const before = broker.recorder.revokes.calls;
-      const report = await broker.reap({ batchSize: BATCH, concurrency: CONCURRENCY, targetRatePerSecond: RATE, targetBurst: BURST, reconcileEveryRuns: 0 });
+      const report = await broker.reap({
+        batchSize: BATCH,
+        concurrency: CONCURRENCY,
+        targetRatePerSecond: RATE,
+        targetBurst: BURST,
+        reconcileEveryRuns: 0,
+      });
       reports.push(report);
       revokesPerRun.push(broker.recorder.revokes.calls - before);
       if (!report.backlog && report.openDebt.count === 0) break;

@@ -25,7 +25,8 @@ describe('chaos (reduced count)', () => {
       const report = formatChaos(result).join('\n');
       expect(result.seed).toBe(seed);
       expect(result.invariants.length).toBeGreaterThanOrEqual(7);
-      for (const inv of result.invariants) expect({ name: inv.name, ok: inv.ok }, `${inv.name}: ${inv.detail}\n${report}`).toEqual({ name: inv.name, ok: true });
+      for (const inv of result.invariants)
+        expect({ name: inv.name, ok: inv.ok }, `${inv.name}: ${inv.detail}\n${report}`).toEqual({ name: inv.name, ok: true });
 
       // Not vacuous: plenty of faults, crashes among them, and real credentials at stake.
       const injected = FAULT_KINDS.reduce((n, k) => n + result.faults[k], 0);
@@ -39,7 +40,14 @@ describe('chaos (reduced count)', () => {
   }
 
   it('across the seeds, every fault family was injected and every recovery path ran', () => {
-    for (const k of ['target-unreachable', 'ledger-throttled', 'ledger-conflict-after-write', 'delivery-duplicated-x3', 'delivery-delayed', 'task-ended-lost'] as const) {
+    for (const k of [
+      'target-unreachable',
+      'ledger-throttled',
+      'ledger-conflict-after-write',
+      'delivery-duplicated-x3',
+      'delivery-delayed',
+      'task-ended-lost',
+    ] as const) {
       expect(seen.faults.get(k) ?? 0, k).toBeGreaterThan(0);
     }
     for (const k of ['closed (expired: Task Ended lost)', 'denied: task-already-ended', 'denied: issue-failed']) {

@@ -24,7 +24,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (h && !demoPostgres(h.rt).isRunning()) await demoPostgres(h.rt).startServer().catch(() => undefined);
+  if (h && !demoPostgres(h.rt).isRunning())
+    await demoPostgres(h.rt)
+      .startServer()
+      .catch(() => undefined);
   await h?.stop();
 });
 
@@ -35,55 +38,62 @@ const cred = async (taskId: string): Promise<CredentialRecord> => {
 };
 
 describe('PostgreSQL stopped during revocations, the delay queue retrying', () => {
-  it('proves every old password refused within the backoff gap after the database returns, without a reaper run', { timeout: OUTAGE_MS + 90_000 }, async () => {
-    const secrets: Record<string, string>[] = [];
-    for (const taskId of TASKS) {
-      expect((await h.rt.broker.taskStarted(await h.started(taskId, READER))).status).toBe('issued');
-      const s = await h.rt.secrets.get(`tasklease/${taskId}/orders-db.read`);
-      if (!s) throw new Error('no secret');
-      secrets.push(s);
-    }
-    const session = await connectWith(secrets[0] as Record<string, string>);
+  it(
+    'proves every old password refused within the backoff gap after the database returns, without a reaper run',
+    { timeout: OUTAGE_MS + 90_000 },
+    async () => {
+      const secrets: Record<string, string>[] = [];
+      for (const taskId of TASKS) {
+        expect((await h.rt.broker.taskStarted(await h.started(taskId, READER))).status).toBe('issued');
+        const s = await h.rt.secrets.get(`tasklease/${taskId}/orders-db.read`);
+        if (!s) throw new Error('no secret');
+        secrets.push(s);
+      }
+      const session = await connectWith(secrets[0] as Record<string, string>);
 
-    await demoPostgres(h.rt).stopServer();
-    for (const taskId of TASKS) expect((await h.rt.broker.taskEnded({ taskId, outcome: 'succeeded' })).status).toBe('open-debt');
-    await sleep(OUTAGE_MS);
-    // Retried all through the outage by the queue alone.
-    const during = await cred('requeue-1');
-    expect(during.state).toBe('revoking');
-    expect(during.verifyAttempts).toBeGreaterThan(3);
-    expect(h.rt.reverify?.stats.delivered).toBeGreaterThan(3);
+      await demoPostgres(h.rt).stopServer();
+      for (const taskId of TASKS) expect((await h.rt.broker.taskEnded({ taskId, outcome: 'succeeded' })).status).toBe('open-debt');
+      await sleep(OUTAGE_MS);
+      // Retried all through the outage by the queue alone.
+      const during = await cred('requeue-1');
+      expect(during.state).toBe('revoking');
+      expect(during.verifyAttempts).toBeGreaterThan(3);
+      expect(h.rt.reverify?.stats.delivered).toBeGreaterThan(3);
 
-    await demoPostgres(h.rt).startServer();
-    const back = Date.now();
-    // The next attempt the backoff had scheduled when the database came back bounds the wait.
-    const gaps = await Promise.all(TASKS.map(async (t) => Math.max(0, ((await cred(t)).nextCheckAt as number) - back)));
-    const deadline = back + Math.max(...gaps) + 15_000;
-    while (Date.now() < deadline) {
-      const creds = await Promise.all(TASKS.map(cred));
-      if (creds.every((c) => c.state === 'verified') && TASKS.every((t) => ofType(h.events, DETAIL_TYPES.leaseRevoked, t).length === 1)) break;
-      await sleep(100);
-    }
+      await demoPostgres(h.rt).startServer();
+      const back = Date.now();
+      // The next attempt the backoff had scheduled when the database came back bounds the wait.
+      const gaps = await Promise.all(TASKS.map(async (t) => Math.max(0, ((await cred(t)).nextCheckAt as number) - back)));
+      const deadline = back + Math.max(...gaps) + 15_000;
+      while (Date.now() < deadline) {
+        const creds = await Promise.all(TASKS.map(cred));
+        if (creds.every((c) => c.state === 'verified') && TASKS.every((t) => ofType(h.events, DETAIL_TYPES.leaseRevoked, t).length === 1))
+          break;
+        await sleep(100);
+      }
 
-    const afterBack: number[] = [];
-    for (const [i, taskId] of TASKS.entries()) {
-      const record = await h.rt.ledger.getLease(taskId);
-      expect(record?.lease.state).toBe('closed');
-      const c = await cred(taskId);
-      expect(c.state).toBe('verified');
-      afterBack.push((c.verifiedAt as number) - back);
-      // Within the gap the backoff had reached, plus the attempt itself.
-      expect((c.verifiedAt as number) - back).toBeLessThanOrEqual((gaps[i] as number) + 5_000);
-      expect(ofType(h.events, DETAIL_TYPES.leaseRevoked, taskId)).toHaveLength(1);
-    }
-    // No reaper ran: its gauges were never published.
-    expect(h.rt.metrics.openDebtGauge).toBeUndefined();
-    for (const s of secrets) expect(await loginRefused(s)).toBe(true);
-    expect(await h.roles()).toEqual([]);
-    await expect(session.query('SELECT 1')).rejects.toThrow();
-    await session.end().catch(() => undefined);
-    console.log(`outage ${OUTAGE_MS} ms: old passwords proven refused ${afterBack.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')} after PostgreSQL came back (backoff gap then ${gaps.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')})`);
-  });
+      const afterBack: number[] = [];
+      for (const [i, taskId] of TASKS.entries()) {
+        const record = await h.rt.ledger.getLease(taskId);
+        expect(record?.lease.state).toBe('closed');
+        const c = await cred(taskId);
+        expect(c.state).toBe('verified');
+        afterBack.push((c.verifiedAt as number) - back);
+        // Within the gap the backoff had reached, plus the attempt itself.
+        expect((c.verifiedAt as number) - back).toBeLessThanOrEqual((gaps[i] as number) + 5_000);
+        expect(ofType(h.events, DETAIL_TYPES.leaseRevoked, taskId)).toHaveLength(1);
+      }
+      // No reaper ran: its gauges were never published.
+      expect(h.rt.metrics.openDebtGauge).toBeUndefined();
+      for (const s of secrets) expect(await loginRefused(s)).toBe(true);
+      expect(await h.roles()).toEqual([]);
+      await expect(session.query('SELECT 1')).rejects.toThrow();
+      await session.end().catch(() => undefined);
+      console.log(
+        `outage ${OUTAGE_MS} ms: old passwords proven refused ${afterBack.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')} after PostgreSQL came back (backoff gap then ${gaps.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')})`,
+      );
+    },
+  );
 
   it('a local reaper run publishes open debt and blast radius through the metrics port', async () => {
     // Another workload than the outage's, so its blast radius is this one credential.

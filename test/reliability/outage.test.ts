@@ -24,7 +24,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (h && !demoPostgres(h.rt).isRunning()) await demoPostgres(h.rt).startServer().catch(() => undefined);
+  if (h && !demoPostgres(h.rt).isRunning())
+    await demoPostgres(h.rt)
+      .startServer()
+      .catch(() => undefined);
   await h?.stop();
 });
 

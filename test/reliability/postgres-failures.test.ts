@@ -75,10 +75,14 @@ describe('revocation when the role owns objects and holds privileges elsewhere',
     expect(await h.roles()).toEqual([]);
     expect(await loginRefused(secret)).toBe(true);
     // Its objects survive under another owner; no dependency on the dropped role remains anywhere.
-    const owner = await h.admin<{ tableowner: string }>("SELECT tableowner FROM pg_tables WHERE schemaname = 'scratch' AND tablename = 'work'");
+    const owner = await h.admin<{ tableowner: string }>(
+      "SELECT tableowner FROM pg_tables WHERE schemaname = 'scratch' AND tablename = 'work'",
+    );
     // …the grant's group role, never the admin (whose rights a SECURITY DEFINER leftover would get).
     expect(owner[0]?.tableowner).toBe('orders_write');
-    expect(await h.admin("SELECT 1 FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid NOT IN (SELECT oid FROM pg_authid)")).toEqual([]);
+    expect(
+      await h.admin("SELECT 1 FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid NOT IN (SELECT oid FROM pg_authid)"),
+    ).toEqual([]);
   });
 });
 
@@ -92,13 +96,17 @@ describe('open sessions survive NOLOGIN and DROP ROLE unless terminated', () => 
     await inTx.query('SELECT count(*) FROM orders'); // holds a lock inside an open transaction
     const busy = await connectWith(secret);
     const sleeping = busy.query('SELECT pg_sleep(30)').catch((err: unknown) => err);
-    expect((await h.admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [secret.username]))[0]?.n).toBe(3);
+    expect(
+      (await h.admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [secret.username]))[0]?.n,
+    ).toBe(3);
 
     expect((await h.rt.lifecycle.taskEnded({ taskId: 'pgf-sessions', outcome: 'cancelled' })).status).toBe('closed');
     expect(await sleeping).toBeInstanceOf(Error);
     await expect(idle.query('SELECT 1')).rejects.toThrow();
     await expect(inTx.query('SELECT 1')).rejects.toThrow();
-    expect((await h.admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [secret.username]))[0]?.n).toBe(0);
+    expect(
+      (await h.admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [secret.username]))[0]?.n,
+    ).toBe(0);
     expect(await loginRefused(secret)).toBe(true);
     for (const client of [idle, inTx, busy]) await client.end().catch(() => undefined);
   });
@@ -118,7 +126,9 @@ describe('a non-idempotent drop after a failover', () => {
     expect((await broker.lifecycle.taskStarted(await h.started('pgf-failover'))).status).toBe('issued');
     const secret = await secretOf('pgf-failover');
     inj.force('crash-after-target-call', 'orders-db.revoke', 'pgf-failover');
-    await expect(inj.invoke('task-ended', () => broker.lifecycle.taskEnded({ taskId: 'pgf-failover', outcome: 'succeeded' }))).rejects.toBeInstanceOf(CrashError);
+    await expect(
+      inj.invoke('task-ended', () => broker.lifecycle.taskEnded({ taskId: 'pgf-failover', outcome: 'succeeded' })),
+    ).rejects.toBeInstanceOf(CrashError);
     // The role is gone but the ledger never heard: the lease is ending and locked by the dead worker.
     expect(await h.roles()).not.toContain(secret.username);
     expect((await h.rt.ledger.getLease('pgf-failover'))?.lease.state).toBe('ending');
@@ -139,7 +149,9 @@ describe('crash leftovers in the ledger', () => {
   it('a write-ahead intent whose issue died after creating the role is revoked through its deterministic name', async () => {
     const taskId = 'pgf-intent';
     inj.force('crash-after-target-call', 'orders-db.issue', taskId);
-    await expect(inj.invoke('task-started', async () => broker.lifecycle.taskStarted(await h.started(taskId)))).rejects.toBeInstanceOf(CrashError);
+    await expect(inj.invoke('task-started', async () => broker.lifecycle.taskStarted(await h.started(taskId)))).rejects.toBeInstanceOf(
+      CrashError,
+    );
     const cred = await credOf(taskId);
     expect(cred?.state).toBe('intent');
     expect(await h.roles()).toContain(cred?.externalId); // created on the target, unknown to anyone
@@ -155,10 +167,14 @@ describe('crash leftovers in the ledger', () => {
   it('a stale intent under a finished lease is revoked once older than intentStaleMs', async () => {
     const taskId = 'pgf-intent-finished';
     inj.force('crash-after-target-call', 'orders-db.issue', taskId);
-    await expect(inj.invoke('task-started', async () => broker.lifecycle.taskStarted(await h.started(taskId)))).rejects.toBeInstanceOf(CrashError);
+    await expect(inj.invoke('task-started', async () => broker.lifecycle.taskStarted(await h.started(taskId)))).rejects.toBeInstanceOf(
+      CrashError,
+    );
     const cred = await credOf(taskId);
     // Someone finished the lease without cleaning its credential (the state a racing worker can leave).
-    expect(await h.rt.ledger.updateLease(taskId, ['issuing'], { state: 'denied', lockedUntil: undefined, closedAt: h.clock.now() })).toBe(true);
+    expect(await h.rt.ledger.updateLease(taskId, ['issuing'], { state: 'denied', lockedUntil: undefined, closedAt: h.clock.now() })).toBe(
+      true,
+    );
     h.clock.advance(LOCK_MS + 1);
     const early = await broker.reap();
     expect(early.revokedIntents).toBe(0);
@@ -190,7 +206,13 @@ describe('orphaned roles', () => {
     const orphans = Array.from({ length: 4 }, (_, i) => `tl_${String(i).repeat(40)}`);
     for (const r of orphans) await h.admin(`CREATE ROLE ${r} LOGIN PASSWORD 'orphan-pass-${r.slice(-4)}' IN ROLE orders_read`);
     await h.admin(`GRANT CREATE ON SCHEMA scratch TO ${orphans[0]}`);
-    const squatter = await connectWith({ host: demoPostgres(h.rt).host, port: String(demoPostgres(h.rt).port), database: 'orders', username: orphans[0] as string, password: `orphan-pass-${(orphans[0] as string).slice(-4)}` });
+    const squatter = await connectWith({
+      host: demoPostgres(h.rt).host,
+      port: String(demoPostgres(h.rt).port),
+      database: 'orders',
+      username: orphans[0] as string,
+      password: `orphan-pass-${(orphans[0] as string).slice(-4)}`,
+    });
     await squatter.query('CREATE TABLE scratch.orphan_owned (x int)');
     // A role re-created under the name of a credential the ledger has verified.
     expect((await h.rt.lifecycle.taskStarted(await h.started('pgf-zombie'))).status).toBe('issued');

@@ -28,7 +28,9 @@ describe('per-target token bucket of the reaper', () => {
     for (let i = 5; i < at.length; i++) expect(at[i]).toBeGreaterThanOrEqual((i - 4) * 100); // then 10/s
     expect(at.at(-1)).toBeLessThanOrEqual(20 * 100 + 25);
     // For any two takes i < j: at most burst + rate × elapsed.
-    for (let i = 0; i < at.length; i++) for (let j = i + 1; j < at.length; j++) expect(j - i + 1).toBeLessThanOrEqual(5 + Math.floor((10 * ((at[j] as number) - (at[i] as number))) / 1000) + 1);
+    for (let i = 0; i < at.length; i++)
+      for (let j = i + 1; j < at.length; j++)
+        expect(j - i + 1).toBeLessThanOrEqual(5 + Math.floor((10 * ((at[j] as number) - (at[i] as number))) / 1000) + 1);
     // Another target has its own bucket.
     const before = clock.t;
     await limiter.take('billing-db');

@@ -36,7 +36,9 @@ export interface Harness {
  * off unless asked for: these tests move the clock themselves and assert what the reaper alone
  * does (the backstop when the in-memory queue is lost with its process).
  */
-export async function startHarness(options: { lifecycle?: Partial<LifecycleOptions>; reverify?: Partial<ReverifyQueueOptions> } = {}): Promise<Harness> {
+export async function startHarness(
+  options: { lifecycle?: Partial<LifecycleOptions>; reverify?: Partial<ReverifyQueueOptions> } = {},
+): Promise<Harness> {
   const clock = new OffsetClock();
   const logs: string[] = [];
   const log: LifecycleLogger = {
@@ -44,11 +46,23 @@ export async function startHarness(options: { lifecycle?: Partial<LifecycleOptio
     warn: (m, a) => void logs.push(JSON.stringify({ level: 'warn', m, ...a })),
     error: (m, a) => void logs.push(JSON.stringify({ level: 'error', m, ...a })),
   };
-  const rt = await startLocalRuntime({ reaperIntervalMs: false, clock, log, lifecycle: { verifyDeadlineMs: 2_000, ...options.lifecycle }, reverify: options.reverify ?? false });
+  const rt = await startLocalRuntime({
+    reaperIntervalMs: false,
+    clock,
+    log,
+    lifecycle: { verifyDeadlineMs: 2_000, ...options.lifecycle },
+    reverify: options.reverify ?? false,
+  });
   const events: BusEvent[] = [];
   rt.bus.watch((e) => events.push(e));
   const admin = async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = [], database = demoPostgres(rt).database) => {
-    const c = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database });
+    const c = new pg.Client({
+      host: demoPostgres(rt).host,
+      port: demoPostgres(rt).port,
+      user: demoPostgres(rt).adminUser,
+      password: demoPostgres(rt).adminPassword,
+      database,
+    });
     c.on('error', () => undefined);
     await c.connect();
     try {
@@ -71,7 +85,8 @@ export async function startHarness(options: { lifecycle?: Partial<LifecycleOptio
       initiator: 'reliability@tasklease.local',
     }),
     admin,
-    roles: async () => (await admin<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).map((r) => r.rolname),
+    roles: async () =>
+      (await admin<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).map((r) => r.rolname),
     stop: () => rt.stop(),
   };
 }
@@ -83,7 +98,14 @@ export const revocationFailures = (events: BusEvent[], taskId?: string) => ofTyp
 
 /** Opens a session with an issued secret (as the workload would). Caller ends it. */
 export async function connectWith(secret: Record<string, string>): Promise<pg.Client> {
-  const c = new pg.Client({ host: secret.host, port: Number(secret.port), database: secret.database, user: secret.username, password: secret.password, connectionTimeoutMillis: 5_000 });
+  const c = new pg.Client({
+    host: secret.host,
+    port: Number(secret.port),
+    database: secret.database,
+    user: secret.username,
+    password: secret.password,
+    connectionTimeoutMillis: 5_000,
+  });
   c.on('error', () => undefined);
   await c.connect();
   return c;
