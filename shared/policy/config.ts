@@ -76,6 +76,11 @@ const TrustDomainSchema = z.strictObject({
   bundle: BundleSourceSchema,
   /** Overrides the bundle's own `spiffe_refresh_hint`. */
   refreshHintSeconds: z.number().int().min(1).max(86_400).optional(),
+  /**
+   * Refuse JWT-SVIDs without a `jti`, so each SVID has a replay key of its own. On unless the
+   * config turns it off (SPIRE mints JWT-SVIDs without `jti` by default: set false there).
+   */
+  requireJti: z.boolean().default(true),
 });
 
 const TargetSchema = z.strictObject({

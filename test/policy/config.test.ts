@@ -67,7 +67,7 @@ audience: a
 trustDomains:
   a.example: { bundle: { file: /etc/bundle.json }, refreshHintSeconds: 120 }
   b.example: { bundle: { url: "https://spiffe.b.example/bundle" } }
-  c.example: { bundle: { ssmParameter: /tasklease/bundle } }
+  c.example: { bundle: { ssmParameter: /tasklease/bundle }, requireJti: false }
   d.example: { bundle: { local: true } }
   e.example: { bundle: { url: "http://127.0.0.1:8081/bundle" } }
 targets: {}
@@ -76,8 +76,10 @@ rules: []
       'fed.yaml',
     );
     expect(Object.keys(config.trustDomains)).toEqual(['a.example', 'b.example', 'c.example', 'd.example', 'e.example']);
-    expect(config.trustDomains['a.example']).toEqual({ bundle: { file: '/etc/bundle.json' }, refreshHintSeconds: 120 });
+    // requireJti defaults on: an SVID without a jti would have no replay key of its own.
+    expect(config.trustDomains['a.example']).toEqual({ bundle: { file: '/etc/bundle.json' }, refreshHintSeconds: 120, requireJti: true });
     expect(config.trustDomains['c.example']?.bundle).toEqual({ ssmParameter: '/tasklease/bundle' });
+    expect(config.trustDomains['c.example']?.requireJti).toBe(false); // SPIRE mints JWT-SVIDs without jti
     expect(config.trustDomains['d.example']?.bundle).toEqual({ local: true });
   });
 
