@@ -4,7 +4,7 @@
  */
 import type { Context } from 'aws-lambda';
 import type { ReaperReport } from '../shared/lease/reaper.ts';
-import { withMiddleware } from './lib/handler.ts';
+import { withMiddleware } from './lib/middleware.ts';
 import { logger } from './lib/powertools.ts';
 import { getRuntime } from './lib/runtime.ts';
 

@@ -1,21 +1,11 @@
-import middy from '@middy/core';
-import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
-import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
-import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import type { PartialItemFailureResponse } from '@aws-lambda-powertools/batch/types';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { Broker } from '../../shared/broker/create.ts';
-import { logger, metrics, tracer } from './powertools.ts';
+import { withMiddleware } from './middleware.ts';
 import { getRuntime } from './runtime.ts';
 import { processSqsBatch } from './sqs.ts';
 
-/** The one middleware stack of every function: X-Ray segment, Lambda context in logs, EMF flush. */
-export function withMiddleware<E, R>(fn: (event: E, context: Context) => Promise<R>) {
-  return middy(fn)
-    .use(captureLambdaHandler(tracer, { captureResponse: false }))
-    .use(injectLambdaContext(logger))
-    .use(logMetrics(metrics, { captureColdStartMetric: true }));
-}
+export { withMiddleware };
 
 /** What one SQS record did, for its `message processed` log line (never a secret). */
 export type RecordOutcome = Record<string, unknown>;
