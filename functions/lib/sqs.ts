@@ -3,7 +3,7 @@ import type { PartialItemFailureResponse } from '@aws-lambda-powertools/batch/ty
 import { EventBridgeSchema } from '@aws-lambda-powertools/parser/schemas/eventbridge';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { z } from 'zod';
-import { parseDetail } from '../../shared/events/parse.ts';
+import { parseJsonDetail } from '../../shared/events/parse.ts';
 import { describeError, InvalidEventError } from '../../shared/lease/errors.ts';
 import { logger } from './powertools.ts';
 
@@ -22,15 +22,12 @@ export function parseEventBridgeBody(body: string, expectedDetailType: string): 
   return event;
 }
 
-/** A JSON body validated by `schema`; InvalidEventError otherwise (never quoting the body). */
+/**
+ * A JSON body validated by `schema`; InvalidEventError otherwise, never quoting the body. Strict:
+ * a duplicate key anywhere (envelope or detail) is refused, since parsers disagree on which copy counts.
+ */
 export function parseJsonBody<S extends z.ZodType>(body: string, schema: S, what: string): z.infer<S> {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw new InvalidEventError(`${what}: message body is not JSON (${Buffer.byteLength(body)} bytes)`);
-  }
-  return parseDetail(schema, json, what);
+  return parseJsonDetail(schema, body, what);
 }
 
 /**

@@ -35,6 +35,7 @@ export function buildSvidVerifier(
     bundles,
     clock: runtime.clock,
     clockSkewSeconds: config.clockSkewSeconds,
+    requireJti: Object.entries(config.trustDomains).flatMap(([name, td]) => (td.requireJti ? [name] : [])),
   });
   return { verifier, bundles };
 }

@@ -24,7 +24,7 @@ import { handler as taskStartedHandler } from '../../functions/task-started.ts';
 import { BROKER_PRINCIPALS_ENV, resetRuntime } from '../../functions/lib/runtime.ts';
 import { ACCOUNT, awsError, FakeAws, REGION } from '../aws/fake-aws.ts';
 import { connectWith, roleExists, useEmbeddedPostgres } from '../support/postgres.ts';
-import { busRecord, lambdaContext, sqsEvent, sqsRecord } from './helpers.ts';
+import { busEvent, busRecord, lambdaContext, sqsEvent, sqsRecord } from './helpers.ts';
 
 const aws = new FakeAws();
 const db = useEmbeddedPostgres();
@@ -317,6 +317,24 @@ describe('bad input', () => {
         expect.stringMatching(/not an EventBridge event/),
       ]),
     );
+    expect(captured.join('')).not.toContain(svid);
+  });
+
+  it('refuses a body with a duplicate key (issue 12, attack 5): neither task id is leased, and the reason names the key', async () => {
+    const svid = await mint();
+    // An engine reading the first key would end d1 while a last-key-wins parser leased d2.
+    const body = JSON.stringify(busEvent('Task Started', { taskId: 'dup-1', svid, grants: [PG_GRANT], maxDurationSeconds: 600 })).replace(
+      '"taskId":"dup-1"',
+      '"taskId":"dup-1","taskId":"dup-2"',
+    );
+    expect(body).toContain('"taskId":"dup-1","taskId":"dup-2"');
+    const record = sqsRecord(body);
+    const res = await taskStartedHandler(sqsEvent(record), ctx);
+    expect(res).toEqual({ batchItemFailures: [{ itemIdentifier: record.messageId }] });
+    expect(await ledger.getLease('dup-1')).toBeUndefined();
+    expect(await ledger.getLease('dup-2')).toBeUndefined();
+    const rejected = logLines().find((l) => l.messageId === record.messageId && l.level === 'WARN');
+    expect(rejected?.reason).toMatch(/duplicate key detail\.taskId/);
     expect(captured.join('')).not.toContain(svid);
   });
 
