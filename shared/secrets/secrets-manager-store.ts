@@ -14,7 +14,7 @@ import type { SecretMaterial, SecretPutInput, SecretStore } from '../lease/ports
 import { describeAwsError, isAwsError } from '../aws/errors.ts';
 
 /*
- * Credentials delivered through AWS Secrets Manager (DESIGN §5): one secret per credential,
+ * Credentials delivered through AWS Secrets Manager (docs/architecture.md, "Ports"): one secret per credential,
  * named `tasklease/<taskId>/<grant>` by the core, encrypted with the broker's customer-managed
  * KMS key, tagged with task/workload/grant, and readable only by the workload's AWS principal
  * (the rule's `awsPrincipal`) and the broker itself. Deleted without a recovery window at revoke.
