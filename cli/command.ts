@@ -19,7 +19,9 @@ export interface Command {
 type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
 const HELP = { help: { type: 'boolean', short: 'h' } } as const;
 
-type Parsed<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: O & typeof HELP; strict: true; allowPositionals: true }>>;
+type Parsed<O extends OptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O & typeof HELP; strict: true; allowPositionals: true }>
+>;
 export type OptionValues<O extends OptionsConfig> = Parsed<O>['values'];
 
 /** parseArgs, with its errors turned into usage errors that name the option. */

@@ -16,7 +16,11 @@ export interface CommandEntry {
 
 /** Every subcommand: a new one is a file under ./commands/ and one line here. */
 export const COMMANDS: readonly CommandEntry[] = [
-  { name: 'report', summary: 'read a ledger: worst debts, percentiles, open debt, denials, blast radius', load: () => import('./commands/report.ts') },
+  {
+    name: 'report',
+    summary: 'read a ledger: worst debts, percentiles, open debt, denials, blast radius',
+    load: () => import('./commands/report.ts'),
+  },
   { name: 'dashboard', summary: 'serve the timeline page over a ledger on 127.0.0.1', load: () => import('./commands/dashboard.ts') },
 ];
 

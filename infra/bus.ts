@@ -21,7 +21,11 @@ export interface BusBuilderProps {
 }
 
 /** The accounts and principal ARNs allowed to put events; only the bus's own account when neither is given. */
-export function producerPrincipals(accounts: readonly string[] | undefined, principalArns: readonly string[] | undefined, ownAccount: string): iam.IPrincipal[] {
+export function producerPrincipals(
+  accounts: readonly string[] | undefined,
+  principalArns: readonly string[] | undefined,
+  ownAccount: string,
+): iam.IPrincipal[] {
   return [
     ...(accounts ?? (principalArns?.length ? [] : [ownAccount])).map((a) => new iam.AccountPrincipal(a)),
     ...(principalArns ?? []).map((arn) => new iam.ArnPrincipal(arn)),
@@ -54,7 +58,12 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
   );
   if (props.producers.length > 0) {
     bus.addToResourcePolicy(
-      new iam.PolicyStatement({ sid: 'TaskEventProducers', principals: props.producers, actions: ['events:PutEvents'], resources: [bus.eventBusArn] }),
+      new iam.PolicyStatement({
+        sid: 'TaskEventProducers',
+        principals: props.producers,
+        actions: ['events:PutEvents'],
+        resources: [bus.eventBusArn],
+      }),
     );
   }
   const rules = {} as Record<RouteName, events.Rule>;
@@ -63,7 +72,13 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
       eventBus: bus,
       description: `tasklease: ${route.detailType} -> ${route.name} queue`,
       eventPattern: { detailType: [route.detailType] },
-      targets: [new eventsTargets.SqsQueue(props.routeQueues[route.name], { deadLetterQueue: dlq, retryAttempts: 185, maxEventAge: Duration.hours(24) })],
+      targets: [
+        new eventsTargets.SqsQueue(props.routeQueues[route.name], {
+          deadLetterQueue: dlq,
+          retryAttempts: 185,
+          maxEventAge: Duration.hours(24),
+        }),
+      ],
     });
   }
   return { bus, rules };

@@ -23,7 +23,8 @@ import type { WorkQueueName } from './queues.ts';
 export const LAMBDA_RUNTIME = lambda.Runtime.NODEJS_24_X;
 
 /** ESM bundles need `require` for the CommonJS dependencies esbuild inlines (pg, Powertools). */
-export const ESM_REQUIRE_BANNER = "import { createRequire as __taskleaseCreateRequire } from 'node:module';const require = __taskleaseCreateRequire(import.meta.url);";
+export const ESM_REQUIRE_BANNER =
+  "import { createRequire as __taskleaseCreateRequire } from 'node:module';const require = __taskleaseCreateRequire(import.meta.url);";
 
 /** Lambda's limit on the combined size of a function's environment variables. */
 const LAMBDA_ENV_MAX_BYTES = 4096;
@@ -130,11 +131,20 @@ export function buildFunctions(scope: Construct, props: FunctionsBuilderProps): 
     attachFunctionPolicy(scope, name, role, props.permissions);
   }
   // Any function may be the one that verifies a revocation and must read the old secret.
-  const brokerPrincipals = Fn.join(',', Object.values(roles).map((r) => r.roleArn));
+  const brokerPrincipals = Fn.join(
+    ',',
+    Object.values(roles).map((r) => r.roleArn),
+  );
   for (const fn of Object.values(functions)) fn.addEnvironment(ENV.brokerPrincipalArns, brokerPrincipals);
 
   for (const [name, queue] of Object.entries(FUNCTION_QUEUES) as [TaskLeaseFunctionName, WorkQueueName][]) {
-    functions[name].addEventSource(new SqsEventSource(props.queues[queue], { batchSize: props.batchSize, reportBatchItemFailures: true, maxConcurrency: props.maxConcurrency }));
+    functions[name].addEventSource(
+      new SqsEventSource(props.queues[queue], {
+        batchSize: props.batchSize,
+        reportBatchItemFailures: true,
+        maxConcurrency: props.maxConcurrency,
+      }),
+    );
   }
   return { functions, roles };
 }
@@ -162,7 +172,10 @@ export function functionEnvironment(values: {
   };
 }
 
-function attachToVpc(scope: Construct, settings: TaskLeaseVpcSettings): Pick<lambda.FunctionProps, 'vpc' | 'vpcSubnets' | 'securityGroups'> {
+function attachToVpc(
+  scope: Construct,
+  settings: TaskLeaseVpcSettings,
+): Pick<lambda.FunctionProps, 'vpc' | 'vpcSubnets' | 'securityGroups'> {
   const vpc = ec2.Vpc.fromVpcAttributes(scope, 'Vpc', {
     vpcId: settings.vpcId,
     // Never read: the subnets are selected explicitly below. (stack.availabilityZones would need
@@ -181,13 +194,18 @@ function attachToVpc(scope: Construct, settings: TaskLeaseVpcSettings): Pick<lam
         return subnet;
       }),
     },
-    securityGroups: settings.securityGroupIds.map((id, i) => ec2.SecurityGroup.fromSecurityGroupId(scope, `SecurityGroup${i}`, id, { mutable: false })),
+    securityGroups: settings.securityGroupIds.map((id, i) =>
+      ec2.SecurityGroup.fromSecurityGroupId(scope, `SecurityGroup${i}`, id, { mutable: false }),
+    ),
   };
 }
 
 function checkEnvironmentSize(environment: Record<string, string>): void {
   // Tokens (table name, ARNs) resolve to at most a few hundred bytes; count them generously.
-  const size = Object.entries(environment).reduce((n, [k, v]) => n + Buffer.byteLength(k) + (Token.isUnresolved(v) ? 256 : Buffer.byteLength(v)), 0);
+  const size = Object.entries(environment).reduce(
+    (n, [k, v]) => n + Buffer.byteLength(k) + (Token.isUnresolved(v) ? 256 : Buffer.byteLength(v)),
+    0,
+  );
   if (size > LAMBDA_ENV_MAX_BYTES) {
     throw new Error(
       `the functions' environment would be ~${size} bytes, over Lambda's ${LAMBDA_ENV_MAX_BYTES}-byte limit; the config (TASKLEASE_CONFIG) is too large: move trust bundles to bundle.url/ssmParameter and shorten the policy`,
@@ -210,7 +228,9 @@ export function reaperIntervalOf(scope: Construct, reaperIntervalSeconds: number
 export function scheduleReaper(scope: Construct, reaper: lambda.Function, interval: Duration): scheduler.Schedule {
   const role = new iam.Role(scope, 'ReaperSchedulerRole', {
     description: 'tasklease: EventBridge Scheduler invokes the reaper',
-    assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
+    assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
+      conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+    }),
   });
   const schedule = new scheduler.Schedule(scope, 'ReaperSchedule', {
     description: 'tasklease: run the reaper',
@@ -220,7 +240,8 @@ export function scheduleReaper(scope: Construct, reaper: lambda.Function, interv
   });
   Validations.of(role).acknowledge({
     id: `AwsSolutions-IAM5[Resource::<${Stack.of(scope).getLogicalId(reaper.node.defaultChild as lambda.CfnFunction)}.Arn>:*]`,
-    reason: "CDK's grantInvoke also covers the reaper's versions and aliases (<reaper ARN>:*); the wildcard is a qualifier of this one function, nothing else.",
+    reason:
+      "CDK's grantInvoke also covers the reaper's versions and aliases (<reaper ARN>:*); the wildcard is a qualifier of this one function, nothing else.",
   });
   return schedule;
 }

@@ -86,7 +86,12 @@ export class TaskLeaseMonitoring extends Construct {
     });
     this.stillValidAlarm = new cloudwatch.Alarm(this, 'StillValidAlarm', {
       alarmDescription: 'A revoked credential was still accepted by its target system (verification found it usable).',
-      metric: new cloudwatch.MathExpression({ expression: insightsQuery('SUM', METRIC.stillValid), label: 'Still-valid verifications', period: ONE_MINUTE, usingMetrics: {} }),
+      metric: new cloudwatch.MathExpression({
+        expression: insightsQuery('SUM', METRIC.stillValid),
+        label: 'Still-valid verifications',
+        period: ONE_MINUTE,
+        usingMetrics: {},
+      }),
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       evaluationPeriods: 1,
@@ -126,7 +131,13 @@ export class TaskLeaseMonitoring extends Construct {
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
     }
-    this.alarms = [this.openDebtAlarm, this.stillValidAlarm, this.revocationFailuresAlarm, this.reaperErrorsAlarm, ...Object.values(this.deadLetterAlarms)];
+    this.alarms = [
+      this.openDebtAlarm,
+      this.stillValidAlarm,
+      this.revocationFailuresAlarm,
+      this.reaperErrorsAlarm,
+      ...Object.values(this.deadLetterAlarms),
+    ];
     if (props.alarmTopic) {
       const action = new cwActions.SnsAction(props.alarmTopic);
       for (const alarm of this.alarms) {
@@ -164,7 +175,9 @@ export class TaskLeaseMonitoring extends Construct {
         right: [search(METRIC.openDebtOldest, 'Maximum', 'oldest (ms)', ONE_MINUTE)],
         leftYAxis: { min: 0, label: 'count', showUnits: false },
         rightYAxis: { min: 0, label: 'ms', showUnits: false },
-        rightAnnotations: [{ value: objectiveMs, label: `objective ${props.openDebtObjective.toHumanString()}`, color: cloudwatch.Color.RED }],
+        rightAnnotations: [
+          { value: objectiveMs, label: `objective ${props.openDebtObjective.toHumanString()}`, color: cloudwatch.Color.RED },
+        ],
         width: 12,
         height: 8,
       }),
@@ -229,8 +242,12 @@ export class TaskLeaseMonitoring extends Construct {
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'Function errors and throttles',
-        left: Object.entries(props.functions).map(([name, fn]) => fn.metricErrors({ label: `${name} errors`, period: ONE_MINUTE, statistic: cloudwatch.Stats.SUM })),
-        right: Object.entries(props.functions).map(([name, fn]) => fn.metricThrottles({ label: `${name} throttles`, period: ONE_MINUTE, statistic: cloudwatch.Stats.SUM })),
+        left: Object.entries(props.functions).map(([name, fn]) =>
+          fn.metricErrors({ label: `${name} errors`, period: ONE_MINUTE, statistic: cloudwatch.Stats.SUM }),
+        ),
+        right: Object.entries(props.functions).map(([name, fn]) =>
+          fn.metricThrottles({ label: `${name} throttles`, period: ONE_MINUTE, statistic: cloudwatch.Stats.SUM }),
+        ),
         width: 12,
         height: 6,
       }),

@@ -64,14 +64,24 @@ function ssmParameterArn(name: string): string {
 }
 
 function fromSpec(spec: IamStatementSpec): iam.PolicyStatement {
-  return new iam.PolicyStatement({ sid: spec.sid, actions: spec.actions, resources: spec.resources, ...(spec.conditions ? { conditions: spec.conditions } : {}) });
+  return new iam.PolicyStatement({
+    sid: spec.sid,
+    actions: spec.actions,
+    resources: spec.resources,
+    ...(spec.conditions ? { conditions: spec.conditions } : {}),
+  });
 }
 
 /**
  * One policy per function, every statement scoped to tasklease's own resources or the configured
  * targets. Per job, the targets' statements come before tasklease's own.
  */
-export function attachFunctionPolicy(scope: Construct, name: TaskLeaseFunctionName, role: iam.IRole, res: FunctionPolicyResources): iam.Policy {
+export function attachFunctionPolicy(
+  scope: Construct,
+  name: TaskLeaseFunctionName,
+  role: iam.IRole,
+  res: FunctionPolicyResources,
+): iam.Policy {
   const caps = new Set(FUNCTION_CAPABILITIES[name]);
   const targets = (job: IamStatementSpec['job']) => res.targetStatements.filter((s) => s.job === job);
   const ledger = ledgerArns(res.table);
@@ -122,10 +132,20 @@ export function attachFunctionPolicy(scope: Construct, name: TaskLeaseFunctionNa
         resources: [taskSecrets],
         conditions: { Bool: { 'secretsmanager:BlockPublicPolicy': 'true' } },
       }),
-      new iam.PolicyStatement({ sid: 'WriteTaskSecrets', actions: ['secretsmanager:PutSecretValue', 'secretsmanager:TagResource'], resources: [taskSecrets] }),
+      new iam.PolicyStatement({
+        sid: 'WriteTaskSecrets',
+        actions: ['secretsmanager:PutSecretValue', 'secretsmanager:TagResource'],
+        resources: [taskSecrets],
+      }),
     );
     if (res.ssmBundleParameters.length > 0) {
-      statements.push(new iam.PolicyStatement({ sid: 'ReadTrustBundles', actions: ['ssm:GetParameter'], resources: res.ssmBundleParameters.map(ssmParameterArn) }));
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'ReadTrustBundles',
+          actions: ['ssm:GetParameter'],
+          resources: res.ssmBundleParameters.map(ssmParameterArn),
+        }),
+      );
     }
   }
   if (caps.has('revoke')) {
@@ -153,16 +173,21 @@ export function attachFunctionPolicy(scope: Construct, name: TaskLeaseFunctionNa
   // IAM refuses a policy whose statements share a Sid; say which one instead of failing the deploy.
   const sids = statements.map((s) => s.sid);
   const duplicate = sids.find((sid, i) => sid !== undefined && sids.indexOf(sid) !== i);
-  if (duplicate) throw new Error(`the ${name} function's policy would hold two statements with Sid ${duplicate}: a target kind's statement sids must be unique and differ from tasklease's own`);
+  if (duplicate)
+    throw new Error(
+      `the ${name} function's policy would hold two statements with Sid ${duplicate}: a target kind's statement sids must be unique and differ from tasklease's own`,
+    );
 
   const policy = new iam.Policy(scope, `${pascal(name)}Policy`, { statements });
   policy.attachToRole(role);
   const wildcardFindings: Record<string, string> = { [DELIVERED_SECRETS_NAG]: DELIVERED_SECRETS_REASON };
   if (caps.has('answerTaskTokens')) {
-    wildcardFindings['*'] = 'states:SendTaskSuccess and states:SendTaskFailure act on a task token, not on a resource, and support no resource-level permissions.';
+    wildcardFindings['*'] =
+      'states:SendTaskSuccess and states:SendTaskFailure act on a task token, not on a resource, and support no resource-level permissions.';
   }
   for (const spec of fromTargets) Object.assign(wildcardFindings, spec.wildcardReasons);
-  for (const [finding, reason] of Object.entries(wildcardFindings)) Validations.of(policy).acknowledge({ id: `AwsSolutions-IAM5[Resource::${finding}]`, reason });
+  for (const [finding, reason] of Object.entries(wildcardFindings))
+    Validations.of(policy).acknowledge({ id: `AwsSolutions-IAM5[Resource::${finding}]`, reason });
   return policy;
 }
 
@@ -197,9 +222,21 @@ export function grantPutTaskEvents(bus: events.EventBus, grantee: iam.IGrantable
 /** The reads `tasklease report` and the dashboard make: items and queries of the table and its indexes, and the key to decrypt them. */
 export function grantReadLedger(table: dynamodb.ITable, key: kms.IKey, grantee: iam.IGrantable): iam.Grant {
   const ledger = ledgerArns(table);
-  return iam.Grant.addToPrincipal({ grantee, actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan'], resourceArns: [ledger.table] })
+  return iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan'],
+    resourceArns: [ledger.table],
+  })
     .combine(iam.Grant.addToPrincipal({ grantee, actions: ['dynamodb:Query', 'dynamodb:Scan'], resourceArns: ledger.indexes }))
-    .combine(iam.Grant.addToPrincipalOrResource({ grantee, actions: ['kms:Decrypt'], resourceArns: [key.keyArn], resourceSelfArns: ['*'], resource: key }));
+    .combine(
+      iam.Grant.addToPrincipalOrResource({
+        grantee,
+        actions: ['kms:Decrypt'],
+        resourceArns: [key.keyArn],
+        resourceSelfArns: ['*'],
+        resource: key,
+      }),
+    );
 }
 
 /**
@@ -208,15 +245,27 @@ export function grantReadLedger(table: dynamodb.ITable, key: kms.IKey, grantee: 
  * Each secret's resource policy still admits only the awsPrincipal of the rule that issued it.
  */
 export function grantReadDeliveredSecrets(key: kms.IKey, grantee: iam.IGrantable): iam.Grant {
-  const grant = iam.Grant.addToPrincipal({ grantee, actions: ['secretsmanager:GetSecretValue'], resourceArns: [deliveredSecretsArn()] }).combine(
-    iam.Grant.addToPrincipalOrResource({ grantee, actions: ['kms:Decrypt'], resourceArns: [key.keyArn], resourceSelfArns: ['*'], resource: key, conditions: viaSecretsManager() }),
+  const grant = iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['secretsmanager:GetSecretValue'],
+    resourceArns: [deliveredSecretsArn()],
+  }).combine(
+    iam.Grant.addToPrincipalOrResource({
+      grantee,
+      actions: ['kms:Decrypt'],
+      resourceArns: [key.keyArn],
+      resourceSelfArns: ['*'],
+      resource: key,
+      conditions: viaSecretsManager(),
+    }),
   );
   // The grantee's policy now names the tasklease/ prefix; say why where cdk-nag will look.
   const principal = grantee.grantPrincipal as Partial<IConstruct>;
   if (principal instanceof Construct) {
     Validations.of(principal).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${DELIVERED_SECRETS_NAG}]`,
-      reason: 'Delivered secrets are named per task at run time (tasklease/<taskId>/<grant>); each one’s resource policy admits only the workload its rule names.',
+      reason:
+        'Delivered secrets are named per task at run time (tasklease/<taskId>/<grant>); each one’s resource policy admits only the workload its rule names.',
     });
   }
   return grant;

@@ -47,7 +47,8 @@ export function buildQueues(scope: Construct, props: QueuesBuilderProps): Queues
   };
   Validations.of(deadLetterQueues.delivery).acknowledge({
     id: 'AwsSolutions-SQS3',
-    reason: 'This queue is itself a dead-letter queue: the EventBridge rule targets send events they fail to deliver here (RuleTarget DeadLetterConfig), which AwsSolutions-SQS3 cannot see.',
+    reason:
+      'This queue is itself a dead-letter queue: the EventBridge rule targets send events they fail to deliver here (RuleTarget DeadLetterConfig), which AwsSolutions-SQS3 cannot see.',
   });
   return { queues, deadLetterQueues };
 }

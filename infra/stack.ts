@@ -31,7 +31,10 @@ export class TaskLeaseStack extends Stack {
     const outputs: Record<string, [string, string]> = {
       BusName: [tl.bus.eventBusName, 'EventBridge bus workflow engines put Task Started / Task Ended on'],
       BusArn: [tl.bus.eventBusArn, 'ARN of that bus (engine roles need events:PutEvents on it)'],
-      TaskStartedRoleArn: [tl.roles.taskStarted.roleArn, 'Role of the task-started function: it issues, so a target role tasklease assumes must trust this role'],
+      TaskStartedRoleArn: [
+        tl.roles.taskStarted.roleArn,
+        'Role of the task-started function: it issues, so a target role tasklease assumes must trust this role',
+      ],
       LedgerTableName: [tl.table.tableName, 'DynamoDB ledger table (tasklease report --table)'],
       KeyArn: [tl.key.keyArn, 'KMS key of the queues, the ledger, the bus and delivered secrets'],
     };

@@ -40,7 +40,12 @@ export function targetNeeds(config: TaskLeaseConfig, kinds: readonly TargetKind[
     // validateTargets refuses unknown kinds, so the lookup always finds one.
     const kind = byKind.get(target.kind)!;
     const needs = kind.aws.needs(
-      { name: target.name, settings: target.settings, access: target.access, ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}) },
+      {
+        name: target.name,
+        settings: target.settings,
+        access: target.access,
+        ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
+      },
       env,
     );
     statements.push(...needs.statements);
@@ -57,7 +62,12 @@ export function mergeStatements(specs: readonly IamStatementSpec[]): IamStatemen
     const key = JSON.stringify([spec.sid, spec.actions, spec.conditions ?? null, spec.job]);
     const seen = merged.get(key);
     if (!seen) {
-      merged.set(key, { ...spec, actions: [...spec.actions], resources: [...new Set(spec.resources)], ...(spec.wildcardReasons ? { wildcardReasons: { ...spec.wildcardReasons } } : {}) });
+      merged.set(key, {
+        ...spec,
+        actions: [...spec.actions],
+        resources: [...new Set(spec.resources)],
+        ...(spec.wildcardReasons ? { wildcardReasons: { ...spec.wildcardReasons } } : {}),
+      });
       continue;
     }
     for (const r of spec.resources) if (!seen.resources.includes(r)) seen.resources.push(r);

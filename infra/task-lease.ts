@@ -221,7 +221,9 @@ export class TaskLease extends Construct {
     const verifyDeadline = Duration.seconds(view.settings.verifyDeadlineSeconds);
     const functionTimeout = props.functionTimeout ?? Duration.seconds(Math.max(60, view.settings.verifyDeadlineSeconds + 30));
     if (functionTimeout.toSeconds() <= verifyDeadline.toSeconds()) {
-      throw new Error(`functionTimeout (${functionTimeout.toSeconds()} s) must exceed settings.verifyDeadlineSeconds (${verifyDeadline.toSeconds()} s)`);
+      throw new Error(
+        `functionTimeout (${functionTimeout.toSeconds()} s) must exceed settings.verifyDeadlineSeconds (${verifyDeadline.toSeconds()} s)`,
+      );
     }
     this.maxConcurrency = this.eventSourceConcurrency(props.maxConcurrency, view);
 
@@ -344,7 +346,9 @@ export class TaskLease extends Construct {
     }
     const value = prop ?? (Number.isFinite(tightest) ? Math.min(ESM_CONCURRENCY_MAX, Math.max(ESM_CONCURRENCY_MIN, tightest)) : 10);
     if (value < ESM_CONCURRENCY_MIN || value > ESM_CONCURRENCY_MAX) {
-      throw new Error(`maxConcurrency must be between ${ESM_CONCURRENCY_MIN} and ${ESM_CONCURRENCY_MAX} (SQS event source limit), got ${value}`);
+      throw new Error(
+        `maxConcurrency must be between ${ESM_CONCURRENCY_MIN} and ${ESM_CONCURRENCY_MAX} (SQS event source limit), got ${value}`,
+      );
     }
     return value;
   }

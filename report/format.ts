@@ -73,7 +73,10 @@ export function reportToCsv(report: Report, kind: CsvRowKind = 'credentials'): s
     case 'open-debt':
       return csv(CREDENTIAL_COLUMNS, report.openDebt.items as unknown as Array<Record<string, unknown>>);
     case 'denials':
-      return csv(['taskId', 'workload', 'code', 'message', 'requestedAt'], report.denials.items as unknown as Array<Record<string, unknown>>);
+      return csv(
+        ['taskId', 'workload', 'code', 'message', 'requestedAt'],
+        report.denials.items as unknown as Array<Record<string, unknown>>,
+      );
     case 'blast-radius':
       return csv(
         ['workload', 'peakCredentials', 'peakCredentialsAt', 'peakTargets', 'peakTargetsAt', 'nowCredentials', 'nowTargets', 'targetsNow'],
@@ -166,7 +169,9 @@ export function reportToText(report: Report, options: TextOptions = {}): string 
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  out.push(`leases ${report.leases}${states ? ` (${states})` : ''}; credentials ${s.credentials}, verified rejected ${s.verifiedRejected}, not yet verified ${s.open}`);
+  out.push(
+    `leases ${report.leases}${states ? ` (${states})` : ''}; credentials ${s.credentials}, verified rejected ${s.verifiedRejected}, not yet verified ${s.open}`,
+  );
   out.push('');
 
   out.push('Trust debt (task ended → credential proven rejected)');
@@ -180,11 +185,22 @@ export function reportToText(report: Report, options: TextOptions = {}): string 
 
   if (report.openDebt.count === 0) out.push('Open debt: none (every ended task’s credentials are proven rejected)');
   else {
-    out.push(`Open debt: ${report.openDebt.count} credential(s), oldest ${ms(report.openDebt.oldestMs)}, total ${ms(report.totals.openDebtMs)}`);
+    out.push(
+      `Open debt: ${report.openDebt.count} credential(s), oldest ${ms(report.openDebt.oldestMs)}, total ${ms(report.totals.openDebtMs)}`,
+    );
     out.push(
       ...table(
         ['task', 'grant', 'workload', 'state', 'ended', 'age', 'attempts', 'last error'],
-        report.openDebt.items.map((r) => [r.taskId, r.grant, r.workload, r.state, at(r.endedAt), ms(r.openDebtMs), String(r.verifyAttempts), r.lastError ?? '']),
+        report.openDebt.items.map((r) => [
+          r.taskId,
+          r.grant,
+          r.workload,
+          r.state,
+          at(r.endedAt),
+          ms(r.openDebtMs),
+          String(r.verifyAttempts),
+          r.lastError ?? '',
+        ]),
         ['left', 'left', 'left', 'left', 'left', 'right', 'right', 'left'],
       ),
     );

@@ -182,7 +182,10 @@ export function buildReport(all: readonly LeaseWithCredentials[], options: Build
  * What a report needs from the ledger: the leases in the window, and (only when there is a
  * window, which can leave out older leases) every unfinished credential from the open index.
  */
-export async function readReportInputs(ledger: Ledger, filter: ReportFilter): Promise<{ leases: LeaseWithCredentials[]; openCredentials: CredentialRecord[] }> {
+export async function readReportInputs(
+  ledger: Ledger,
+  filter: ReportFilter,
+): Promise<{ leases: LeaseWithCredentials[]; openCredentials: CredentialRecord[] }> {
   const windowed = filter.since !== undefined || filter.until !== undefined;
   const [leases, openCredentials] = await Promise.all([
     ledger.listLeases({ since: filter.since, until: filter.until, workload: filter.workload }),

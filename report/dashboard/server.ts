@@ -103,7 +103,10 @@ function leaseView(lease: LeaseRecord, credentials: CredentialRow[]): LeaseView 
 }
 
 /** The page's data from the ledger: the report's figures plus the recent leases for the timeline. */
-export async function dashboardData(ledger: Ledger, options: { now: number; filter?: ReportFilter; maxLeases?: number }): Promise<DashboardData> {
+export async function dashboardData(
+  ledger: Ledger,
+  options: { now: number; filter?: ReportFilter; maxLeases?: number },
+): Promise<DashboardData> {
   const filter = options.filter ?? {};
   const { leases: all, openCredentials } = await readReportInputs(ledger, filter);
   const report = buildReport(all, { now: options.now, filter, openCredentials });
@@ -114,7 +117,12 @@ export async function dashboardData(ledger: Ledger, options: { now: number; filt
   return {
     generatedAt: options.now,
     totalLeases: report.leases,
-    leases: recent.map(({ lease }) => leaseView(lease, (rowsByTask.get(lease.taskId) ?? []).sort((a, b) => a.grant.localeCompare(b.grant)))),
+    leases: recent.map(({ lease }) =>
+      leaseView(
+        lease,
+        (rowsByTask.get(lease.taskId) ?? []).sort((a, b) => a.grant.localeCompare(b.grant)),
+      ),
+    ),
     summary: report.summary,
     totals: report.totals,
     openDebt: { count: report.openDebt.count, oldestMs: report.openDebt.oldestMs },
@@ -231,7 +239,9 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
         res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(data));
       } catch (err) {
         options.onError?.(err);
-        res.writeHead(503, { ...SECURITY_HEADERS, 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: 'ledger unreachable' }));
+        res
+          .writeHead(503, { ...SECURITY_HEADERS, 'Content-Type': 'application/json; charset=utf-8' })
+          .end(JSON.stringify({ error: 'ledger unreachable' }));
       }
       return;
     }

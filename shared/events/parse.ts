@@ -16,9 +16,7 @@ const MAX_ISSUE_MESSAGE = 200;
 const MAX_REASON = 900;
 
 function formatPath(path: PropertyKey[]): string {
-  return path
-    .map((p, idx) => (typeof p === 'number' ? `[${p}]` : `${idx === 0 ? '' : '.'}${String(p).slice(0, 40)}`))
-    .join('');
+  return path.map((p, idx) => (typeof p === 'number' ? `[${p}]` : `${idx === 0 ? '' : '.'}${String(p).slice(0, 40)}`)).join('');
 }
 
 /** Parse `value` or throw an {@link InvalidEventError} whose message names each bad field. */

@@ -14,11 +14,7 @@ export const DETAIL_TYPES = {
 export const EVENT_SOURCE = 'tasklease';
 
 const printable = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .regex(PRINTABLE_PATTERN, { message: 'must not contain control characters or lone surrogates' });
+  z.string().min(1).max(max).regex(PRINTABLE_PATTERN, { message: 'must not contain control characters or lone surrogates' });
 
 export const TaskIdSchema = z
   .string()

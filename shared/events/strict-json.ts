@@ -59,7 +59,7 @@ export function findKeyProblem(text: string): StrictJsonProblem | undefined {
 function endOfString(text: string, start: number): number {
   let j = start + 1;
   // Bounded even for text that is not JSON, so a wrong call cannot spin forever.
-  for (; j < text.length; ) {
+  for (; j < text.length;) {
     const c = text.charCodeAt(j);
     if (c === 0x22) return j;
     j += c === 0x5c /* \ */ ? 2 : 1;
@@ -97,11 +97,15 @@ export function parseJsonStrict(text: string, what: string): unknown {
   } catch (err) {
     // JSON.parse's message quotes the text; keep only the position.
     const at = /at position (\d+)/.exec((err as Error).message)?.[1];
-    throw new InvalidEventError(`${what}: not JSON (${Buffer.byteLength(text)} bytes${at !== undefined ? `, broken at character ${at}` : ''})`);
+    throw new InvalidEventError(
+      `${what}: not JSON (${Buffer.byteLength(text)} bytes${at !== undefined ? `, broken at character ${at}` : ''})`,
+    );
   }
   const problem = findKeyProblem(text);
   if (problem?.kind === 'duplicate-key') {
-    throw new InvalidEventError(`${what}: duplicate key ${problem.path}; each key may appear once (parsers disagree about which copy counts)`);
+    throw new InvalidEventError(
+      `${what}: duplicate key ${problem.path}; each key may appear once (parsers disagree about which copy counts)`,
+    );
   }
   if (problem) throw new InvalidEventError(`${what}: key ${problem.path} is not allowed`);
   return value;

@@ -87,7 +87,9 @@ export function httpBundleSource(url: string, options: HttpBundleSourceOptions =
         JSON.parse(text);
       } catch {
         // Never the body itself: an endpoint that went wrong may serve anything.
-        throw new TrustBundleError(`${href} returned a body that is not JSON (${bytes.byteLength} bytes, ${contentType(res)}); a SPIFFE bundle endpoint serves a JWK set`);
+        throw new TrustBundleError(
+          `${href} returned a body that is not JSON (${bytes.byteLength} bytes, ${contentType(res)}); a SPIFFE bundle endpoint serves a JWK set`,
+        );
       }
       return text;
     },
@@ -96,7 +98,8 @@ export function httpBundleSource(url: string, options: HttpBundleSourceOptions =
 
 /** Reads the body, counting bytes, and stops (cancelling the stream) as soon as it passes `maxBytes`. */
 async function readAtMost(res: Response, maxBytes: number, href: string, timeoutMs: number): Promise<Uint8Array> {
-  const tooBig = () => new TrustBundleError(`${href} returned more than ${maxBytes} bytes (the limit for a trust bundle); refused without reading the rest`);
+  const tooBig = () =>
+    new TrustBundleError(`${href} returned more than ${maxBytes} bytes (the limit for a trust bundle); refused without reading the rest`);
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (declared > maxBytes) {
     await discard(res);

@@ -75,7 +75,10 @@ export function parseSpiffeBundle(document: string | unknown): ParsedBundle {
     }
     // Two "keys" (or two "kid"s in one key) would be read differently by other bundle consumers.
     const problem = findKeyProblem(document);
-    if (problem) throw new TrustBundleError(`bundle has ${problem.kind === 'duplicate-key' ? 'a duplicate key' : 'a forbidden key'} at ${problem.path}`);
+    if (problem)
+      throw new TrustBundleError(
+        `bundle has ${problem.kind === 'duplicate-key' ? 'a duplicate key' : 'a forbidden key'} at ${problem.path}`,
+      );
   }
   const parsed = BundleSchema.safeParse(value);
   if (!parsed.success) {
@@ -96,7 +99,6 @@ export function parseSpiffeBundle(document: string | unknown): ParsedBundle {
   }
   return { keys, sequence: parsed.data.spiffe_sequence, refreshHintSeconds: parsed.data.spiffe_refresh_hint };
 }
-
 
 export interface TrustDomainBundleConfig {
   trustDomain: string;

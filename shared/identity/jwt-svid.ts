@@ -83,7 +83,9 @@ export class JwtSvidVerifier implements SvidVerifier {
     const { bundles, audience } = this.options;
     const trustDomain = id.trustDomain;
     if (!bundles.has(trustDomain)) {
-      throw untrusted(`trust domain "${trustDomain}" of ${id} is not trusted (trusted: ${bundles.trustDomains().join(', ') || 'none'}); add its bundle to the config to federate with it`);
+      throw untrusted(
+        `trust domain "${trustDomain}" of ${id} is not trusted (trusted: ${bundles.trustDomains().join(', ') || 'none'}); add its bundle to the config to federate with it`,
+      );
     }
 
     const nowMs = this.clock.now();
@@ -107,7 +109,9 @@ export class JwtSvidVerifier implements SvidVerifier {
 
     const nowSec = Math.floor(nowMs / 1000);
     if (typeof payload.iat === 'number' && payload.iat > nowSec + this.skew) {
-      throw invalid(`the JWT-SVID of ${id} claims to be issued at ${iso(payload.iat)}, in the future (now ${iso(nowSec)}, skew ${this.skew}s); check the issuer's clock`);
+      throw invalid(
+        `the JWT-SVID of ${id} claims to be issued at ${iso(payload.iat)}, in the future (now ${iso(nowSec)}, skew ${this.skew}s); check the issuer's clock`,
+      );
     }
     if (payload.jti !== undefined && (typeof payload.jti !== 'string' || payload.jti === '')) {
       throw invalid(`the JWT-SVID of ${id} has a "jti" claim that is not a non-empty string`);
@@ -134,11 +138,15 @@ export class JwtSvidVerifier implements SvidVerifier {
       throw invalid('the JWT-SVID header is not base64url-encoded JSON');
     }
     const extra = Object.keys(header).filter((k) => !ALLOWED_HEADERS.has(k));
-    if (extra.length > 0) throw invalid(`the JWT-SVID header carries ${extra.map((k) => `"${k}"`).join(', ')}; only alg, kid and typ are allowed`);
+    if (extra.length > 0)
+      throw invalid(`the JWT-SVID header carries ${extra.map((k) => `"${k}"`).join(', ')}; only alg, kid and typ are allowed`);
     if (!(JWT_SVID_ALGORITHMS as readonly unknown[]).includes(header.alg)) {
-      throw invalid(`the JWT-SVID alg ${JSON.stringify(header.alg ?? null)} is not allowed; sign with one of ${JWT_SVID_ALGORITHMS.join(', ')}`);
+      throw invalid(
+        `the JWT-SVID alg ${JSON.stringify(header.alg ?? null)} is not allowed; sign with one of ${JWT_SVID_ALGORITHMS.join(', ')}`,
+      );
     }
-    if (typeof header.kid !== 'string' || header.kid === '') throw invalid('the JWT-SVID header has no "kid"; the issuer must name the bundle key it signed with');
+    if (typeof header.kid !== 'string' || header.kid === '')
+      throw invalid('the JWT-SVID header has no "kid"; the issuer must name the bundle key it signed with');
     if (header.typ !== undefined && header.typ !== 'JWT' && header.typ !== 'JOSE') {
       throw invalid(`the JWT-SVID typ ${JSON.stringify(header.typ)} is not allowed; use "JWT" or "JOSE" or leave it out`);
     }
@@ -170,14 +178,17 @@ export class JwtSvidVerifier implements SvidVerifier {
       const status = bundles.statusOf(trustDomain);
       if (!status?.loaded) {
         // An outage of the bundle source says nothing about the SVID: retry, never deny for good.
-        throw new TrustBundleUnavailableError(`the trust bundle of ${trustDomain} is not available (${status?.lastError ?? 'not loaded'}); fix the bundle source and retry`);
+        throw new TrustBundleUnavailableError(
+          `the trust bundle of ${trustDomain} is not available (${status?.lastError ?? 'not loaded'}); fix the bundle source and retry`,
+        );
       }
       throw untrusted(
         `key "${kid}" is not in the trust bundle of ${trustDomain} (known: ${status.keyIds.join(', ') || 'none'}); ` +
           `the SVID was signed by another issuer, or a rotation has not been published yet`,
       );
     }
-    if (jwk.alg !== undefined && jwk.alg !== alg) throw invalid(`key "${kid}" of ${trustDomain} is for ${jwk.alg}, but the JWT-SVID says ${alg}`);
+    if (jwk.alg !== undefined && jwk.alg !== alg)
+      throw invalid(`key "${kid}" of ${trustDomain} is for ${jwk.alg}, but the JWT-SVID says ${alg}`);
     try {
       return await importJWK(jwk, alg);
     } catch {
@@ -191,22 +202,31 @@ export class JwtSvidVerifier implements SvidVerifier {
     const { audience } = this.options;
     if (err instanceof errors.JWTExpired) {
       const exp = typeof claims.exp === 'number' ? iso(claims.exp) : 'its exp';
-      return new DenialError('svid-expired', `the JWT-SVID of ${id} expired at ${exp} (now ${new Date(this.clock.now()).toISOString()}, skew ${this.skew}s); fetch a fresh SVID`);
+      return new DenialError(
+        'svid-expired',
+        `the JWT-SVID of ${id} expired at ${exp} (now ${new Date(this.clock.now()).toISOString()}, skew ${this.skew}s); fetch a fresh SVID`,
+      );
     }
     if (err instanceof errors.JWTClaimValidationFailed) {
       const claim = err.claim;
       if (err.reason === 'missing') return invalid(`the JWT-SVID of ${id} has no "${claim}" claim, which JWT-SVIDs require`);
       if (claim === 'aud') {
         const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-        return invalid(`the JWT-SVID of ${id} is for audience ${JSON.stringify(aud)}, not "${audience}"; mint it with audience "${audience}"`);
+        return invalid(
+          `the JWT-SVID of ${id} is for audience ${JSON.stringify(aud)}, not "${audience}"; mint it with audience "${audience}"`,
+        );
       }
       if (claim === 'nbf' && typeof claims.nbf === 'number') {
-        return invalid(`the JWT-SVID of ${id} is not valid before ${iso(claims.nbf)} (now ${new Date(this.clock.now()).toISOString()}, skew ${this.skew}s)`);
+        return invalid(
+          `the JWT-SVID of ${id} is not valid before ${iso(claims.nbf)} (now ${new Date(this.clock.now()).toISOString()}, skew ${this.skew}s)`,
+        );
       }
       return invalid(`the JWT-SVID of ${id} has an invalid "${claim}" claim (${err.reason})`);
     }
     if (err instanceof errors.JWSSignatureVerificationFailed) {
-      return invalid(`the JWT-SVID signature of ${id} does not verify with key "${kid}" of ${id.trustDomain}; the token was altered or signed by another key`);
+      return invalid(
+        `the JWT-SVID signature of ${id} does not verify with key "${kid}" of ${id.trustDomain}; the token was altered or signed by another key`,
+      );
     }
     if (err instanceof errors.JOSEAlgNotAllowed) return invalid('the JWT-SVID alg is not allowed');
     if (err instanceof errors.JOSEError) return invalid(`the JWT-SVID of ${id} is malformed (${err.code})`);
@@ -233,7 +253,9 @@ export function replayKey(trustDomain: string, claims: ReplayClaims): string {
   // `"aud": "x"` and `"aud": ["x"]` name the same audience; order and repeats say nothing either.
   const aud = [...new Set(claims.aud === undefined ? [] : Array.isArray(claims.aud) ? claims.aud : [claims.aud])].sort();
   // A JSON array, so no claim value can imitate a delimiter.
-  return sha256(JSON.stringify(['claims', trustDomain, claims.sub ?? null, aud, claims.exp ?? null, claims.iat ?? null, claims.nbf ?? null]));
+  return sha256(
+    JSON.stringify(['claims', trustDomain, claims.sub ?? null, aud, claims.exp ?? null, claims.iat ?? null, claims.nbf ?? null]),
+  );
 }
 
 const sha256 = (material: string): string => createHash('sha256').update(material).digest('hex');

@@ -76,7 +76,8 @@ function trustDomainProblem(name: string): [SpiffeIdRule, string] | undefined {
   if (name.includes('%')) return ['percent-encoding', 'percent-encoded characters are not allowed in the trust domain'];
   if (/[A-Z]/.test(name)) return ['trust-domain-case', 'the trust domain must be lower-case'];
   if (!TRUST_DOMAIN_CHARS.test(name)) return ['trust-domain-chars', 'the trust domain may only contain a-z, 0-9, ".", "-" and "_"'];
-  if (name.length > MAX_TRUST_DOMAIN_BYTES) return ['trust-domain-length', `the trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`];
+  if (name.length > MAX_TRUST_DOMAIN_BYTES)
+    return ['trust-domain-length', `the trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`];
   return undefined;
 }
 
@@ -94,7 +95,9 @@ export function parseSpiffeId(input: string): SpiffeId {
   if (input.length === 0) fail('empty', input, 'it is empty');
   if (Buffer.byteLength(input, 'utf8') > MAX_SPIFFE_ID_BYTES) fail('max-length', input, `it is longer than ${MAX_SPIFFE_ID_BYTES} bytes`);
   if (!input.startsWith(SCHEME_PREFIX)) {
-    const why = input.toLowerCase().startsWith(SCHEME_PREFIX) ? 'the scheme must be written "spiffe://" in lower-case' : 'it must start with "spiffe://"';
+    const why = input.toLowerCase().startsWith(SCHEME_PREFIX)
+      ? 'the scheme must be written "spiffe://" in lower-case'
+      : 'it must start with "spiffe://"';
     fail('scheme', input, why);
   }
   const rest = input.slice(SCHEME_PREFIX.length);

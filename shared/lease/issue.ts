@@ -4,10 +4,11 @@ import { announceIssued } from './announce.ts';
 import { secretNameFor } from './context.ts';
 import type { Core, StartResult } from './context.ts';
 import { revokeLease } from './end.ts';
-import { DenialError, describeError } from './errors.ts';
+import { ConflictError, DenialError, describeError } from './errors.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
 import { CREDENTIAL_TRANSITIONS, LEASE_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
+import { revokeAndVerify } from './verify.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -15,7 +16,13 @@ const iso = (ms: number) => new Date(ms).toISOString();
  * Issues every grant of an `issuing` lease whose lock we hold (a fresh one, or one taken over
  * from a worker that died), then activates and announces it: all or none.
  */
-export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipal: string | undefined, receivedAt: number, fresh = false): Promise<StartResult> {
+export async function issueGrants(
+  core: Core,
+  lease: LeaseRecord,
+  readerPrincipal: string | undefined,
+  receivedAt: number,
+  fresh = false,
+): Promise<StartResult> {
   const { ledger, clock } = core.deps;
   const { taskId } = lease;
   const workload = lease.workload as string;
@@ -23,14 +30,45 @@ export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipa
   // A lease we just created has no credentials yet; a taken-over one may have some.
   const prior = fresh ? [] : ((await ledger.getLease(taskId))?.credentials ?? []);
   const existing = new Map(prior.map((c) => [grantKey(c.grant), c]));
+  // A credential past `issued` means a rollback or end that overran its lock is taking this lease
+  // apart; re-issuing would make a credential nobody revokes. Leave the lease to it (or, if it
+  // died, to the reaper after our lock) and create nothing.
+  const ending = prior.filter((c) => !REUSABLE.includes(c.state));
+  if (ending.length) {
+    core.log.warn('credentials of this lease are already being revoked; not issuing', {
+      taskId,
+      credentials: ending.map((c) => ({ grant: grantKey(c.grant), state: c.state })),
+    });
+    return { status: 'in-progress', taskId };
+  }
 
-  const results = await Promise.allSettled(lease.grants.map((grant) => issueOne(core, lease, grant, existing.get(grantKey(grant)), readerPrincipal)));
-  const failures = results.flatMap((r, i) => (r.status === 'rejected' ? [{ grant: lease.grants[i] as Grant, error: r.reason as unknown }] : []));
+  const results = await Promise.allSettled(
+    lease.grants.map((grant) => issueOne(core, lease, grant, existing.get(grantKey(grant)), readerPrincipal)),
+  );
+  const failures = results.flatMap((r, i) =>
+    r.status === 'rejected' ? [{ grant: lease.grants[i] as Grant, error: r.reason as unknown }] : [],
+  );
+
+  if (failures.some((f) => f.error instanceof ConflictError)) {
+    // Someone else is ending the lease: take back what this run made (intents and issued ones:
+    // theirs are past those), and leave the lease's state and announcement to them (never a
+    // second Lease Denied, never Lease Issued).
+    const ours = ((await ledger.getLease(taskId))?.credentials ?? []).filter((c) => REUSABLE.includes(c.state));
+    core.log.warn('a credential was revoked by someone else while we issued; revoking what we made, not announcing', {
+      taskId,
+      revoking: ours.map((c) => grantKey(c.grant)),
+    });
+    await Promise.all(ours.map((c) => revokeAndVerify(core, c, clock.now())));
+    return { status: 'in-progress', taskId };
+  }
 
   if (failures.length) {
     // All or none: take back whatever reached a target, then deny.
     const message = `could not issue ${failures.map((f) => `${grantKey(f.grant)} (${describeError(f.error)})`).join('; ')}; nothing was left issued`;
-    core.log.error('issue failed; rolling back', { taskId, failures: failures.map((f) => ({ grant: grantKey(f.grant), error: describeError(f.error) })) });
+    core.log.error('issue failed; rolling back', {
+      taskId,
+      failures: failures.map((f) => ({ grant: grantKey(f.grant), error: describeError(f.error) })),
+    });
     await rollBack(core, lease, message);
     return { status: 'denied', taskId, code: 'issue-failed', message };
   }
@@ -56,8 +94,20 @@ export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipa
       // reaper resumes the end after the lock instead of waiting for the lease to expire.
       const now = clock.now();
       core.log.info('Task Ended arrived while issuing; revoking without announcing the lease', { taskId });
-      if (await transitionLease(ledger, 'endWhileIssuing', current.lease, { issuedAt, lockedUntil: now + core.opts.lockMs, taskToken: undefined })) {
-        const ending = { ...current.lease, state: LEASE_TRANSITIONS.endWhileIssuing.to, issuedAt, endedAt: current.lease.endedAt ?? now, outcome: current.lease.outcome ?? 'succeeded' };
+      if (
+        await transitionLease(ledger, 'endWhileIssuing', current.lease, {
+          issuedAt,
+          lockedUntil: now + core.opts.lockMs,
+          taskToken: undefined,
+        })
+      ) {
+        const ending = {
+          ...current.lease,
+          state: LEASE_TRANSITIONS.endWhileIssuing.to,
+          issuedAt,
+          endedAt: current.lease.endedAt ?? now,
+          outcome: current.lease.outcome ?? 'succeeded',
+        };
         const ended = await revokeLease(core, ending, (await ledger.getLease(taskId))?.credentials ?? credentials);
         return { status: 'duplicate', taskId, state: ended.status === 'closed' ? 'closed' : 'ending' };
       }
@@ -74,12 +124,23 @@ export async function issueGrants(core: Core, lease: LeaseRecord, readerPrincipa
   return { status: 'issued', taskId, credentials };
 }
 
+/** Prior credentials an issue may resume: an issued one is reused, an intent revoked and re-made. */
+const REUSABLE: readonly CredentialRecord['state'][] = ['intent', 'issued'];
+
 /** One grant: write-ahead intent, the target's credential, the secret delivered, the record issued. */
-async function issueOne(core: Core, lease: LeaseRecord, grant: Grant, prior: CredentialRecord | undefined, readerPrincipal?: string): Promise<CredentialRecord> {
+async function issueOne(
+  core: Core,
+  lease: LeaseRecord,
+  grant: Grant,
+  prior: CredentialRecord | undefined,
+  readerPrincipal?: string,
+): Promise<CredentialRecord> {
   const { ledger, clock, targets, secrets } = core.deps;
   const driver = targets.get(grant.target);
   if (!driver) throw new DenialError('unknown-target', `no driver for target ${grant.target}`);
   if (prior?.state === 'issued') return prior;
+  if (prior && prior.state !== 'intent')
+    throw new ConflictError(`credential ${grantKey(grant)} is already ${prior.state}; not re-issuing it`);
   const key = grantKey(grant);
   const now = clock.now();
   const externalId = driver.externalId(lease.taskId, grant);
@@ -139,7 +200,15 @@ async function issueOne(core: Core, lease: LeaseRecord, grant: Grant, prior: Cre
     nextCheckAt: expiresAt,
   };
   if (!(await transitionCredential(ledger, 'issue', { taskId: lease.taskId, grant }, patch))) {
-    throw new Error(`credential ${key} left the intent state while it was being issued`);
+    const current = (await ledger.getLease(lease.taskId))?.credentials.find((c) => grantKey(c.grant) === key);
+    // A lost response to our own applied write reads as a failed condition: our issuedAt says it won.
+    const ours = current?.state === 'issued' && current.issuedAt === patch.issuedAt && current.naturalExpiry === patch.naturalExpiry;
+    if (!ours) {
+      await discard(core, lease.taskId, grant, externalId, issued, stored.name, current);
+      throw new ConflictError(
+        `credential ${key} left the intent state while it was being issued (now ${current?.state ?? 'gone'}); what was just created was revoked`,
+      );
+    }
   }
   return {
     ...(prior ?? ({} as CredentialRecord)),
@@ -157,4 +226,43 @@ async function issueOne(core: Core, lease: LeaseRecord, grant: Grant, prior: Cre
     ...patch,
     state: CREDENTIAL_TRANSITIONS.issue.to,
   } as CredentialRecord;
+}
+
+/**
+ * Takes back what issueOne just made when its record moved on under it (a rollback or end revoked
+ * the intent meanwhile): whoever did so may already have proven it rejected, so nobody else would.
+ */
+async function discard(
+  core: Core,
+  taskId: string,
+  grant: Grant,
+  externalId: string,
+  issued: { naturalExpiry: number; metadata?: Record<string, string> },
+  secretName: string,
+  current: CredentialRecord | undefined,
+): Promise<void> {
+  const { targets, secrets } = core.deps;
+  // Another issuer's record won: the name is shared and the ledger accounts for it; its lease's end revokes it.
+  if (current?.state === 'issued') return;
+  const driver = targets.get(grant.target) as NonNullable<ReturnType<typeof targets.get>>;
+  const results = await Promise.allSettled([
+    driver.revoke({
+      taskId,
+      grant,
+      externalId,
+      metadata: issued.metadata,
+      naturalExpiry: issued.naturalExpiry,
+      intentAt: current?.intentAt,
+    }),
+    secrets.delete(secretName),
+  ]);
+  const errors = results.flatMap((r) => (r.status === 'rejected' ? [describeError(r.reason)] : []));
+  if (errors.length) {
+    // Its record is not ours to move; reconciliation finds a role on the target the ledger does not account for.
+    core.log.error('could not take back a credential issued after it was revoked; reconciliation will find it', {
+      taskId,
+      grant: grantKey(grant),
+      errors,
+    });
+  }
 }

@@ -136,7 +136,10 @@ export function checkUpdate(spec: UpdateSpec): void {
 }
 
 /** The UpdateItem expressions of one conditional transition; `expiry` is the TTL a finished item gets. */
-export function updateExpressions(spec: UpdateSpec, expiry: number): {
+export function updateExpressions(
+  spec: UpdateSpec,
+  expiry: number,
+): {
   UpdateExpression?: string;
   ConditionExpression: string;
   ExpressionAttributeNames: Record<string, string>;

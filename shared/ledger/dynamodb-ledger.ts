@@ -3,7 +3,16 @@ import { DynamoDBDocumentClient, PutCommand, QueryCommand, ScanCommand, UpdateCo
 import { grantKey as toGrantKey } from '../events/schemas.ts';
 import type { Ledger, OpenItemsPage } from '../lease/ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from '../lease/records.ts';
-import { checkUpdate, credentialItem, decodeCursor, encodeCursor, leaseItem, mapLimit, strip, updateExpressions } from './dynamodb-items.ts';
+import {
+  checkUpdate,
+  credentialItem,
+  decodeCursor,
+  encodeCursor,
+  leaseItem,
+  mapLimit,
+  strip,
+  updateExpressions,
+} from './dynamodb-items.ts';
 import type { ExtraCondition, Item, UpdateSpec } from './dynamodb-items.ts';
 import {
   DEFAULT_RETENTION_DAYS,
@@ -116,12 +125,7 @@ export class DynamoDbLedger implements Ledger {
     return this.putIfAbsent(credentialItem(credential, this.expiry()));
   }
 
-  async updateCredential(
-    taskId: string,
-    grantKey: string,
-    from: CredentialState[],
-    patch: Partial<CredentialRecord>,
-  ): Promise<boolean> {
+  async updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean> {
     if ('taskId' in patch && patch.taskId !== taskId) throw new TypeError('updateCredential: patch must not change taskId');
     if ('grant' in patch && (!patch.grant || toGrantKey(patch.grant) !== grantKey)) {
       throw new TypeError('updateCredential: patch must not change grant');

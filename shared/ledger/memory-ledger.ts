@@ -66,7 +66,8 @@ function guardHolds(record: LeaseRecord, guard: Guard): boolean {
 
 function checkPatch(method: string, patch: object, from: readonly string[]): void {
   if (from.length === 0) throw new RangeError(`${method}: \`from\` must name at least one state`);
-  if ('state' in patch && typeof (patch as { state?: unknown }).state !== 'string') throw new TypeError(`${method}: patch.state must be a state`);
+  if ('state' in patch && typeof (patch as { state?: unknown }).state !== 'string')
+    throw new TypeError(`${method}: patch.state must be a state`);
   const due = (patch as { nextCheckAt?: unknown }).nextCheckAt;
   if (due !== undefined && typeof due !== 'number') throw new TypeError(`${method}: patch.nextCheckAt must be epoch milliseconds`);
   for (const k of Object.keys(patch)) {
@@ -121,7 +122,8 @@ export class MemoryLedger implements Ledger {
 
   async updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean> {
     if ('taskId' in patch && patch.taskId !== taskId) throw new TypeError('updateCredential: patch must not change taskId');
-    if ('grant' in patch && (!patch.grant || toGrantKey(patch.grant) !== grantKey)) throw new TypeError('updateCredential: patch must not change grant');
+    if ('grant' in patch && (!patch.grant || toGrantKey(patch.grant) !== grantKey))
+      throw new TypeError('updateCredential: patch must not change grant');
     const { taskId: _taskId, grant: _grant, ...rest } = patch;
     checkPatch('updateCredential', rest, from);
     const item = this.credentials.get(taskId)?.get(grantKey);
@@ -155,7 +157,8 @@ export class MemoryLedger implements Ledger {
       credentials: page.flatMap((o) => (o.credential ? [structuredClone(o.credential)] : [])),
     };
     // Like DynamoDB, a full page carries a cursor even when nothing follows it.
-    if (page.length === limit) result.cursor = Buffer.from(JSON.stringify({ after: page[page.length - 1]?.sk }), 'utf8').toString('base64url');
+    if (page.length === limit)
+      result.cursor = Buffer.from(JSON.stringify({ after: page[page.length - 1]?.sk }), 'utf8').toString('base64url');
     return result;
   }
 
@@ -188,7 +191,13 @@ export class MemoryLedger implements Ledger {
   }
 
   /** The item after a write: open at its `nextCheckAt`, or finished with a TTL (kept when the due time did not change). */
-  private stored<T extends LeaseRecord | CredentialRecord>(record: T, taskId: string, grantKey?: string, before?: Stored<T>, patch?: object): Stored<T> {
+  private stored<T extends LeaseRecord | CredentialRecord>(
+    record: T,
+    taskId: string,
+    grantKey?: string,
+    before?: Stored<T>,
+    patch?: object,
+  ): Stored<T> {
     if (typeof record.nextCheckAt === 'number') return { record, openSk: openSk(record.nextCheckAt, taskId, grantKey) };
     const unchanged = before !== undefined && patch !== undefined && !('nextCheckAt' in patch);
     return { record, ttl: unchanged ? before.ttl : Math.ceil((this.now() + this.retentionMs) / 1000) };

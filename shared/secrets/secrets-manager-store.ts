@@ -35,7 +35,6 @@ export interface SecretsManagerStoreOptions {
   requireReaderPrincipal?: boolean;
 }
 
-
 /** IAM role ARN patterns that match whatever the principal ARN (`aws:PrincipalArn`) of a caller is. */
 export function principalArnPatterns(arn: string): string[] {
   // An assumed-role session's aws:PrincipalArn is its role's ARN; role names are unique per
@@ -76,7 +75,12 @@ export function secretResourcePolicy(readerPrincipal: string, brokerPrincipals: 
         Sid: 'TaskleaseOnlyBrokerChanges',
         Effect: 'Deny',
         Principal: '*',
-        Action: ['secretsmanager:PutResourcePolicy', 'secretsmanager:DeleteResourcePolicy', 'secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret'],
+        Action: [
+          'secretsmanager:PutResourcePolicy',
+          'secretsmanager:DeleteResourcePolicy',
+          'secretsmanager:PutSecretValue',
+          'secretsmanager:UpdateSecret',
+        ],
         Resource: '*',
         Condition: { ArnNotLike: { 'aws:PrincipalArn': brokers } },
       },
@@ -122,7 +126,9 @@ export class SecretsManagerStore implements SecretStore {
     if (input.readerPrincipal) {
       const policy = secretResourcePolicy(input.readerPrincipal, await this.options.brokerPrincipals());
       try {
-        await this.client.send(new PutResourcePolicyCommand({ SecretId: arn ?? input.name, ResourcePolicy: policy, BlockPublicPolicy: true }));
+        await this.client.send(
+          new PutResourcePolicyCommand({ SecretId: arn ?? input.name, ResourcePolicy: policy, BlockPublicPolicy: true }),
+        );
       } catch (err) {
         throw this.wrap('restrict', input.name, err);
       }
@@ -142,7 +148,10 @@ export class SecretsManagerStore implements SecretStore {
       secretString = (await this.client.send(new GetSecretValueCommand({ SecretId: name }))).SecretString;
     } catch (err) {
       // Gone, or deleted and awaiting purge.
-      if (isAwsError(err, 'ResourceNotFoundException') || (isAwsError(err, 'InvalidRequestException') && /deleted|deletion/i.test(String((err as Error).message)))) {
+      if (
+        isAwsError(err, 'ResourceNotFoundException') ||
+        (isAwsError(err, 'InvalidRequestException') && /deleted|deletion/i.test(String((err as Error).message)))
+      ) {
         return undefined;
       }
       throw this.wrap('read', name, err);
@@ -151,7 +160,9 @@ export class SecretsManagerStore implements SecretStore {
     try {
       const parsed = JSON.parse(secretString) as unknown;
       if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return undefined;
-      return Object.fromEntries(Object.entries(parsed as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string'));
+      return Object.fromEntries(
+        Object.entries(parsed as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      );
     } catch {
       return undefined;
     }
@@ -178,7 +189,13 @@ export class SecretsManagerStore implements SecretStore {
 
   /** SDK errors never echo SecretString, but the message is still bounded and named. */
   private wrap(op: string, name: string, err: unknown): TargetError {
-    const permanent = isAwsError(err, 'AccessDeniedException', 'MalformedPolicyDocumentException', 'ValidationException', 'EncryptionFailure');
+    const permanent = isAwsError(
+      err,
+      'AccessDeniedException',
+      'MalformedPolicyDocumentException',
+      'ValidationException',
+      'EncryptionFailure',
+    );
     return new TargetError(`secrets manager ${op} ${name} failed: ${describeAwsError(err)}`, { retryable: !permanent });
   }
 }

@@ -23,10 +23,12 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 describe('layout', () => {
   it('keeps every source file under shared/ to about 400 lines', () => {
-    const long = all.filter((f) => f.startsWith('shared/')).flatMap((f) => {
-      const lines = read(f).split('\n').length;
-      return lines > 420 ? [`${f}: ${lines}`] : [];
-    });
+    const long = all
+      .filter((f) => f.startsWith('shared/'))
+      .flatMap((f) => {
+        const lines = read(f).split('\n').length;
+        return lines > 420 ? [`${f}: ${lines}`] : [];
+      });
     expect(long).toEqual([]);
   });
 
@@ -34,7 +36,9 @@ describe('layout', () => {
     const kinds = TARGET_KINDS.map((k) => k.kind);
     expect(kinds.length).toBeGreaterThan(1);
     // The runtimes and the product code; the demo, chaos and bench drive the demo's database on purpose.
-    const checked = all.filter((f) => /^(infra|functions|shared|local|cli|report)\//.test(f) && !kinds.some((k) => f.startsWith(`shared/targets/${k}/`)));
+    const checked = all.filter(
+      (f) => /^(infra|functions|shared|local|cli|report)\//.test(f) && !kinds.some((k) => f.startsWith(`shared/targets/${k}/`)),
+    );
     const found = checked.flatMap((f) => {
       const text = read(f);
       return kinds.filter((k) => text.includes(`'${k}'`) || text.includes(`"${k}"`)).map((k) => `${f}: '${k}'`);
@@ -57,11 +61,15 @@ describe('layout', () => {
 
   it("lists every folder in the README's folder table", () => {
     const readme = read('README.md');
-    const top = readdirSync(ROOT).filter((n) => !n.startsWith('.') && n !== 'node_modules' && n !== 'cdk.out' && statSync(join(ROOT, n)).isDirectory());
+    const top = readdirSync(ROOT).filter(
+      (n) => !n.startsWith('.') && n !== 'node_modules' && n !== 'cdk.out' && statSync(join(ROOT, n)).isDirectory(),
+    );
     const shared = readdirSync(join(ROOT, 'shared'))
       .filter((n) => statSync(join(ROOT, 'shared', n)).isDirectory())
       .map((n) => relative(ROOT, join(ROOT, 'shared', n)));
-    const missing = [...top.filter((n) => n !== 'shared' && n !== 'test-output'), ...shared].filter((n) => !readme.includes(`| \`${n}\` |`));
+    const missing = [...top.filter((n) => n !== 'shared' && n !== 'test-output'), ...shared].filter(
+      (n) => !readme.includes(`| \`${n}\` |`),
+    );
     expect(missing).toEqual([]);
   });
 });

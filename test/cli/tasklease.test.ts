@@ -41,7 +41,19 @@ describe('tasklease: dispatch', () => {
     const report = await cli('report', '--help');
     expect(report.code).toBe(0);
     expect(report.stdout).toMatch(/^Usage: tasklease report /);
-    for (const flag of ['--table', '--endpoint', '--region', '--workload', '--target', '--since', '--until', '--json', '--csv', '--rows', '--limit']) {
+    for (const flag of [
+      '--table',
+      '--endpoint',
+      '--region',
+      '--workload',
+      '--target',
+      '--since',
+      '--until',
+      '--json',
+      '--csv',
+      '--rows',
+      '--limit',
+    ]) {
       expect(report.stdout).toContain(flag);
     }
     expect(report.stdout).not.toContain('--poll-ms');
@@ -111,7 +123,9 @@ describe('tasklease: dispatch', () => {
 
   it('exits with the code main returns when run as a program', async () => {
     const CLI = join(ROOT, 'cli', 'tasklease.ts');
-    const err = await run(process.execPath, ['--import', 'tsx', CLI, 'frobnicate'], { cwd: ROOT, encoding: 'utf8' }).catch((e: unknown) => e as { code: number; stderr: string });
+    const err = await run(process.execPath, ['--import', 'tsx', CLI, 'frobnicate'], { cwd: ROOT, encoding: 'utf8' }).catch(
+      (e: unknown) => e as { code: number; stderr: string },
+    );
     expect(err).toMatchObject({ code: 2 });
     expect((err as { stderr: string }).stderr).toContain('unknown command frobnicate');
     const { stdout } = await run(process.execPath, ['--import', 'tsx', CLI, 'dashboard', '--help'], { cwd: ROOT, encoding: 'utf8' });

@@ -21,7 +21,9 @@ const HAVE_CHROMIUM = existsSync(CHROMIUM);
 const OUTPUT_DIR = join(import.meta.dirname, '..', '..', 'test-output');
 const SCREENSHOT = join(OUTPUT_DIR, 'dashboard.png');
 if (!HAVE_CHROMIUM) {
-  console.warn(`[dashboard] SKIPPED the browser test: ${CHROMIUM} is not installed (Debian: apt-get install chromium; .ci/run installs it).`);
+  console.warn(
+    `[dashboard] SKIPPED the browser test: ${CHROMIUM} is not installed (Debian: apt-get install chromium; .ci/run installs it).`,
+  );
 }
 
 describe.skipIf(!HAVE_CHROMIUM)('dashboard page in headless Chromium, live during a demo run', () => {
@@ -85,7 +87,10 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard page in headless Chromium, live durin
     result = await runDemo(rt, { tasks: 4, concurrency: 2 });
     creds = (await rt.ledger.listLeases({})).flatMap((l) => l.credentials);
     // The last bus event is followed by one debounced refresh: wait for the page to show the final ledger.
-    await page.locator('[data-testid="credential-bar"][data-state="verified"]').nth(creds.length - 1).waitFor({ timeout: 15_000 });
+    await page
+      .locator('[data-testid="credential-bar"][data-state="verified"]')
+      .nth(creds.length - 1)
+      .waitFor({ timeout: 15_000 });
     barCountsSeen = (await page.evaluate('window.__barCounts')) as number[];
     await mkdir(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -101,14 +106,18 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard page in headless Chromium, live durin
   it('draws one bar per credential of the run, grouped under its task', async () => {
     expect(creds.length).toBe(result.credentials);
     expect(creds.length).toBeGreaterThanOrEqual(4);
-    const bars = await page.$$eval('[data-testid="credential-bar"]', (els) => els.map((e) => `${e.getAttribute('data-task')} ${e.getAttribute('data-grant')}`));
+    const bars = await page.$$eval('[data-testid="credential-bar"]', (els) =>
+      els.map((e) => `${e.getAttribute('data-task')} ${e.getAttribute('data-grant')}`),
+    );
     expect(bars.sort()).toEqual(creds.map((c) => `${c.taskId} ${grantKey(c.grant)}`).sort());
     // Tasks: the four demo tasks and the one the policy denied.
     const tasks = await page.$$eval('[data-testid="task-row"]', (els) => els.map((e) => e.getAttribute('data-task')));
     expect(tasks.sort()).toEqual(['demo-001', 'demo-002', 'demo-003', 'demo-004', 'demo-greedy']);
     // Every verified bar shows issued → ended (use), ended → verified (debt), and the faint tail to expiry.
     const parts = await page.$$eval('[data-testid="credential-bar"]', (els) =>
-      els.map((e) => ['.seg-use', '.seg-debt', '.verified-tick', '.seg-avoided', '.expiry-mark'].map((s) => e.querySelectorAll(s).length > 0)),
+      els.map((e) =>
+        ['.seg-use', '.seg-debt', '.verified-tick', '.seg-avoided', '.expiry-mark'].map((s) => e.querySelectorAll(s).length > 0),
+      ),
     );
     for (const p of parts) expect(p).toEqual([true, true, true, true, true]);
   });
@@ -131,12 +140,18 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard page in headless Chromium, live durin
     expect(await value('metric-avoided')).toBe(String(s.avoidedDebtMs.p50));
     expect(await value('metric-open')).toBe('0');
     // The demo printed the same numbers.
-    expect([s.trustDebtMs.p50, s.trustDebtMs.p99, s.trustDebtMs.max]).toEqual([result.trustDebtMs.p50, result.trustDebtMs.p99, result.trustDebtMs.max]);
+    expect([s.trustDebtMs.p50, s.trustDebtMs.p99, s.trustDebtMs.max]).toEqual([
+      result.trustDebtMs.p50,
+      result.trustDebtMs.p99,
+      result.trustDebtMs.max,
+    ]);
     expect(await page.textContent('[data-testid="metric-p50"]')).toBe(`${s.trustDebtMs.p50} ms`);
   });
 
   it('lists the denial with its reason, and the blast radius per workload', async () => {
-    expect(await page.$$eval('[data-testid="denial-reason"]', (els) => els.map((e) => e.textContent))).toEqual(['policy-grant-not-allowed × 1']);
+    expect(await page.$$eval('[data-testid="denial-reason"]', (els) => els.map((e) => e.textContent))).toEqual([
+      'policy-grant-not-allowed × 1',
+    ]);
     const denial = await page.textContent('[data-testid="denial"]');
     expect(denial).toContain('demo-greedy');
     expect(denial).toContain('grant orders-db.write not allowed');

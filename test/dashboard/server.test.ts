@@ -41,22 +41,32 @@ async function dashboard(options: Partial<Parameters<typeof startDashboard>[0]> 
 }
 
 /** A raw request, so the Host header can be anything. */
-function get(url: string, init: { method?: string; host?: string } = {}): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
+function get(
+  url: string,
+  init: { method?: string; host?: string } = {},
+): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: init.method ?? 'GET', headers: init.host ? { host: init.host } : {} }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
+    const req = request(
+      { host: u.hostname, port: u.port, path: u.pathname, method: init.method ?? 'GET', headers: init.host ? { host: init.host } : {} },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
 }
 
 /** Reads Server-Sent Events until `until` says stop; returns every event seen. */
-function readEvents(url: string, until: (events: Array<{ event: string; data: string }>) => boolean, timeoutMs = 10_000): Promise<Array<{ event: string; data: string }>> {
+function readEvents(
+  url: string,
+  until: (events: Array<{ event: string; data: string }>) => boolean,
+  timeoutMs = 10_000,
+): Promise<Array<{ event: string; data: string }>> {
   return new Promise((resolve, reject) => {
     const events: Array<{ event: string; data: string }> = [];
     const req = request(url, (res) => {
@@ -123,7 +133,8 @@ describe('dashboard server', () => {
     expect(data.denials).toEqual(JSON.parse(JSON.stringify(report.denials)));
     expect(data.openDebt).toEqual({ count: 2, oldestMs: report.openDebt.oldestMs });
     expect(data.leases.map((l) => l.taskId)).toEqual(['t6', 't7', 't8']);
-    for (const s of ['TASK-TOKEN-MUST-NOT-LEAK', '"taskToken"', '"secretName"', '"metadata"', '"externalId"', '"lockedUntil"']) expect(res.body).not.toContain(s);
+    for (const s of ['TASK-TOKEN-MUST-NOT-LEAK', '"taskToken"', '"secretName"', '"metadata"', '"externalId"', '"lockedUntil"'])
+      expect(res.body).not.toContain(s);
   });
 
   it('pushes a new snapshot over Server-Sent Events when the ledger changes (polling without a bus)', async () => {
@@ -134,7 +145,13 @@ describe('dashboard server', () => {
       const ledgers = evs.filter((e) => e.event === 'ledger');
       if (ledgers.length === 1 && !wrote) {
         wrote = true;
-        void ledger.createLease({ taskId: id, state: 'issuing', workload: A, grants: [{ target: 'orders-db', access: 'read' }], requestedAt: T0 + 9 * 60_000 });
+        void ledger.createLease({
+          taskId: id,
+          state: 'issuing',
+          workload: A,
+          grants: [{ target: 'orders-db', access: 'read' }],
+          requestedAt: T0 + 9 * 60_000,
+        });
       }
       return ledgers.some((e) => (JSON.parse(e.data) as DashboardData).leases.some((l) => l.taskId === id));
     });
@@ -172,10 +189,14 @@ describe('dashboard server', () => {
 
 describe('tasklease dashboard (CLI) over an existing ledger', () => {
   it('prints its address, serves the ledger, and stops on Ctrl-C', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/tasklease.ts'), 'dashboard', '--endpoint', dyn.endpoint, '--table', dyn.tableName], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'cli/tasklease.ts'), 'dashboard', '--endpoint', dyn.endpoint, '--table', dyn.tableName],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let err = '';

@@ -67,10 +67,20 @@ describe('event contract', () => {
     expect(reject({ ...valid, maxDurationSeconds: 10 })).toMatch(/maxDurationSeconds/);
     expect(reject({ ...valid, maxDurationSeconds: 1e9 })).toMatch(/maxDurationSeconds/);
     expect(reject({ ...valid, __proto__: { admin: true }, isAdmin: true })).toMatch(/isAdmin/);
-    const bigGrants = Array.from({ length: LIMITS.grantsMax }, (_, i) => ({ target: `t${i}`.padEnd(LIMITS.nameMaxLength, 'x'), access: 'a'.repeat(LIMITS.accessMaxLength) }));
-    expect(reject({ ...valid, grants: bigGrants, initiator: 'x'.repeat(256), workflow: { engine: 'e', runId: 'r'.repeat(256) }, taskToken: 'k'.repeat(1024), svid: `${'a'.repeat(8180)}.b.c` })).toMatch(
-      /detail must serialise/,
-    );
+    const bigGrants = Array.from({ length: LIMITS.grantsMax }, (_, i) => ({
+      target: `t${i}`.padEnd(LIMITS.nameMaxLength, 'x'),
+      access: 'a'.repeat(LIMITS.accessMaxLength),
+    }));
+    expect(
+      reject({
+        ...valid,
+        grants: bigGrants,
+        initiator: 'x'.repeat(256),
+        workflow: { engine: 'e', runId: 'r'.repeat(256) },
+        taskToken: 'k'.repeat(1024),
+        svid: `${'a'.repeat(8180)}.b.c`,
+      }),
+    ).toMatch(/detail must serialise/);
     expect(reject({ ...valid, svid: 'not a jwt' })).toMatch(/svid: must be a compact JWS/);
     expect(reject({ ...valid, initiator: 'eve\u202e\ud800' })).toMatch(/initiator/);
   });

@@ -41,8 +41,13 @@ describe('parseJsonStrict', () => {
 
   it('finds duplicates at any depth and names their path', () => {
     expect(reason(envelope(detail('"taskId":"d1","taskId":"d2"')), 'message body')).toMatch(/^message body: duplicate key detail\.taskId;/);
-    expect(reason(envelope(detail('"taskId":"d1"')).replace('"version":"0"', '"version":"0","source":"spoof"'))).toMatch(/duplicate key source;/);
-    const nested = detail('"taskId":"d1"').replace('{"target":"orders-db","access":"read"}', '{"target":"orders-db","access":"read"},{"target":"x","target":"orders-db","access":"write"}');
+    expect(reason(envelope(detail('"taskId":"d1"')).replace('"version":"0"', '"version":"0","source":"spoof"'))).toMatch(
+      /duplicate key source;/,
+    );
+    const nested = detail('"taskId":"d1"').replace(
+      '{"target":"orders-db","access":"read"}',
+      '{"target":"orders-db","access":"read"},{"target":"x","target":"orders-db","access":"write"}',
+    );
     expect(reason(envelope(nested))).toMatch(/duplicate key detail\.grants\[1\]\.target;/);
     expect(reason('{"a":[[1,{"b":{"c":1,"c":2}}]]}')).toMatch(/duplicate key a\[0\]\[1\]\.b\.c;/);
   });
@@ -55,7 +60,9 @@ describe('parseJsonStrict', () => {
     expect(reason(detail('"taskId":"d1"').replace('"svid"', '"svid":"x","svid"'))).toMatch(/duplicate key svid;/);
     // A key that is itself a token is not shown, only its length.
     const why = reason(`{"detail":{"${SVID}":1,"${SVID}":2}}`);
-    expect(why).toBe(`Task Started: duplicate key detail[key of ${SVID.length} characters]; each key may appear once (parsers disagree about which copy counts)`);
+    expect(why).toBe(
+      `Task Started: duplicate key detail[key of ${SVID.length} characters]; each key may appear once (parsers disagree about which copy counts)`,
+    );
     // Nor a key with a line break (it would start a fake log line), nor a long one.
     expect(reason('{"a\\nlevel=info":1,"a\\nlevel=info":2}')).toMatch(/duplicate key \[key of 12 characters\];/);
     expect(reason(`{"${'k'.repeat(41)}":1,"${'k'.repeat(41)}":2}`)).toMatch(/duplicate key \[key of 41 characters\];/);
@@ -102,7 +109,11 @@ describe('parseJsonStrict', () => {
     // A tree of objects and arrays; one object gets a copy of one of its own keys.
     const tree = fc.letrec((tie) => ({
       node: fc.oneof({ depthSize: 'small', withCrossShrink: true }, fc.integer(), fc.string(), tie('obj'), tie('arr')),
-      obj: fc.dictionary(fc.string({ minLength: 1, maxLength: 6 }).filter((k) => k !== '__proto__'), tie('node'), { minKeys: 1, maxKeys: 4 }),
+      obj: fc.dictionary(
+        fc.string({ minLength: 1, maxLength: 6 }).filter((k) => k !== '__proto__'),
+        tie('node'),
+        { minKeys: 1, maxKeys: 4 },
+      ),
       arr: fc.array(tie('node'), { maxLength: 3 }),
     })).obj;
     fc.assert(
@@ -136,10 +147,15 @@ describe('parseJsonDetail', () => {
   const good = `{"taskId":"t-1","svid":"${SVID}","grants":[{"target":"orders-db","access":"read"}],"maxDurationSeconds":900}`;
 
   it('parses strictly, then validates with the schema', () => {
-    expect(parseJsonDetail(TaskStartedSchema, good, 'Task Started')).toMatchObject({ taskId: 't-1', grants: [{ target: 'orders-db', access: 'read' }] });
-    expect(() => parseJsonDetail(TaskStartedSchema, good.replace('"taskId":"t-1"', '"taskId":"t-1","taskId":"t-2"'), 'Task Started')).toThrow(
-      /^Task Started: duplicate key taskId;/,
+    expect(parseJsonDetail(TaskStartedSchema, good, 'Task Started')).toMatchObject({
+      taskId: 't-1',
+      grants: [{ target: 'orders-db', access: 'read' }],
+    });
+    expect(() =>
+      parseJsonDetail(TaskStartedSchema, good.replace('"taskId":"t-1"', '"taskId":"t-1","taskId":"t-2"'), 'Task Started'),
+    ).toThrow(/^Task Started: duplicate key taskId;/);
+    expect(() => parseJsonDetail(TaskStartedSchema, good.replace('"orders-db"', '"Orders DB"'), 'Task Started')).toThrow(
+      /^Task Started: grants\[0\]\.target/,
     );
-    expect(() => parseJsonDetail(TaskStartedSchema, good.replace('"orders-db"', '"Orders DB"'), 'Task Started')).toThrow(/^Task Started: grants\[0\]\.target/);
   });
 });

@@ -95,7 +95,15 @@ describe('TrustBundleSet', () => {
   it('validates its config', () => {
     const source = staticBundleSource({ keys: [] });
     expect(() => new TrustBundleSet({ domains: [{ trustDomain: 'Bad.Domain', source }] })).toThrow(ConfigError);
-    expect(() => new TrustBundleSet({ domains: [{ trustDomain: 'a.example', source }, { trustDomain: 'a.example', source }] })).toThrow(/twice/);
+    expect(
+      () =>
+        new TrustBundleSet({
+          domains: [
+            { trustDomain: 'a.example', source },
+            { trustDomain: 'a.example', source },
+          ],
+        }),
+    ).toThrow(/twice/);
   });
 
   it('federates: each trust domain has its own keys', async () => {
@@ -130,7 +138,7 @@ describe('TrustBundleSet', () => {
     expect(set.statusOf('a.example')).toMatchObject({ sequence: 2, keyIds: [k2.kid], nextRefreshAt: clock.ms + 120_000 });
   });
 
-  it('a configured refreshHintSeconds overrides the bundle\'s own hint', async () => {
+  it("a configured refreshHintSeconds overrides the bundle's own hint", async () => {
     const clock = fakeClock();
     const src = switchable(bundleOf([k1], { spiffe_refresh_hint: 120 }));
     const set = new TrustBundleSet({ clock, domains: [{ trustDomain: 'a.example', source: src, refreshHintSeconds: 600 }] });
@@ -198,13 +206,22 @@ describe('TrustBundleSet', () => {
     const clock = fakeClock();
     const errors: string[] = [];
     const src = switchable(bundleOf([k1], { spiffe_refresh_hint: 60 }));
-    const set = new TrustBundleSet({ clock, domains: [{ trustDomain: 'a.example', source: src }], onError: (td, e) => errors.push(`${td}|${e.message}`) });
+    const set = new TrustBundleSet({
+      clock,
+      domains: [{ trustDomain: 'a.example', source: src }],
+      onError: (td, e) => errors.push(`${td}|${e.message}`),
+    });
     await set.getKey('a.example', k1.kid);
     src.fail = new Error('connection reset');
     clock.advance(60_000);
     expect(await set.getKey('a.example', k1.kid)).toMatchObject({ kid: k1.kid });
     expect(errors).toEqual(['a.example|trust bundle for a.example (switchable): Error: connection reset']);
-    expect(set.statusOf('a.example')).toMatchObject({ loaded: true, stale: true, keyIds: [k1.kid], lastError: expect.stringContaining('connection reset') });
+    expect(set.statusOf('a.example')).toMatchObject({
+      loaded: true,
+      stale: true,
+      keyIds: [k1.kid],
+      lastError: expect.stringContaining('connection reset'),
+    });
     // Retries after the refetch interval, not on every call.
     clock.advance(10_000);
     await set.getKey('a.example', k1.kid);
@@ -233,7 +250,10 @@ describe('fileBundleSource', () => {
     const path = join(dir, 'a.json');
     await writeFile(path, JSON.stringify(bundleOf([k1])));
     const errors: string[] = [];
-    const set = new TrustBundleSet({ domains: [{ trustDomain: 'a.example', source: fileBundleSource(path) }], onError: (_td, e) => errors.push(e.message) });
+    const set = new TrustBundleSet({
+      domains: [{ trustDomain: 'a.example', source: fileBundleSource(path) }],
+      onError: (_td, e) => errors.push(e.message),
+    });
     expect(await set.getKey('a.example', k1.kid)).toMatchObject({ kid: k1.kid });
 
     await writeFile(path, '{"keys": [truncated');
@@ -333,7 +353,9 @@ describe('httpBundleSource against a real HTTP server', () => {
     });
     const source = httpBundleSource(url);
     const started = Date.now();
-    await expect(source.load()).rejects.toThrow(`${url} returned more than ${MB} bytes (the limit for a trust bundle); refused without reading the rest`);
+    await expect(source.load()).rejects.toThrow(
+      `${url} returned more than ${MB} bytes (the limit for a trust bundle); refused without reading the rest`,
+    );
     const written = await wrote;
     // What the socket accepted before the client hung up: the limit plus socket buffers, not 64 MB.
     expect(written).toBeGreaterThan(MB);
@@ -359,7 +381,9 @@ describe('httpBundleSource against a real HTTP server', () => {
     });
     const bytes = Buffer.byteLength(doc);
     expect(doc.length).toBeLessThan(bytes - 500);
-    await expect(httpBundleSource(url, { maxBytes: doc.length + 100 }).load()).rejects.toThrow(`returned more than ${doc.length + 100} bytes`);
+    await expect(httpBundleSource(url, { maxBytes: doc.length + 100 }).load()).rejects.toThrow(
+      `returned more than ${doc.length + 100} bytes`,
+    );
     // At exactly its byte size it is fine, and the text arrives intact.
     const text = await httpBundleSource(url, { maxBytes: bytes }).load();
     expect(text).toBe(doc);
@@ -376,7 +400,9 @@ describe('httpBundleSource against a real HTTP server', () => {
       res.writeHead(302, { location: `${target}?token=secret-looking-value` });
       res.end();
     });
-    const err = await httpBundleSource(url).load().catch((e: unknown) => e);
+    const err = await httpBundleSource(url)
+      .load()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TrustBundleError);
     expect((err as Error).message).toBe(
       `${url} answered HTTP 302, a redirect to ${target}; redirects are refused so a bundle cannot be swapped or downgraded on the way: configure the final https URL`,
@@ -390,9 +416,13 @@ describe('httpBundleSource against a real HTTP server', () => {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end('<html>captive portal: sign in</html>');
     });
-    const err = await httpBundleSource(url).load().catch((e: unknown) => e);
+    const err = await httpBundleSource(url)
+      .load()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TrustBundleError);
-    expect((err as Error).message).toBe(`${url} returned a body that is not JSON (36 bytes, content-type "text/html"); a SPIFFE bundle endpoint serves a JWK set`);
+    expect((err as Error).message).toBe(
+      `${url} returned a body that is not JSON (36 bytes, content-type "text/html"); a SPIFFE bundle endpoint serves a JWK set`,
+    );
   });
 
   it('names a body that is not UTF-8', async () => {
@@ -400,7 +430,9 @@ describe('httpBundleSource against a real HTTP server', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]));
     });
-    await expect(httpBundleSource(url).load()).rejects.toThrow(`${url} returned a body that is not UTF-8 (4 bytes, content-type "application/json")`);
+    await expect(httpBundleSource(url).load()).rejects.toThrow(
+      `${url} returned a body that is not UTF-8 (4 bytes, content-type "application/json")`,
+    );
   });
 
   it('says when the endpoint stalls past the timeout, mid-body included', async () => {
@@ -408,7 +440,9 @@ describe('httpBundleSource against a real HTTP server', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"keys":');
     });
-    await expect(httpBundleSource(url, { timeoutMs: 300 }).load()).rejects.toThrow(`cannot read the body of ${url}: no answer within 300 ms`);
+    await expect(httpBundleSource(url, { timeoutMs: 300 }).load()).rejects.toThrow(
+      `cannot read the body of ${url}: no answer within 300 ms`,
+    );
   });
 
   it('reports the status of a failing endpoint and loads a good one through TrustBundleSet', async () => {
@@ -432,7 +466,14 @@ describe('ssmBundleSource', () => {
 
   it('reads the bundle from the parameter with decryption', async () => {
     ssm.on(GetParameterCommand).resolves({ Parameter: { Name: '/tasklease/bundles/a.example', Value: JSON.stringify(bundleOf([k1])) } });
-    const set = new TrustBundleSet({ domains: [{ trustDomain: 'a.example', source: ssmBundleSource('/tasklease/bundles/a.example', { client: new SSMClient({ region: 'eu-west-1' }) }) }] });
+    const set = new TrustBundleSet({
+      domains: [
+        {
+          trustDomain: 'a.example',
+          source: ssmBundleSource('/tasklease/bundles/a.example', { client: new SSMClient({ region: 'eu-west-1' }) }),
+        },
+      ],
+    });
     expect(await set.getKey('a.example', k1.kid)).toMatchObject({ kid: k1.kid });
     const calls = ssm.commandCalls(GetParameterCommand);
     expect(calls).toHaveLength(1);
@@ -442,17 +483,27 @@ describe('ssmBundleSource', () => {
 
   it('keeps the last good bundle when the parameter goes away', async () => {
     const clock = fakeClock();
-    ssm.on(GetParameterCommand).resolvesOnce({ Parameter: { Value: JSON.stringify(bundleOf([k1], { spiffe_refresh_hint: 60 })) } })
+    ssm
+      .on(GetParameterCommand)
+      .resolvesOnce({ Parameter: { Value: JSON.stringify(bundleOf([k1], { spiffe_refresh_hint: 60 })) } })
       .rejects(new ParameterNotFound({ message: 'not found', $metadata: {} }));
-    const set = new TrustBundleSet({ clock, domains: [{ trustDomain: 'a.example', source: ssmBundleSource('/b/a', { client: new SSMClient({ region: 'eu-west-1' }) }) }] });
+    const set = new TrustBundleSet({
+      clock,
+      domains: [{ trustDomain: 'a.example', source: ssmBundleSource('/b/a', { client: new SSMClient({ region: 'eu-west-1' }) }) }],
+    });
     await set.loadAll();
     clock.advance(60_000);
     expect(await set.getKey('a.example', k1.kid)).toMatchObject({ kid: k1.kid });
-    expect(set.statusOf('a.example')).toMatchObject({ stale: true, lastError: 'trust bundle for a.example (ssm:/b/a): cannot read SSM parameter /b/a: ParameterNotFound' });
+    expect(set.statusOf('a.example')).toMatchObject({
+      stale: true,
+      lastError: 'trust bundle for a.example (ssm:/b/a): cannot read SSM parameter /b/a: ParameterNotFound',
+    });
   });
 
   it('rejects an empty parameter', async () => {
     ssm.on(GetParameterCommand).resolves({ Parameter: {} });
-    await expect(ssmBundleSource('/b/a', { client: new SSMClient({ region: 'eu-west-1' }) }).load()).rejects.toThrow('SSM parameter /b/a has no value');
+    await expect(ssmBundleSource('/b/a', { client: new SSMClient({ region: 'eu-west-1' }) }).load()).rejects.toThrow(
+      'SSM parameter /b/a has no value',
+    );
   });
 });

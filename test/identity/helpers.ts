@@ -27,7 +27,8 @@ export function sign(key: TestKey, claims: JWTPayload, header?: Record<string, u
   return new SignJWT(claims).setProtectedHeader((header ?? { alg: key.alg, kid: key.kid, typ: 'JWT' }) as never).sign(key.privateKey);
 }
 
-export const b64url = (value: unknown): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+export const b64url = (value: unknown): string =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 
 /** A mutable fake clock. */
 export function fakeClock(start = Date.parse('2030-01-01T00:00:00Z')) {

@@ -46,7 +46,10 @@ async function expectDenial(token: string, code: DenialCode, message: RegExp, v 
   expect(denial.denial).toBe(code);
   expect(denial.message).toMatch(message);
   // Never the token, nor any of its parts, in a message.
-  for (const part of String(token ?? '').split('.').filter((p) => p.length > 8)) expect(denial.message).not.toContain(part);
+  for (const part of String(token ?? '')
+    .split('.')
+    .filter((p) => p.length > 8))
+    expect(denial.message).not.toContain(part);
   return denial;
 }
 
@@ -142,7 +145,11 @@ describe('JwtSvidVerifier rejects', () => {
   });
 
   it('a sub that is not a SPIFFE ID', async () => {
-    await expectDenial(await sign(keysA.ES256, claims({ sub: 'spiffe://a.example/x/' })), 'svid-invalid', /not a SPIFFE ID.*path-trailing-slash/);
+    await expectDenial(
+      await sign(keysA.ES256, claims({ sub: 'spiffe://a.example/x/' })),
+      'svid-invalid',
+      /not a SPIFFE ID.*path-trailing-slash/,
+    );
     await expectDenial(await sign(keysA.ES256, claims({ sub: 'exporter' })), 'svid-invalid', /not a SPIFFE ID.*rule: scheme/);
     await expectDenial(await sign(keysA.ES256, claims({ sub: 42 })), 'svid-invalid', /"sub" claim is not a string/);
   });
@@ -224,7 +231,12 @@ describe('JwtSvidVerifier rejects', () => {
 describe('JwtSvidVerifier with requireJti', () => {
   it('refuses an SVID without jti in a trust domain that requires one, saying what to change', async () => {
     const v = verifierWith(undefined, ['a.example']);
-    const denial = await expectDenial(await sign(keysA.ES256, claims()), 'svid-invalid', /no "jti" claim, which trust domain a\.example requires \(trustDomains\.a\.example\.requireJti\)/, v);
+    const denial = await expectDenial(
+      await sign(keysA.ES256, claims()),
+      'svid-invalid',
+      /no "jti" claim, which trust domain a\.example requires \(trustDomains\.a\.example\.requireJti\)/,
+      v,
+    );
     expect(denial.message).toMatch(/mint SVIDs with a unique jti/);
     await expect(v.verify(await sign(keysA.ES256, claims({ jti: 'j-1' })))).resolves.toMatchObject({ spiffeId: SUB_A });
     // Other trust domains keep their own setting.
@@ -232,7 +244,12 @@ describe('JwtSvidVerifier with requireJti', () => {
   });
 
   it('true requires it everywhere; off (the default) accepts SVIDs without jti', async () => {
-    await expectDenial(await sign(keyB, claims({ sub: SUB_B })), 'svid-invalid', /no "jti" claim, which trust domain b\.example requires/, verifierWith(undefined, true));
+    await expectDenial(
+      await sign(keyB, claims({ sub: SUB_B })),
+      'svid-invalid',
+      /no "jti" claim, which trust domain b\.example requires/,
+      verifierWith(undefined, true),
+    );
     await expect(verifierWith(undefined, false).verify(await sign(keyB, claims({ sub: SUB_B })))).resolves.toBeDefined();
     await expect(verifier.verify(await sign(keyB, claims({ sub: SUB_B })))).resolves.toBeDefined();
   });

@@ -43,7 +43,11 @@ describe('LocalSpiffeIssuer over loopback HTTP', () => {
 
   it('mints SVIDs the verifier accepts, only for its own trust domain', async () => {
     const token = await issuer.mint({ spiffeId: WORKLOAD, audience: AUD, ttlSeconds: 120, jti: 'run-1' });
-    await expect(verifier.verify(token)).resolves.toMatchObject({ spiffeId: WORKLOAD, trustDomain: 'demo.local', expiresAt: (Math.floor(clock.ms / 1000) + 120) * 1000 });
+    await expect(verifier.verify(token)).resolves.toMatchObject({
+      spiffeId: WORKLOAD,
+      trustDomain: 'demo.local',
+      expiresAt: (Math.floor(clock.ms / 1000) + 120) * 1000,
+    });
     await expect(issuer.mint({ spiffeId: 'spiffe://other.local/x', audience: AUD })).rejects.toThrow(/not in trust domain demo\.local/);
     await expect(issuer.mint({ spiffeId: 'spiffe://demo.local/x/', audience: AUD })).rejects.toThrow(/path-trailing-slash/);
   });

@@ -87,7 +87,10 @@ beforeAll(async () => {
     RS256: await makeKey('RS256'),
     PS256: await makeKey('PS256'),
   };
-  const bundles = new TrustBundleSet({ clock, domains: [{ trustDomain: 'a.example', source: staticBundleSource(bundleOf(Object.values(keys))) }] });
+  const bundles = new TrustBundleSet({
+    clock,
+    domains: [{ trustDomain: 'a.example', source: staticBundleSource(bundleOf(Object.values(keys))) }],
+  });
   verifier = new JwtSvidVerifier({ audience: AUD, bundles, clock });
 });
 
@@ -126,37 +129,51 @@ describe('replay key of a re-encoded SVID', () => {
     let reEncodedAndVerified = 0;
     const mutation = fc.oneof(
       // Any character of any segment replaced by any base64url character (or padding/whitespace).
-      fc.record({ kind: fc.constant('replace' as const), seg: fc.integer({ min: 0, max: 2 }), at: fc.nat(), ch: fc.constantFrom(...B64URL, '=', ' ', '\t', '\n') }),
-      fc.record({ kind: fc.constant('insert' as const), seg: fc.integer({ min: 0, max: 2 }), at: fc.nat(), ch: fc.constantFrom('=', ' ', '\t', '\n', '\r', 'A') }),
+      fc.record({
+        kind: fc.constant('replace' as const),
+        seg: fc.integer({ min: 0, max: 2 }),
+        at: fc.nat(),
+        ch: fc.constantFrom(...B64URL, '=', ' ', '\t', '\n'),
+      }),
+      fc.record({
+        kind: fc.constant('insert' as const),
+        seg: fc.integer({ min: 0, max: 2 }),
+        at: fc.nat(),
+        ch: fc.constantFrom('=', ' ', '\t', '\n', '\r', 'A'),
+      }),
       fc.record({ kind: fc.constant('last-bits' as const), seg: fc.integer({ min: 0, max: 2 }), low: fc.integer({ min: 1, max: 15 }) }),
       fc.record({ kind: fc.constant('negate-s' as const) }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 0, max: tokens.length - 1 }), fc.array(mutation, { minLength: 1, maxLength: 3 }), async (which, mutations) => {
-        const { alg, token } = tokens[which]!;
-        const segs = parts(token);
-        for (const m of mutations) {
-          if (m.kind === 'negate-s') {
-            const n = ORDER[alg];
-            if (n && Buffer.from(segs[2], 'base64url').length % 2 === 0) segs[2] = negateS(segs[2], n);
-            continue;
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: tokens.length - 1 }),
+        fc.array(mutation, { minLength: 1, maxLength: 3 }),
+        async (which, mutations) => {
+          const { alg, token } = tokens[which]!;
+          const segs = parts(token);
+          for (const m of mutations) {
+            if (m.kind === 'negate-s') {
+              const n = ORDER[alg];
+              if (n && Buffer.from(segs[2], 'base64url').length % 2 === 0) segs[2] = negateS(segs[2], n);
+              continue;
+            }
+            const seg = segs[m.seg]!;
+            if (m.kind === 'last-bits') {
+              const unused = (seg.length * 6) % 8;
+              const idx = B64URL.indexOf(seg.at(-1)!);
+              if (unused > 0 && idx >= 0) segs[m.seg] = seg.slice(0, -1) + B64URL[idx ^ (m.low % (1 << unused) || 1)];
+            } else {
+              const at = m.at % (seg.length + (m.kind === 'insert' ? 1 : 0));
+              segs[m.seg] = seg.slice(0, at) + m.ch + seg.slice(m.kind === 'insert' ? at : at + 1);
+            }
           }
-          const seg = segs[m.seg]!;
-          if (m.kind === 'last-bits') {
-            const unused = (seg.length * 6) % 8;
-            const idx = B64URL.indexOf(seg.at(-1)!);
-            if (unused > 0 && idx >= 0) segs[m.seg] = seg.slice(0, -1) + B64URL[idx ^ (m.low % (1 << unused) || 1)];
-          } else {
-            const at = m.at % (seg.length + (m.kind === 'insert' ? 1 : 0));
-            segs[m.seg] = seg.slice(0, at) + m.ch + seg.slice(m.kind === 'insert' ? at : at + 1);
-          }
-        }
-        const mutated = segs.join('.');
-        const result = await verified(mutated);
-        if (result instanceof DenialError) return;
-        if (mutated !== token) reEncodedAndVerified += 1;
-        expect(result.replayKey).toBe(originals[which]!.replayKey);
-      }),
+          const mutated = segs.join('.');
+          const result = await verified(mutated);
+          if (result instanceof DenialError) return;
+          if (mutated !== token) reEncodedAndVerified += 1;
+          expect(result.replayKey).toBe(originals[which]!.replayKey);
+        },
+      ),
       { numRuns: 300, seed: 12 },
     );
     // Not vacuous: the generator does find different strings that verify.

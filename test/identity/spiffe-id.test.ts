@@ -74,9 +74,23 @@ const invalid: Array<[string, SpiffeIdRule]> = [
 ];
 
 const ALL_RULES: SpiffeIdRule[] = [
-  'not-a-string', 'empty', 'max-length', 'scheme', 'query', 'fragment', 'trust-domain-missing', 'userinfo', 'port',
-  'percent-encoding', 'trust-domain-case', 'trust-domain-chars', 'trust-domain-length', 'path-empty-segment',
-  'path-dot-segment', 'path-trailing-slash', 'path-chars',
+  'not-a-string',
+  'empty',
+  'max-length',
+  'scheme',
+  'query',
+  'fragment',
+  'trust-domain-missing',
+  'userinfo',
+  'port',
+  'percent-encoding',
+  'trust-domain-case',
+  'trust-domain-chars',
+  'trust-domain-length',
+  'path-empty-segment',
+  'path-dot-segment',
+  'path-trailing-slash',
+  'path-chars',
 ];
 
 function ruleOf(input: unknown): SpiffeIdRule {
@@ -90,14 +104,17 @@ function ruleOf(input: unknown): SpiffeIdRule {
 }
 
 describe('parseSpiffeId', () => {
-  it.each(valid.map((v) => [v[0].length > 60 ? `${v[0].slice(0, 60)}…(${v[0].length})` : v[0], ...v] as const))('accepts %s', (_label, input, trustDomain, path) => {
-    const id = parseSpiffeId(input);
-    expect(id.trustDomain).toBe(trustDomain);
-    expect(id.path).toBe(path);
-    expect(id.toString()).toBe(input);
-    expect(JSON.stringify({ id })).toBe(JSON.stringify({ id: input }));
-    expect(isSpiffeId(input)).toBe(true);
-  });
+  it.each(valid.map((v) => [v[0].length > 60 ? `${v[0].slice(0, 60)}…(${v[0].length})` : v[0], ...v] as const))(
+    'accepts %s',
+    (_label, input, trustDomain, path) => {
+      const id = parseSpiffeId(input);
+      expect(id.trustDomain).toBe(trustDomain);
+      expect(id.path).toBe(path);
+      expect(id.toString()).toBe(input);
+      expect(JSON.stringify({ id })).toBe(JSON.stringify({ id: input }));
+      expect(isSpiffeId(input)).toBe(true);
+    },
+  );
 
   const short = (s: string) => (s.length > 60 ? `${s.slice(0, 60)}…(${s.length})` : s);
   it.each(invalid.map(([input, rule]) => [short(input), rule, input] as const))('rejects %j by rule %s', (_label, rule, input) => {
@@ -182,18 +199,25 @@ describe('parseSpiffeId properties', () => {
 
   it('never throws anything but SpiffeIdError, and whatever it accepts round-trips', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 200 }), tricky, validId.map((s) => s + '/')), (s) => {
-        let id;
-        try {
-          id = parseSpiffeId(s);
-        } catch (err) {
-          expect(err).toBeInstanceOf(SpiffeIdError);
-          expect(ALL_RULES).toContain((err as SpiffeIdError).rule);
-          return;
-        }
-        expect(id.toString()).toBe(s);
-        expect(s.startsWith('spiffe://')).toBe(true);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ unit: 'binary', maxLength: 200 }),
+          tricky,
+          validId.map((s) => s + '/'),
+        ),
+        (s) => {
+          let id;
+          try {
+            id = parseSpiffeId(s);
+          } catch (err) {
+            expect(err).toBeInstanceOf(SpiffeIdError);
+            expect(ALL_RULES).toContain((err as SpiffeIdError).rule);
+            return;
+          }
+          expect(id.toString()).toBe(s);
+          expect(s.startsWith('spiffe://')).toBe(true);
+        },
+      ),
       { numRuns: 1000 },
     );
   });

@@ -50,7 +50,9 @@ const TASK_EVENTS = { StringEquals: { 'events:detail-type': [DETAIL_TYPES.taskSt
 
 describe('grantPutTaskEvents', () => {
   it('lets an engine role put only Task Started / Task Ended, only on the tasklease bus', () => {
-    expect(statementsOf(roles.engine)).toEqual([{ Effect: 'Allow', Action: 'events:PutEvents', Resource: r(tl.bus.eventBusArn), Condition: TASK_EVENTS }]);
+    expect(statementsOf(roles.engine)).toEqual([
+      { Effect: 'Allow', Action: 'events:PutEvents', Resource: r(tl.bus.eventBusArn), Condition: TASK_EVENTS },
+    ]);
   });
 
   it('puts a principal without an identity policy here (another account) into the bus policy, with the same condition', () => {
@@ -104,7 +106,9 @@ describe('grantReadDeliveredSecrets', () => {
     const acks = (s.template.toJSON().Resources as Record<string, { Metadata?: { cdk_nag?: { rules_to_suppress: { id: string }[] } } }>)[
       stack.getLogicalId(roles.workload.node.findChild('DefaultPolicy').node.defaultChild as CfnResource)
     ]?.Metadata?.cdk_nag?.rules_to_suppress.map((a) => a.id);
-    expect(acks).toContain('AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:tasklease/*]');
+    expect(acks).toContain(
+      'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:tasklease/*]',
+    );
     expect(s.report.pluginReports.every((p) => p.conclusion === 'success')).toBe(true);
   });
 });

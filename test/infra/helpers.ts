@@ -80,7 +80,8 @@ export function identityStatements(template: Template): { policyId: string; role
   }
   for (const [roleId, res] of Object.entries(template.findResources('AWS::IAM::Role'))) {
     const props = res.Properties as { Policies?: { PolicyDocument: { Statement: Statement[] } }[] };
-    for (const p of props.Policies ?? []) for (const statement of p.PolicyDocument.Statement) out.push({ policyId: roleId, roles: [roleId], statement });
+    for (const p of props.Policies ?? [])
+      for (const statement of p.PolicyDocument.Statement) out.push({ policyId: roleId, roles: [roleId], statement });
   }
   return out;
 }

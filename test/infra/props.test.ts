@@ -40,7 +40,8 @@ function build(configYaml: string, taskLease: Omit<TaskLeaseProps, 'config'> = {
   return current;
 }
 
-const fnProps = (s: Synthesized) => Object.values(s.template.findResources('AWS::Lambda::Function')).map((f) => f.Properties as Record<string, unknown>);
+const fnProps = (s: Synthesized) =>
+  Object.values(s.template.findResources('AWS::Lambda::Function')).map((f) => f.Properties as Record<string, unknown>);
 
 describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
   it('grants nothing for what is not configured and uses the documented defaults', () => {
@@ -50,7 +51,11 @@ describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
       expect(p.MemorySize).toBe(512);
     }
     // Queue-driven functions: max(60, verifyDeadlineSeconds 20 + 30); the reaper: 5 minutes.
-    expect(fnProps(s).map((p) => p.Timeout as number).sort((a, b) => a - b)).toEqual([60, 60, 60, 300]);
+    expect(
+      fnProps(s)
+        .map((p) => p.Timeout as number)
+        .sort((a, b) => a - b),
+    ).toEqual([60, 60, 60, 300]);
     const actions = identityStatements(s.template).flatMap((x) => list(x.statement.Action));
     expect(actions.filter((a) => a.startsWith('sts:') || a.startsWith('iam:') || a.startsWith('ssm:'))).toEqual([]);
     for (const role of Object.values(s.template.findResources('AWS::IAM::Role'))) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
@@ -105,7 +110,12 @@ describe('props', () => {
     t.hasResourceProperties('AWS::Events::EventBusPolicy', {
       Statement: Match.objectLike({
         Action: 'events:PutEvents',
-        Principal: { AWS: [{ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::111122223333:root']] }, 'arn:aws:iam::444455556666:role/engine'] },
+        Principal: {
+          AWS: [
+            { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::111122223333:root']] },
+            'arn:aws:iam::444455556666:role/engine',
+          ],
+        },
       }),
     });
     t.allResourcesProperties('AWS::Lambda::EventSourceMapping', { ScalingConfig: { MaximumConcurrency: 3 }, BatchSize: 5 });
@@ -120,7 +130,11 @@ describe('props', () => {
       expect(alarm.Properties.AlarmActions).toEqual([topicArn]);
       expect(alarm.Properties.OKActions).toEqual([topicArn]);
     }
-    expect(fnProps(current).map((p) => p.Timeout as number).sort((a, b) => a - b)).toEqual([120, 120, 120, 600]);
+    expect(
+      fnProps(current)
+        .map((p) => p.Timeout as number)
+        .sort((a, b) => a - b),
+    ).toEqual([120, 120, 120, 600]);
     // Visibility timeout 6 × 120 s; redrive after 3 receives.
     t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 720, RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }) });
     expect(fnProps(current).filter((p) => p.ReservedConcurrentExecutions === 1)).toHaveLength(1);
@@ -128,7 +142,11 @@ describe('props', () => {
   });
 
   it('attaches to a VPC given as a prop', () => {
-    const vpc = { vpcId: 'vpc-0123456789abcdef0', subnetIds: ['subnet-0123456789abcdef0'], securityGroupIds: ['sg-0123456789abcdef0', 'sg-0123456789abcdef1'] };
+    const vpc = {
+      vpcId: 'vpc-0123456789abcdef0',
+      subnetIds: ['subnet-0123456789abcdef0'],
+      securityGroupIds: ['sg-0123456789abcdef0', 'sg-0123456789abcdef1'],
+    };
     const s = build(yaml(), { vpc });
     for (const p of fnProps(s)) expect(p.VpcConfig).toEqual({ SubnetIds: vpc.subnetIds, SecurityGroupIds: vpc.securityGroupIds });
     expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
@@ -159,9 +177,14 @@ describe('configs that cannot work in AWS are refused at synth', () => {
     settings: { host: h, database: d, user: u, passwordSecret: s, vpc: { vpcId: ${vpc}, subnetIds: [subnet-1], securityGroupIds: [sg-1] } }
     access: { read: { groupRole: r } }
 `;
-    expect(() => build(yaml({ targets: pg('a-db', 'vpc-1') + pg('b-db', 'vpc-2'), rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [a-db.read], maxLeaseSeconds: 600 }' }))).toThrow(
-      /targets a-db and b-db have different settings.vpc/,
-    );
+    expect(() =>
+      build(
+        yaml({
+          targets: pg('a-db', 'vpc-1') + pg('b-db', 'vpc-2'),
+          rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [a-db.read], maxLeaseSeconds: 600 }',
+        }),
+      ),
+    ).toThrow(/targets a-db and b-db have different settings.vpc/);
   });
 
   it('an aws-role target without a role ARN', () => {
@@ -169,7 +192,11 @@ describe('configs that cannot work in AWS are refused at synth', () => {
     kind: aws-role
     settings: { roleArn: not-an-arn }
     access: { read: {} }`;
-    expect(() => build(yaml({ targets, rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: 600 }' }))).toThrow(
+    expect(() =>
+      build(
+        yaml({ targets, rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: 600 }' }),
+      ),
+    ).toThrow(
       // The kind's settings schema refuses it once, in the config validator's form (path: message).
       /targets\.bucket\.settings\.roleArn: must be an IAM role ARN/,
     );
@@ -181,7 +208,10 @@ describe('configs that cannot work in AWS are refused at synth', () => {
   });
 
   it('a config too large for the Lambda environment', () => {
-    const rules = Array.from({ length: 60 }, (_, i) => `  - { id: rule-${i}, spiffeId: "spiffe://demo.example.org/app/${i}", grants: [app-db.read], maxLeaseSeconds: 600 }`).join('\n');
+    const rules = Array.from(
+      { length: 60 },
+      (_, i) => `  - { id: rule-${i}, spiffeId: "spiffe://demo.example.org/app/${i}", grants: [app-db.read], maxLeaseSeconds: 600 }`,
+    ).join('\n');
     expect(() => build(yaml({ rules }))).toThrow(/over Lambda's 4096-byte limit/);
   });
 });

@@ -34,8 +34,12 @@ const ENV: AwsEnvironment = {
   nag: { partition: '<AWS::Partition>', region: '<AWS::Region>', account: '<AWS::AccountId>' },
 };
 const pg = (settings: Record<string, unknown>, name = 'app-db') =>
-  postgresKind.aws.needs({ name, settings: postgresKind.settingsSchema.parse({ host: 'db.internal', database: 'app', user: 'admin', ...settings }), access: {} }, ENV);
-const role = (roleArn: string, name = 'bucket') => awsRoleKind.aws.needs({ name, settings: awsRoleKind.settingsSchema.parse({ roleArn }), access: {} }, ENV);
+  postgresKind.aws.needs(
+    { name, settings: postgresKind.settingsSchema.parse({ host: 'db.internal', database: 'app', user: 'admin', ...settings }), access: {} },
+    ENV,
+  );
+const role = (roleArn: string, name = 'bucket') =>
+  awsRoleKind.aws.needs({ name, settings: awsRoleKind.settingsSchema.parse({ roleArn }), access: {} }, ENV);
 const configErrorOf = (fn: () => unknown): ConfigError => {
   try {
     fn();
@@ -57,7 +61,9 @@ describe('postgres: what a database target needs in AWS', () => {
   it('a secret name or partial ARN matches only the 6-character suffix, with the reason keyed as cdk-nag prints it', () => {
     const [byName] = pg({ passwordSecret: 'reports-db/admin' }).statements;
     expect(byName!.resources).toEqual(['arn:aws:secretsmanager:eu-west-1:123456789012:secret:reports-db/admin-??????']);
-    expect(Object.keys(byName!.wildcardReasons ?? {})).toEqual(['arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:reports-db/admin-??????']);
+    expect(Object.keys(byName!.wildcardReasons ?? {})).toEqual([
+      'arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:reports-db/admin-??????',
+    ]);
     const partial = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:reports-db/admin';
     const [byPartialArn] = pg({ passwordSecret: partial }).statements;
     expect(byPartialArn!.resources).toEqual([`${partial}-??????`]);
@@ -75,8 +81,13 @@ describe('postgres: what a database target needs in AWS', () => {
     expect(err.message).toContain('targets app-db: settings.password would be written into the CloudFormation template');
     expect(err.message).not.toContain('pl41n');
     // The settings schema needs one of the two; needs() on its own still refuses neither.
-    const settings = { ...postgresKind.settingsSchema.parse({ host: 'h', database: 'd', user: 'u', passwordSecret: 's' }), passwordSecret: undefined };
-    expect(configErrorOf(() => postgresKind.aws.needs({ name: 'x-db', settings, access: {} }, ENV)).message).toMatch(/targets\.x-db\.settings\.passwordSecret is required in AWS/);
+    const settings = {
+      ...postgresKind.settingsSchema.parse({ host: 'h', database: 'd', user: 'u', passwordSecret: 's' }),
+      passwordSecret: undefined,
+    };
+    expect(configErrorOf(() => postgresKind.aws.needs({ name: 'x-db', settings, access: {} }, ENV)).message).toMatch(
+      /targets\.x-db\.settings\.passwordSecret is required in AWS/,
+    );
   });
 });
 
@@ -86,7 +97,13 @@ describe('aws-role: what a role target needs in AWS', () => {
     const managed = { StringEquals: { 'aws:ResourceTag/tasklease:managed': 'true' } };
     expect(role(arn)).toEqual({
       statements: [
-        { sid: 'AssumeManagedTargetRoles', actions: ['sts:AssumeRole', 'sts:TagSession', 'sts:SetSourceIdentity'], resources: [arn], conditions: managed, job: 'issue' },
+        {
+          sid: 'AssumeManagedTargetRoles',
+          actions: ['sts:AssumeRole', 'sts:TagSession', 'sts:SetSourceIdentity'],
+          resources: [arn],
+          conditions: managed,
+          job: 'issue',
+        },
         {
           sid: 'DenySessionsOnManagedTargetRoles',
           actions: ['iam:GetRole', 'iam:GetRolePolicy', 'iam:PutRolePolicy', 'iam:DeleteRolePolicy'],
@@ -131,8 +148,19 @@ describe('merging the targets’ needs', () => {
   it('VPCs must agree (subnet and group order aside), naming the two targets that differ', () => {
     const v = { vpcId: 'vpc-1', subnetIds: ['subnet-1', 'subnet-2'], securityGroupIds: ['sg-1'] };
     expect(agreeingVpc([])).toBeUndefined();
-    expect(agreeingVpc([{ target: 'a', vpc: v }, { target: 'b', vpc: { ...v, subnetIds: ['subnet-2', 'subnet-1'] } }])).toEqual(v);
-    expect(() => agreeingVpc([{ target: 'a', vpc: v }, { target: 'b', vpc: v }, { target: 'c', vpc: { ...v, vpcId: 'vpc-2' } }])).toThrow(/targets a and c have different settings.vpc/);
+    expect(
+      agreeingVpc([
+        { target: 'a', vpc: v },
+        { target: 'b', vpc: { ...v, subnetIds: ['subnet-2', 'subnet-1'] } },
+      ]),
+    ).toEqual(v);
+    expect(() =>
+      agreeingVpc([
+        { target: 'a', vpc: v },
+        { target: 'b', vpc: v },
+        { target: 'c', vpc: { ...v, vpcId: 'vpc-2' } },
+      ]),
+    ).toThrow(/targets a and c have different settings.vpc/);
   });
 });
 
@@ -162,7 +190,13 @@ settings: { verifyDeadlineSeconds: 20, reaperIntervalSeconds: 60, openDebtObject
   it('attaches a kind’s statements by job, acknowledges its wildcards, and shows its warnings at synth', () => {
     fake.needs = () => ({
       statements: [
-        { sid: 'FakeIssue', actions: ['fake:Issue'], resources: ['arn:aws:fake:::thing/*'], job: 'issue', wildcardReasons: { 'arn:aws:fake:::thing/*': 'A fake kind names its per-task children at run time, under this one parent.' } },
+        {
+          sid: 'FakeIssue',
+          actions: ['fake:Issue'],
+          resources: ['arn:aws:fake:::thing/*'],
+          job: 'issue',
+          wildcardReasons: { 'arn:aws:fake:::thing/*': 'A fake kind names its per-task children at run time, under this one parent.' },
+        },
         { sid: 'FakeRevoke', actions: ['fake:Revoke'], resources: ['arn:aws:fake:::thing'], job: 'revoke' },
       ],
       warnings: ['targets.thing.settings.arn: works, but not fully in AWS'],
@@ -180,7 +214,12 @@ settings: { verifyDeadlineSeconds: 20, reaperIntervalSeconds: 60, openDebtObject
     expect(actionsOf('taskEnded')).not.toContain('fake:Issue');
     // The wildcard passed cdk-nag because the kind gave its reason.
     expect(current.report.pluginReports.every((p) => p.conclusion === 'success')).toBe(true);
-    expect(Annotations.fromStack(current.stack).findWarning('*', Match.stringLikeRegexp('targets.thing.settings.arn: works, but not fully in AWS'))).toHaveLength(1);
+    expect(
+      Annotations.fromStack(current.stack).findWarning(
+        '*',
+        Match.stringLikeRegexp('targets.thing.settings.arn: works, but not fully in AWS'),
+      ),
+    ).toHaveLength(1);
   });
 
   it('fails the synth with the ConfigError a kind’s needs() throws', () => {

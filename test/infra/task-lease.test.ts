@@ -69,7 +69,11 @@ describe('KMS key', () => {
             Action: 'kms:Decrypt',
             Condition: {
               StringEquals: { 'kms:ViaService': r(`secretsmanager.${Aws.REGION}.amazonaws.com`) },
-              StringLike: { 'kms:EncryptionContext:SecretARN': r(`arn:${Aws.PARTITION}:secretsmanager:${Aws.REGION}:${Aws.ACCOUNT_ID}:secret:tasklease/*`) },
+              StringLike: {
+                'kms:EncryptionContext:SecretARN': r(
+                  `arn:${Aws.PARTITION}:secretsmanager:${Aws.REGION}:${Aws.ACCOUNT_ID}:secret:tasklease/*`,
+                ),
+              },
             },
           }),
         ]),
@@ -79,7 +83,9 @@ describe('KMS key', () => {
 
   it('grants EventBridge the key only for this account', () => {
     const key = Object.values(t.findResources('AWS::KMS::Key'))[0]!;
-    const forEvents = (key.Properties.KeyPolicy.Statement as Statement[]).filter((st) => JSON.stringify(st.Principal).includes('events.amazonaws.com'));
+    const forEvents = (key.Properties.KeyPolicy.Statement as Statement[]).filter((st) =>
+      JSON.stringify(st.Principal).includes('events.amazonaws.com'),
+    );
     expect(forEvents.length).toBeGreaterThan(0);
     for (const st of forEvents) expect(JSON.stringify(st.Condition)).toContain('aws:SourceAccount');
   });
@@ -87,7 +93,10 @@ describe('KMS key', () => {
 
 describe('bus, rules and queues', () => {
   it('is a custom bus whose resource policy lets only this account put events', () => {
-    t.hasResourceProperties('AWS::Events::EventBus', { Name: 'tasklease', DeadLetterConfig: { Arn: r(tl.deadLetterQueues.delivery.queueArn) } });
+    t.hasResourceProperties('AWS::Events::EventBus', {
+      Name: 'tasklease',
+      DeadLetterConfig: { Arn: r(tl.deadLetterQueues.delivery.queueArn) },
+    });
     t.resourceCountIs('AWS::Events::EventBusPolicy', 1);
     t.hasResourceProperties('AWS::Events::EventBusPolicy', {
       EventBusName: r(tl.bus.eventBusName),
@@ -125,7 +134,10 @@ describe('bus, rules and queues', () => {
   });
 
   it('redrives each work queue to its own DLQ, with a visibility timeout of 6 × the function timeout', () => {
-    const fnTimeout = (fn: TaskLeaseFunctionName) => (Object.values(t.findResources('AWS::Lambda::Function', { Properties: { Description: Match.anyValue() } })).find((f) => f.Properties.Role['Fn::GetAtt'][0] === id(tl.roles[fn]))!.Properties.Timeout as number);
+    const fnTimeout = (fn: TaskLeaseFunctionName) =>
+      Object.values(t.findResources('AWS::Lambda::Function', { Properties: { Description: Match.anyValue() } })).find(
+        (f) => f.Properties.Role['Fn::GetAtt'][0] === id(tl.roles[fn]),
+      )!.Properties.Timeout as number;
     const pairs: ['task-started' | 'task-ended' | 'reverify', TaskLeaseFunctionName][] = [
       ['task-started', 'taskStarted'],
       ['task-ended', 'taskEnded'],
@@ -139,7 +151,10 @@ describe('bus, rules and queues', () => {
       });
     }
     // The re-verify queue delays messages by default.
-    t.hasResourceProperties('AWS::SQS::Queue', { DelaySeconds: 30, RedrivePolicy: { deadLetterTargetArn: r(tl.deadLetterQueues.reverify.queueArn), maxReceiveCount: 5 } });
+    t.hasResourceProperties('AWS::SQS::Queue', {
+      DelaySeconds: 30,
+      RedrivePolicy: { deadLetterTargetArn: r(tl.deadLetterQueues.reverify.queueArn), maxReceiveCount: 5 },
+    });
     // DLQs keep messages for the SQS maximum.
     for (const dlq of Object.values(tl.deadLetterQueues)) {
       expect(t.toJSON().Resources[id(dlq)].Properties.MessageRetentionPeriod).toBe(14 * 24 * 3600);
@@ -176,9 +191,15 @@ describe('bus, rules and queues', () => {
         },
       });
     }
-    const dlqPolicy = Object.values(t.findResources('AWS::SQS::QueuePolicy')).find((p) => JSON.stringify(p.Properties.Queues) === JSON.stringify([r(tl.deadLetterQueues.delivery.queueUrl)]))!;
+    const dlqPolicy = Object.values(t.findResources('AWS::SQS::QueuePolicy')).find(
+      (p) => JSON.stringify(p.Properties.Queues) === JSON.stringify([r(tl.deadLetterQueues.delivery.queueUrl)]),
+    )!;
     const allows = (dlqPolicy.Properties.PolicyDocument.Statement as Statement[]).filter((st) => st.Effect === 'Allow');
-    expect(allows.map((st) => Object.keys(st.Condition?.ArnEquals as object))).toEqual([['aws:SourceArn'], ['aws:SourceArn'], ['aws:SourceArn']]);
+    expect(allows.map((st) => Object.keys(st.Condition?.ArnEquals as object))).toEqual([
+      ['aws:SourceArn'],
+      ['aws:SourceArn'],
+      ['aws:SourceArn'],
+    ]);
     expect(allows.map((st) => (st.Condition!.ArnEquals as Record<string, unknown>)['aws:SourceArn'])).toEqual(
       expect.arrayContaining([r(tl.bus.eventBusArn), r(tl.rules['task-started'].ruleArn), r(tl.rules['task-ended'].ruleArn)]),
     );
@@ -204,9 +225,30 @@ describe('ledger table', () => {
     });
     const table = Object.values(t.findResources('AWS::DynamoDB::Table'))[0]!;
     expect(table.Properties.GlobalSecondaryIndexes).toEqual([
-      { IndexName: 'open', KeySchema: [{ AttributeName: 'openPk', KeyType: 'HASH' }, { AttributeName: 'openSk', KeyType: 'RANGE' }], Projection: { ProjectionType: 'ALL' } },
-      { IndexName: 'byWorkload', KeySchema: [{ AttributeName: 'workloadPk', KeyType: 'HASH' }, { AttributeName: 'requestedAt', KeyType: 'RANGE' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
-      { IndexName: 'byTime', KeySchema: [{ AttributeName: 'dayPk', KeyType: 'HASH' }, { AttributeName: 'requestedAt', KeyType: 'RANGE' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
+      {
+        IndexName: 'open',
+        KeySchema: [
+          { AttributeName: 'openPk', KeyType: 'HASH' },
+          { AttributeName: 'openSk', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+      {
+        IndexName: 'byWorkload',
+        KeySchema: [
+          { AttributeName: 'workloadPk', KeyType: 'HASH' },
+          { AttributeName: 'requestedAt', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' },
+      },
+      {
+        IndexName: 'byTime',
+        KeySchema: [
+          { AttributeName: 'dayPk', KeyType: 'HASH' },
+          { AttributeName: 'requestedAt', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'KEYS_ONLY' },
+      },
     ]);
     expect(table.Properties.AttributeDefinitions).toEqual(
       expect.arrayContaining([
@@ -294,19 +336,29 @@ describe('functions', () => {
     t.hasResourceProperties('AWS::Scheduler::Schedule', {
       ScheduleExpression: 'rate(2 minutes)',
       State: 'ENABLED',
-      Target: Match.objectLike({ Arn: r(tl.functions.reaper.functionArn), RetryPolicy: { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 120 } }),
+      Target: Match.objectLike({
+        Arn: r(tl.functions.reaper.functionArn),
+        RetryPolicy: { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 120 },
+      }),
     });
     // One reaper at a time by default (its per-target rate limit is per process).
     expect(t.toJSON().Resources[id(tl.functions.reaper)].Properties.ReservedConcurrentExecutions).toBe(1);
     expect(t.toJSON().Resources[id(tl.functions.taskStarted)].Properties.ReservedConcurrentExecutions).toBeUndefined();
     const schedule = Object.values(t.findResources('AWS::Scheduler::Schedule'))[0]!;
     const roleId = schedule.Properties.Target.RoleArn['Fn::GetAtt'][0] as string;
-    const statements = identityStatements(t).filter((x) => x.roles.includes(roleId)).map((x) => x.statement);
+    const statements = identityStatements(t)
+      .filter((x) => x.roles.includes(roleId))
+      .map((x) => x.statement);
     expect(statements.flatMap((st) => list(st.Action))).toEqual(['lambda:InvokeFunction']);
     expect(list(statements[0]!.Resource)).toEqual([r(tl.functions.reaper.functionArn), r(`${tl.functions.reaper.functionArn}:*`)]);
     t.hasResourceProperties('AWS::IAM::Role', {
       AssumeRolePolicyDocument: {
-        Statement: [Match.objectLike({ Principal: { Service: 'scheduler.amazonaws.com' }, Condition: { StringEquals: { 'aws:SourceAccount': r(Aws.ACCOUNT_ID) } } })],
+        Statement: [
+          Match.objectLike({
+            Principal: { Service: 'scheduler.amazonaws.com' },
+            Condition: { StringEquals: { 'aws:SourceAccount': r(Aws.ACCOUNT_ID) } },
+          }),
+        ],
       },
     });
   });
@@ -336,7 +388,10 @@ describe('IAM: least privilege', () => {
   });
 
   it('only the issuer and the reaper may answer Step Functions task tokens', () => {
-    expect(bySid('taskStarted', 'AnswerStepFunctionsTaskTokens')).toMatchObject({ Action: ['states:SendTaskSuccess', 'states:SendTaskFailure'], Resource: '*' });
+    expect(bySid('taskStarted', 'AnswerStepFunctionsTaskTokens')).toMatchObject({
+      Action: ['states:SendTaskSuccess', 'states:SendTaskFailure'],
+      Resource: '*',
+    });
     expect(bySid('reaper', 'AnswerStepFunctionsTaskTokens')).toBeDefined();
     expect(actionsOf('taskEnded').filter((a) => a.startsWith('states:'))).toEqual([]);
     expect(actionsOf('reverify').filter((a) => a.startsWith('states:'))).toEqual([]);
@@ -420,7 +475,10 @@ describe('IAM: least privilege', () => {
       Resource: taskSecrets,
       Condition: { Bool: { 'secretsmanager:BlockPublicPolicy': 'true' } },
     });
-    expect(bySid('taskStarted', 'WriteTaskSecrets')).toMatchObject({ Action: ['secretsmanager:PutSecretValue', 'secretsmanager:TagResource'], Resource: taskSecrets });
+    expect(bySid('taskStarted', 'WriteTaskSecrets')).toMatchObject({
+      Action: ['secretsmanager:PutSecretValue', 'secretsmanager:TagResource'],
+      Resource: taskSecrets,
+    });
     for (const fn of FUNCTIONS) {
       expect(bySid(fn, 'RetireTaskSecrets')).toMatchObject({
         Action: ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue', 'secretsmanager:DeleteSecret'],
@@ -502,7 +560,9 @@ describe('dashboard and alarms', () => {
 
   it('alarms when the oldest open debt exceeds the objective', () => {
     t.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      Metrics: [Match.objectLike({ Expression: `SELECT MAX(${METRIC.openDebtOldest}) FROM ${METRICS_NAMESPACE}`, Period: 120, ReturnData: true })],
+      Metrics: [
+        Match.objectLike({ Expression: `SELECT MAX(${METRIC.openDebtOldest}) FROM ${METRICS_NAMESPACE}`, Period: 120, ReturnData: true }),
+      ],
       Threshold: 600_000,
       ComparisonOperator: 'GreaterThanThreshold',
       EvaluationPeriods: 1,
@@ -542,14 +602,18 @@ describe('dashboard and alarms', () => {
 
 describe('cdk-nag AwsSolutions', () => {
   it('reports zero unacknowledged findings', () => {
-    const failing = s.report.pluginReports.flatMap((p) => p.violations.filter((v) => v.severity === 'error' || v.severity === 'fatal').map((v) => `${p.pluginName}: ${v.ruleName}`));
+    const failing = s.report.pluginReports.flatMap((p) =>
+      p.violations.filter((v) => v.severity === 'error' || v.severity === 'fatal').map((v) => `${p.pluginName}: ${v.ruleName}`),
+    );
     expect(failing).toEqual([]);
     expect(s.report.pluginReports.every((p) => p.conclusion === 'success')).toBe(true);
   });
 
   it('every acknowledgement is a specific finding with a specific reason', () => {
     const acks = new Map<string, string>();
-    for (const res of Object.values(t.toJSON().Resources as Record<string, { Metadata?: { cdk_nag?: { rules_to_suppress: { id: string; reason: string }[] } } }>)) {
+    for (const res of Object.values(
+      t.toJSON().Resources as Record<string, { Metadata?: { cdk_nag?: { rules_to_suppress: { id: string; reason: string }[] } } }>,
+    )) {
       for (const a of res.Metadata?.cdk_nag?.rules_to_suppress ?? []) acks.set(a.id, a.reason);
     }
     expect([...acks.keys()].sort()).toEqual(

@@ -85,7 +85,12 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
         expect((await ledger.getLease(id))!.lease.state).toBe('issuing');
 
         expect(
-          await ledger.updateLease(id, ['issuing'], { state: 'active', issuedAt: T0 + 1, expiresAt: T0 + 15 * MINUTE, lockedUntil: undefined }),
+          await ledger.updateLease(id, ['issuing'], {
+            state: 'active',
+            issuedAt: T0 + 1,
+            expiresAt: T0 + 15 * MINUTE,
+            lockedUntil: undefined,
+          }),
         ).toBe(true);
         expect(await ledger.updateLease(id, ['issuing'], { state: 'active' })).toBe(false);
         expect(await ledger.updateLease(id, ['issuing', 'active'], { state: 'ending', endedAt: T0 + 2 })).toBe(true);
@@ -173,9 +178,9 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
         expect(await ledger.updateLease(id, ['issuing'], { lockedUntil: T0 + 2 * MINUTE }, { notEndRequested: true })).toBe(true);
         // Task Ended arrives while issuing.
         expect(await ledger.updateLease(id, ['issuing'], { endRequested: true })).toBe(true);
-        expect(
-          await ledger.updateLease(id, ['issuing'], { state: 'active', expiresAt: T0 + 15 * MINUTE }, { notEndRequested: true }),
-        ).toBe(false);
+        expect(await ledger.updateLease(id, ['issuing'], { state: 'active', expiresAt: T0 + 15 * MINUTE }, { notEndRequested: true })).toBe(
+          false,
+        );
         expect((await ledger.getLease(id))!.lease).toMatchObject({ state: 'issuing', endRequested: true });
         // Without the condition the issuer can move straight on to ending.
         expect(await ledger.updateLease(id, ['issuing'], { state: 'ending', endedAt: T0 + 1 })).toBe(true);
@@ -183,9 +188,9 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
       it('combines lockedBefore and notEndRequested', async () => {
         const id = taskId();
         await ledger.createLease(minimalLease(id, { lockedUntil: T0, endRequested: true }));
-        expect(await ledger.updateLease(id, ['issuing'], { lockedUntil: T0 + MINUTE }, { lockedBefore: T0 + 1, notEndRequested: true })).toBe(
-          false,
-        );
+        expect(
+          await ledger.updateLease(id, ['issuing'], { lockedUntil: T0 + MINUTE }, { lockedBefore: T0 + 1, notEndRequested: true }),
+        ).toBe(false);
         expect(await ledger.updateLease(id, ['issuing'], { lockedUntil: T0 + MINUTE }, { lockedBefore: T0 + 1 })).toBe(true);
       });
     });
@@ -262,7 +267,9 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
         await ledger.createLease(minimalLease(id));
         await ledger.createCredential(minimalCredential(id));
         expect(await ledger.updateCredential(id, key, ['issued'], { state: 'revoking' })).toBe(false);
-        expect(await ledger.updateCredential(id, key, ['intent'], { state: 'issued', issuedAt: T0 + 1, naturalExpiry: T0 + DAY })).toBe(true);
+        expect(await ledger.updateCredential(id, key, ['intent'], { state: 'issued', issuedAt: T0 + 1, naturalExpiry: T0 + DAY })).toBe(
+          true,
+        );
         expect(await ledger.updateCredential(id, key, ['intent'], { state: 'issued' })).toBe(false);
         expect(await ledger.updateCredential(id, key, ['issued'], { state: 'revoking', revokeStartedAt: T0 + 2 })).toBe(true);
         expect(
@@ -327,11 +334,7 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
           minimalCredential(active, { state: 'verified', grant: { target: 'orders-db', access: 'write' }, verifiedAt: T0 }),
         );
 
-        expect(ids(await ledger.listOpen(T0 + 10 * MINUTE, 100))).toEqual([
-          `L:${issuing}`,
-          `L:${active}`,
-          `C:${issuing}/orders-db.read`,
-        ]);
+        expect(ids(await ledger.listOpen(T0 + 10 * MINUTE, 100))).toEqual([`L:${issuing}`, `L:${active}`, `C:${issuing}/orders-db.read`]);
         // dueBefore is inclusive and excludes anything later.
         expect(ids(await ledger.listOpen(T0 + 1 * MINUTE - 1, 100))).toEqual([]);
         expect(ids(await ledger.listOpen(T0 + 1 * MINUTE, 100))).toEqual([`L:${issuing}`]);
@@ -340,7 +343,8 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
         // Returned records carry no index attributes.
         const page = await ledger.listOpen(T0 + 10 * MINUTE, 100);
         for (const record of [...page.leases, ...page.credentials]) {
-          for (const internal of ['pk', 'sk', 'openPk', 'openSk', 'workloadPk', 'dayPk', 'ttl']) expect(record).not.toHaveProperty(internal);
+          for (const internal of ['pk', 'sk', 'openPk', 'openSk', 'workloadPk', 'dayPk', 'ttl'])
+            expect(record).not.toHaveProperty(internal);
         }
         expect(page.leases[0]).toStrictEqual(minimalLease(issuing, { lockedUntil: T0 + 1 * MINUTE, nextCheckAt: T0 + 1 * MINUTE }));
 
@@ -352,7 +356,12 @@ export function ledgerContract(name: string, adapter: LedgerAdapter): void {
         expect(ids(await ledger.listOpen(Number.MAX_SAFE_INTEGER, 100))).not.toContain(`C:${issuing}/orders-db.read`);
 
         // The lease follows its state: issuing (lock) → active (expiry) → ending (lock) → closed (gone).
-        await ledger.updateLease(issuing, ['issuing'], { state: 'active', expiresAt: T0 + 30 * MINUTE, lockedUntil: undefined, nextCheckAt: T0 + 30 * MINUTE });
+        await ledger.updateLease(issuing, ['issuing'], {
+          state: 'active',
+          expiresAt: T0 + 30 * MINUTE,
+          lockedUntil: undefined,
+          nextCheckAt: T0 + 30 * MINUTE,
+        });
         expect(ids(await ledger.listOpen(T0 + 29 * MINUTE, 100))).not.toContain(`L:${issuing}`);
         expect(ids(await ledger.listOpen(T0 + 30 * MINUTE, 100))).toContain(`L:${issuing}`);
         await ledger.updateLease(issuing, ['active'], { state: 'ending', lockedUntil: T0 + 31 * MINUTE, nextCheckAt: T0 + 31 * MINUTE });

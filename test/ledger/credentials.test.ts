@@ -26,18 +26,12 @@ async function rawCredential(id: string, key: string): Promise<Record<string, un
 }
 
 describe('credentials', () => {
-
-
-
-
   it('returns false for an unknown credential without creating it', async () => {
     const id = taskId();
     expect(await ledger.updateCredential(id, 'orders-db.read', ['intent'], { state: 'issued', nextCheckAt: T0 })).toBe(false);
     expect(await ledger.updateCredential(id, 'orders-db.read', ['intent'], { state: 'issued' })).toBe(false);
     expect(await rawCredential(id, 'orders-db.read')).toBeUndefined();
   });
-
-
 
   it('sets the TTL once verified', async () => {
     const id = taskId();

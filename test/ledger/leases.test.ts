@@ -25,7 +25,6 @@ async function rawItem(pk: string, sk = 'LEASE'): Promise<Record<string, unknown
 }
 
 describe('updateLease conditions', () => {
-
   it('returns false for a task with no lease item, and creates nothing', async () => {
     const id = taskId();
     expect(await ledger.updateLease(id, ['issuing'], { state: 'active' })).toBe(false);
@@ -33,9 +32,6 @@ describe('updateLease conditions', () => {
     expect(await ledger.getLease(id)).toBeUndefined();
     expect(await rawItem(`LEASE#${id}`)).toBeUndefined();
   });
-
-
-
 });
 
 describe('patches', () => {
@@ -54,7 +50,6 @@ describe('patches', () => {
     expect(raw).not.toHaveProperty('endRequested');
   });
 
-
   it('keeps the workload and day index keys in step with patched fields', async () => {
     const id = taskId();
     await ledger.createLease(minimalLease(id));
@@ -64,7 +59,6 @@ describe('patches', () => {
     await ledger.updateLease(id, ['issuing'], { workload: undefined });
     expect(await rawItem(`LEASE#${id}`)).not.toHaveProperty('workloadPk');
   });
-
 });
 
 describe('TTL', () => {
@@ -112,6 +106,4 @@ describe('claimSvid', () => {
     const raw = await rawItem(`SVID#${key}`, 'SVID');
     expect(raw).toMatchObject({ taskId: 'task-1', expiresAt: exp, [TTL_ATTRIBUTE]: Math.ceil(exp / 1000) });
   });
-
-
 });

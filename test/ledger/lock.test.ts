@@ -32,8 +32,13 @@ describe('DynamoDbLock (the shared mutex in the ledger table)', () => {
     // Different names do not wait for each other.
     const order: string[] = [];
     await Promise.all([
-      a.withLock('n1', 5_000, async () => { await sleep(40); order.push('n1'); }),
-      b.withLock('n2', 5_000, async () => { order.push('n2'); }),
+      a.withLock('n1', 5_000, async () => {
+        await sleep(40);
+        order.push('n1');
+      }),
+      b.withLock('n2', 5_000, async () => {
+        order.push('n2');
+      }),
     ]);
     expect(order).toEqual(['n2', 'n1']);
   });

@@ -33,7 +33,9 @@ describe('table definition', () => {
       { AttributeName: 'pk', KeyType: 'HASH' },
       { AttributeName: 'sk', KeyType: 'RANGE' },
     ]);
-    const gsis: Record<string, GlobalSecondaryIndexDescription> = Object.fromEntries((Table?.GlobalSecondaryIndexes ?? []).map((g) => [g.IndexName, g]));
+    const gsis: Record<string, GlobalSecondaryIndexDescription> = Object.fromEntries(
+      (Table?.GlobalSecondaryIndexes ?? []).map((g) => [g.IndexName, g]),
+    );
     expect(Object.keys(gsis).sort()).toEqual([GSI_NAMES.byTime, GSI_NAMES.byWorkload, GSI_NAMES.open].sort());
     expect(gsis.open?.KeySchema?.map((k) => k.AttributeName)).toEqual(['openPk', 'openSk']);
     expect(gsis.open?.Projection?.ProjectionType).toBe('ALL');
@@ -53,7 +55,6 @@ describe('table definition', () => {
 });
 
 describe('open index', () => {
-
   it('moves an item only with the due time it is given, and writes without reading first', async () => {
     const tableName = await dyn.newTable();
     // Count the requests the adapter sends: every update is exactly one conditional UpdateItem.
@@ -94,8 +95,6 @@ describe('open index', () => {
     expect(ids(await ledger.listOpen(T0 + 40 * MINUTE - 1, 10))).not.toContain(`L:${ending}`);
     expect(ids(await ledger.listOpen(T0 + 40 * MINUTE, 10))).toContain(`L:${ending}`);
   });
-
-
 });
 
 describe('listLeases', () => {
@@ -123,9 +122,6 @@ describe('listLeases', () => {
     }
     await ledger.claimSvid('replay', 'd1-a', T0);
   });
-
-
-
 
   it('scans when there is no start to the window, or it is too long for day queries', async () => {
     const all = await ledger.listLeases({});

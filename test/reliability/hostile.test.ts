@@ -90,12 +90,10 @@ describe('hostile input, property-based from the schemas', () => {
         what: `grant key ${k.slice(0, 20)}`,
         apply: (d: Record<string, unknown>) => ({ ...d, grants: [withOwnKey({ ...READ }, k, v)] }),
       })),
-      fc
-        .integer({ min: 17, max: 200_000 })
-        .map((n) => ({
-          what: `grants x${n}`,
-          apply: (d: Record<string, unknown>) => ({ ...d, grants: Array.from({ length: n }, () => READ) }),
-        })),
+      fc.integer({ min: 17, max: 200_000 }).map((n) => ({
+        what: `grants x${n}`,
+        apply: (d: Record<string, unknown>) => ({ ...d, grants: Array.from({ length: n }, () => READ) }),
+      })),
     );
     await fc.assert(
       fc.asyncProperty(started, mutation, async (raw, m) => {

@@ -7,7 +7,13 @@ import type { CredentialRecord } from '../../shared/lease/records.ts';
 const A = 'spiffe://example.org/a';
 const B = 'spiffe://example.org/b';
 
-function cred(target: string, issuedAt: number | undefined, verifiedAt: number | undefined, workload = A, access = 'read'): CredentialRecord {
+function cred(
+  target: string,
+  issuedAt: number | undefined,
+  verifiedAt: number | undefined,
+  workload = A,
+  access = 'read',
+): CredentialRecord {
   return {
     taskId: `t-${target}-${issuedAt}-${verifiedAt}-${Math.random()}`,
     grant: { target, access },
@@ -54,14 +60,26 @@ describe('blast radius (sweep-line over live intervals)', () => {
   it('clips to the window: a credential live at its start counts from there, one after its end does not', () => {
     const creds = [cred('db1', 0, 100), cred('db1', 50, 150), cred('db2', 120, 200), cred('db3', 300, undefined)];
     const [r] = blastRadius(creds, { now: 1000, since: 60, until: 110 });
-    expect(r).toMatchObject({ peakCredentials: 2, peakCredentialsAt: 60, peakTargets: 1, peakTargetsAt: 60, now: { credentials: 1, targets: 1 } });
+    expect(r).toMatchObject({
+      peakCredentials: 2,
+      peakCredentialsAt: 60,
+      peakTargets: 1,
+      peakTargetsAt: 60,
+      now: { credentials: 1, targets: 1 },
+    });
     const [late] = blastRadius(creds, { now: 1000, since: 250 });
     expect(late).toMatchObject({ peakCredentials: 1, peakCredentialsAt: 300, peakTargets: 1 });
   });
 
   it('keeps an unverified credential live until now, even with no end in sight', () => {
     const [r] = blastRadius([cred('db1', 10, undefined), cred('db2', 20, undefined), cred('db1', 30, 40)], { now: 50 });
-    expect(r).toMatchObject({ peakCredentials: 3, peakCredentialsAt: 30, peakTargets: 2, now: { credentials: 2, targets: 2 }, targetsNow: ['db1', 'db2'] });
+    expect(r).toMatchObject({
+      peakCredentials: 3,
+      peakCredentialsAt: 30,
+      peakTargets: 2,
+      now: { credentials: 2, targets: 2 },
+      targetsNow: ['db1', 'db2'],
+    });
   });
 
   it('ignores intents never issued and zero-length lives, and a window entirely in the future of now', () => {
@@ -81,24 +99,34 @@ describe('blast radius (sweep-line over live intervals)', () => {
 
   it('matches brute force: the peak equals the most intervals live at any instant in the window', () => {
     const interval = fc
-      .record({ start: fc.integer({ min: 0, max: 60 }), len: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }), target: fc.constantFrom('a', 'b', 'c') })
+      .record({
+        start: fc.integer({ min: 0, max: 60 }),
+        len: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }),
+        target: fc.constantFrom('a', 'b', 'c'),
+      })
       .map(({ start, len, target }): LiveInterval => ({ workload: A, target, start, end: len === undefined ? undefined : start + len }));
     fc.assert(
-      fc.property(fc.array(interval, { maxLength: 25 }), fc.integer({ min: 0, max: 100 }), fc.option(fc.integer({ min: 0, max: 100 }), { nil: undefined }), fc.integer({ min: 0, max: 100 }), (ivs, since, until, now) => {
-        const liveAt = (t: number) => ivs.filter((iv) => iv.start <= t && (iv.end === undefined || t < iv.end));
-        let peakCreds = 0;
-        let peakTargets = 0;
-        for (let t = since; t <= Math.min(until ?? now, now); t++) {
-          const live = liveAt(t);
-          peakCreds = Math.max(peakCreds, live.length);
-          peakTargets = Math.max(peakTargets, new Set(live.map((iv) => iv.target)).size);
-        }
-        const [r] = blastRadiusOfIntervals(ivs, { now, since, until });
-        expect(r?.peakCredentials ?? 0).toBe(peakCreds);
-        expect(r?.peakTargets ?? 0).toBe(peakTargets);
-        expect(r?.now.credentials ?? 0).toBe(liveAt(now).length);
-        expect(r?.now.targets ?? 0).toBe(new Set(liveAt(now).map((iv) => iv.target)).size);
-      }),
+      fc.property(
+        fc.array(interval, { maxLength: 25 }),
+        fc.integer({ min: 0, max: 100 }),
+        fc.option(fc.integer({ min: 0, max: 100 }), { nil: undefined }),
+        fc.integer({ min: 0, max: 100 }),
+        (ivs, since, until, now) => {
+          const liveAt = (t: number) => ivs.filter((iv) => iv.start <= t && (iv.end === undefined || t < iv.end));
+          let peakCreds = 0;
+          let peakTargets = 0;
+          for (let t = since; t <= Math.min(until ?? now, now); t++) {
+            const live = liveAt(t);
+            peakCreds = Math.max(peakCreds, live.length);
+            peakTargets = Math.max(peakTargets, new Set(live.map((iv) => iv.target)).size);
+          }
+          const [r] = blastRadiusOfIntervals(ivs, { now, since, until });
+          expect(r?.peakCredentials ?? 0).toBe(peakCreds);
+          expect(r?.peakTargets ?? 0).toBe(peakTargets);
+          expect(r?.now.credentials ?? 0).toBe(liveAt(now).length);
+          expect(r?.now.targets ?? 0).toBe(new Set(liveAt(now).map((iv) => iv.target)).size);
+        },
+      ),
       { numRuns: 300 },
     );
   });

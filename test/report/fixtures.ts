@@ -77,7 +77,15 @@ export function fixtureLeases(): LeaseWithCredentials[] {
   return [
     {
       lease: lease('t0', B, T0 - DAY, { state: 'ending', issuedAt: T0 - DAY + 100, endedAt: T0 - DAY + 1000, outcome: 'failed' }),
-      credentials: [cred('t0', B, 'orders-db', 'read', { state: 'revoking', issuedAt: T0 - DAY + 100, endedAt: T0 - DAY + 1000, verifyAttempts: 0, nextCheckAt: T0 })],
+      credentials: [
+        cred('t0', B, 'orders-db', 'read', {
+          state: 'revoking',
+          issuedAt: T0 - DAY + 100,
+          endedAt: T0 - DAY + 1000,
+          verifyAttempts: 0,
+          nextCheckAt: T0,
+        }),
+      ],
     },
     {
       lease: lease('t1', A, T0, {
@@ -95,15 +103,29 @@ export function fixtureLeases(): LeaseWithCredentials[] {
       ],
     },
     {
-      lease: lease('t2', A, T0 + 500, { grants: [{ target: 'orders-db', access: 'write' }], issuedAt: T0 + 600, endedAt: T0 + 2000, outcome: 'succeeded' }),
-      credentials: [cred('t2', A, 'orders-db', 'write', { issuedAt: T0 + 600, endedAt: T0 + 2000, verifiedAt: T0 + 2100, verifyAttempts: 2 })],
+      lease: lease('t2', A, T0 + 500, {
+        grants: [{ target: 'orders-db', access: 'write' }],
+        issuedAt: T0 + 600,
+        endedAt: T0 + 2000,
+        outcome: 'succeeded',
+      }),
+      credentials: [
+        cred('t2', A, 'orders-db', 'write', { issuedAt: T0 + 600, endedAt: T0 + 2000, verifiedAt: T0 + 2100, verifyAttempts: 2 }),
+      ],
     },
     {
       lease: lease('t3', B, T0 + MINUTE, { issuedAt: T0 + MINUTE + 50, endedAt: T0 + MINUTE + 5000, outcome: 'succeeded' }),
-      credentials: [cred('t3', B, 'orders-db', 'read', { issuedAt: T0 + MINUTE + 50, endedAt: T0 + MINUTE + 5000, verifiedAt: T0 + MINUTE + 5900 })],
+      credentials: [
+        cred('t3', B, 'orders-db', 'read', { issuedAt: T0 + MINUTE + 50, endedAt: T0 + MINUTE + 5000, verifiedAt: T0 + MINUTE + 5900 }),
+      ],
     },
     {
-      lease: lease('t4', B, T0 + 2 * MINUTE, { state: 'ending', issuedAt: T0 + 2 * MINUTE + 100, endedAt: T0 + 2 * MINUTE + 3000, outcome: 'cancelled' }),
+      lease: lease('t4', B, T0 + 2 * MINUTE, {
+        state: 'ending',
+        issuedAt: T0 + 2 * MINUTE + 100,
+        endedAt: T0 + 2 * MINUTE + 3000,
+        outcome: 'cancelled',
+      }),
       credentials: [
         cred('t4', B, 'orders-db', 'read', {
           state: 'still-valid',
@@ -126,7 +148,14 @@ export function fixtureLeases(): LeaseWithCredentials[] {
     },
     {
       lease: lease('t8', A, T0 + 6 * MINUTE, { state: 'active', issuedAt: T0 + 6 * MINUTE + 100, expiresAt: T0 + 21 * MINUTE }),
-      credentials: [cred('t8', A, 'orders-db', 'read', { state: 'issued', issuedAt: T0 + 6 * MINUTE + 100, verifyAttempts: 0, nextCheckAt: T0 + 21 * MINUTE })],
+      credentials: [
+        cred('t8', A, 'orders-db', 'read', {
+          state: 'issued',
+          issuedAt: T0 + 6 * MINUTE + 100,
+          verifyAttempts: 0,
+          nextCheckAt: T0 + 21 * MINUTE,
+        }),
+      ],
     },
   ];
 }

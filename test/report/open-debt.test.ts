@@ -44,8 +44,12 @@ describe('one open-debt definition', () => {
     await ledger.createLease(lease('lost', { nextCheckAt: T0 + 10 * MINUTE }));
     await ledger.createCredential(cred('lost', { nextCheckAt: T0 + 10 * MINUTE }));
     // ended: Task Ended at T0+2m, revocation not proven yet.
-    await ledger.createLease(lease('ended', { state: 'ending', endedAt: T0 + 2 * MINUTE, lockedUntil: T0 + 3 * MINUTE, nextCheckAt: T0 + 3 * MINUTE }));
-    await ledger.createCredential(cred('ended', { state: 'revoking', endedAt: T0 + 2 * MINUTE, verifyAttempts: 2, nextCheckAt: T0 + 3 * MINUTE }));
+    await ledger.createLease(
+      lease('ended', { state: 'ending', endedAt: T0 + 2 * MINUTE, lockedUntil: T0 + 3 * MINUTE, nextCheckAt: T0 + 3 * MINUTE }),
+    );
+    await ledger.createCredential(
+      cred('ended', { state: 'revoking', endedAt: T0 + 2 * MINUTE, verifyAttempts: 2, nextCheckAt: T0 + 3 * MINUTE }),
+    );
     // live: in use, its lease runs until T0+60m: no debt.
     await ledger.createLease(lease('live', { expiresAt: T0 + 60 * MINUTE, nextCheckAt: T0 + 60 * MINUTE }));
     await ledger.createCredential(cred('live', { nextCheckAt: T0 + 60 * MINUTE }));
@@ -58,7 +62,8 @@ describe('one open-debt definition', () => {
     expect(report.openDebt.count).toBe(reaper.count);
     expect(report.openDebt.oldestMs).toBe(reaper.oldestMs);
     expect(reaper.oldestMs).toBe(28 * MINUTE); // since the end at T0+2m
-    const byTask = (items: Array<{ taskId: string; openDebtMs?: number }>) => Object.fromEntries(items.map((i) => [i.taskId, i.openDebtMs]));
+    const byTask = (items: Array<{ taskId: string; openDebtMs?: number }>) =>
+      Object.fromEntries(items.map((i) => [i.taskId, i.openDebtMs]));
     expect(byTask(report.openDebt.items)).toEqual(byTask(reaper.items));
     expect(byTask(reaper.items)).toEqual({ ended: 28 * MINUTE, lost: 20 * MINUTE });
     expect(report.totals.openDebtMs).toBe(48 * MINUTE);

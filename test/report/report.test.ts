@@ -100,7 +100,13 @@ describe('report figures from ledger items with known timestamps', () => {
     expect(r.summary.avoidedDebtMs).toEqual({ p50: 898_500, min: 894_150 });
     // naturalExpiry − endedAt for every ended credential: 899 100 ×2, 899 120, 898 600, 895 050, 897 100
     expect(r.summary.ttlOnlyDebtMs).toEqual({ p50: 898_600, p99: 899_120 });
-    expect(r.totals).toEqual({ trustDebtMs: 1650, avoidedDebtMs: 3_590_220, openDebtMs: 86_999_000 + 477_000, verifyAttempts: 8, stillValid: 1 });
+    expect(r.totals).toEqual({
+      trustDebtMs: 1650,
+      avoidedDebtMs: 3_590_220,
+      openDebtMs: 86_999_000 + 477_000,
+      verifyAttempts: 8,
+      stillValid: 1,
+    });
   });
 
   it('prints the same percentiles the demo prints from the same ledger', async () => {
@@ -148,7 +154,15 @@ describe('report figures from ledger items with known timestamps', () => {
     // A: orders [+100,+1250) billing [+120,+1400) orders.write [+600,+2100) orders [+6m+100, open)
     // B: t0 [−1d+100, open) t3 [+1m+50, +1m+5900) t4 [+2m+100, open) — all orders-db
     expect(r.blastRadius).toEqual([
-      { workload: A, peakCredentials: 3, peakCredentialsAt: T0 + 600, peakTargets: 2, peakTargetsAt: T0 + 120, now: { credentials: 1, targets: 1 }, targetsNow: ['orders-db'] },
+      {
+        workload: A,
+        peakCredentials: 3,
+        peakCredentialsAt: T0 + 600,
+        peakTargets: 2,
+        peakTargetsAt: T0 + 120,
+        now: { credentials: 1, targets: 1 },
+        targetsNow: ['orders-db'],
+      },
       {
         workload: B,
         peakCredentials: 2,
@@ -163,7 +177,8 @@ describe('report figures from ledger items with known timestamps', () => {
 
   it('holds no task token, secret name or driver metadata', () => {
     const json = reportToJson(r);
-    for (const s of ['TASK-TOKEN-MUST-NOT-LEAK', 'taskToken', 'secretName', 'tasklease/t1', 'metadata', 'externalId']) expect(json).not.toContain(s);
+    for (const s of ['TASK-TOKEN-MUST-NOT-LEAK', 'taskToken', 'secretName', 'tasklease/t1', 'metadata', 'externalId'])
+      expect(json).not.toContain(s);
   });
 
   it('reads as a table for people', () => {
@@ -190,7 +205,13 @@ describe('report filters', () => {
     expect(r.openDebt.items.map((c) => c.taskId)).toEqual(['t0', 't4']);
     const b = r.blastRadius.find((w) => w.workload === B);
     // t0 is live when the window opens: the peak of targets is reached right at `since`.
-    expect(b).toMatchObject({ peakCredentials: 2, peakCredentialsAt: T0 + MINUTE + 50, peakTargets: 1, peakTargetsAt: T0, now: { credentials: 2 } });
+    expect(b).toMatchObject({
+      peakCredentials: 2,
+      peakCredentialsAt: T0 + MINUTE + 50,
+      peakTargets: 1,
+      peakTargetsAt: T0,
+      now: { credentials: 2 },
+    });
   });
 
   it('--since/--until: only leases requested in between', async () => {
@@ -217,7 +238,15 @@ describe('report filters', () => {
     expect(r.summary.trustDebtMs).toEqual({ p50: 400, p90: 400, p99: 400, max: 400 });
     expect(r.denials.items.map((d) => d.taskId)).toEqual(['t7']);
     expect(r.blastRadius).toEqual([
-      { workload: A, peakCredentials: 1, peakCredentialsAt: T0 + 120, peakTargets: 1, peakTargetsAt: T0 + 120, now: { credentials: 0, targets: 0 }, targetsNow: [] },
+      {
+        workload: A,
+        peakCredentials: 1,
+        peakCredentialsAt: T0 + 120,
+        peakTargets: 1,
+        peakTargetsAt: T0 + 120,
+        now: { credentials: 0, targets: 0 },
+        targetsNow: [],
+      },
     ]);
   });
 });
@@ -252,12 +281,25 @@ describe('tasklease report (CLI in a child process, against dynalite)', () => {
       { code: 'svid-invalid', count: 1 },
     ]);
     const t1b = j.credentials.find((c: { taskId: string; grant: string }) => c.taskId === 't1' && c.grant === 'billing-db.read');
-    expect(t1b).toMatchObject({ issuedAt: iso(T0 + 120), endedAt: iso(T0 + 1000), verifiedAt: iso(T0 + 1400), trustDebtMs: 400, avoidedDebtMs: 898_720 });
+    expect(t1b).toMatchObject({
+      issuedAt: iso(T0 + 120),
+      endedAt: iso(T0 + 1000),
+      verifiedAt: iso(T0 + 1400),
+      trustDebtMs: 400,
+      avoidedDebtMs: 898_720,
+    });
     const t4 = j.openDebt.items.find((c: { taskId: string }) => c.taskId === 't4');
     const ended = T0 + 2 * MINUTE + 3000;
     expect(t4.openDebtMs).toBeGreaterThanOrEqual(before - ended);
     expect(t4.openDebtMs).toBeLessThanOrEqual(after - ended);
-    expect(j.blastRadius.map((b: { workload: string; peakCredentials: number; peakTargets: number; peakCredentialsAt: string }) => [b.workload, b.peakCredentials, b.peakTargets, b.peakCredentialsAt])).toEqual([
+    expect(
+      j.blastRadius.map((b: { workload: string; peakCredentials: number; peakTargets: number; peakCredentialsAt: string }) => [
+        b.workload,
+        b.peakCredentials,
+        b.peakTargets,
+        b.peakCredentialsAt,
+      ]),
+    ).toEqual([
       [A, 3, 2, iso(T0 + 600)],
       [B, 2, 1, iso(T0 + MINUTE + 50)],
     ]);
@@ -276,7 +318,15 @@ describe('tasklease report (CLI in a child process, against dynalite)', () => {
     expect(rows.map((r) => r.taskId)).toEqual(['t0', 't4', 't8', 't3', 't1', 't1', 't2']);
     expect(rows[2]).toMatchObject({ taskId: 't8', state: 'issued', trustDebtMs: '' });
     expect(Number(rows[2]?.openDebtMs)).toBeGreaterThan(0);
-    expect(rows[3]).toMatchObject({ grant: 'orders-db.read', workload: B, state: 'verified', trustDebtMs: '900', avoidedDebtMs: '894150', issuedAt: iso(T0 + MINUTE + 50), openDebtMs: '' });
+    expect(rows[3]).toMatchObject({
+      grant: 'orders-db.read',
+      workload: B,
+      state: 'verified',
+      trustDebtMs: '900',
+      avoidedDebtMs: '894150',
+      issuedAt: iso(T0 + MINUTE + 50),
+      openDebtMs: '',
+    });
     expect(rows[1]).toMatchObject({ state: 'still-valid', verifyAttempts: '3', lastError: 'old password still accepted', trustDebtMs: '' });
   });
 
@@ -284,7 +334,17 @@ describe('tasklease report (CLI in a child process, against dynalite)', () => {
     const summary = await cli('report', ...conn(), '--csv', '--rows', 'summary', '--workload', A, '--since', iso(T0));
     expect(summary.code).toBe(0);
     expect(records(summary.stdout)).toEqual([
-      expect.objectContaining({ leases: '4', credentials: '4', verifiedRejected: '3', trustDebtP50Ms: '250', trustDebtP90Ms: '400', trustDebtP99Ms: '400', trustDebtMaxMs: '400', openDebtCount: '1', denials: '1' }), // t8: a lost Task Ended
+      expect.objectContaining({
+        leases: '4',
+        credentials: '4',
+        verifiedRejected: '3',
+        trustDebtP50Ms: '250',
+        trustDebtP90Ms: '400',
+        trustDebtP99Ms: '400',
+        trustDebtMaxMs: '400',
+        openDebtCount: '1',
+        denials: '1',
+      }), // t8: a lost Task Ended
     ]);
     const denials = records((await cli('report', ...conn(), '--csv', '--rows', 'denials')).stdout);
     expect(denials.map((d) => [d.taskId, d.code, d.message])).toEqual([
@@ -333,7 +393,13 @@ describe('time arguments and durations', () => {
   });
 
   it('formats durations for people', () => {
-    expect([183, 4200, 899_500, 7_500_000, 2 * DAY + 3_600_000].map(formatDuration)).toEqual(['183 ms', '4.20 s', '14m 59s', '2h 05m', '2d 01h']);
+    expect([183, 4200, 899_500, 7_500_000, 2 * DAY + 3_600_000].map(formatDuration)).toEqual([
+      '183 ms',
+      '4.20 s',
+      '14m 59s',
+      '2h 05m',
+      '2d 01h',
+    ]);
     expect(formatDuration(undefined)).toBe('—');
   });
 });

@@ -20,7 +20,11 @@ const BROKERS = [`arn:aws:iam::${ACCOUNT}:role/TaskLease-TaskStartedRole`, `arn:
 const VALUE = { username: 'tl_0123', password: 'S3cret-Passw0rd-Value', host: 'db', port: '5432' };
 
 const store = (opts: Partial<ConstructorParameters<typeof SecretsManagerStore>[1]> = {}) =>
-  new SecretsManagerStore(new SecretsManagerClient({ region: REGION }), { kmsKeyId: KMS_KEY, brokerPrincipals: async () => BROKERS, ...opts });
+  new SecretsManagerStore(new SecretsManagerClient({ region: REGION }), {
+    kmsKeyId: KMS_KEY,
+    brokerPrincipals: async () => BROKERS,
+    ...opts,
+  });
 
 const input = (over: Partial<Parameters<SecretsManagerStore['put']>[0]> = {}) => ({
   name: 'tasklease/run-7/orders-db.read',
@@ -77,7 +81,12 @@ describe('SecretsManagerStore.put', () => {
           Sid: 'TaskleaseOnlyBrokerChanges',
           Effect: 'Deny',
           Principal: '*',
-          Action: ['secretsmanager:PutResourcePolicy', 'secretsmanager:DeleteResourcePolicy', 'secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret'],
+          Action: [
+            'secretsmanager:PutResourcePolicy',
+            'secretsmanager:DeleteResourcePolicy',
+            'secretsmanager:PutSecretValue',
+            'secretsmanager:UpdateSecret',
+          ],
           Resource: '*',
           Condition: { ArnNotLike: { 'aws:PrincipalArn': BROKERS } },
         },
@@ -93,7 +102,9 @@ describe('SecretsManagerStore.put', () => {
   });
 
   it('refuses to deliver a secret nobody but the broker could read', async () => {
-    const err = await store().put(input({ readerPrincipal: undefined })).catch((e: unknown) => e);
+    const err = await store()
+      .put(input({ readerPrincipal: undefined }))
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TargetError);
     expect((err as TargetError).retryable).toBe(false);
     expect((err as Error).message).toMatch(/has no awsPrincipal/);
@@ -122,7 +133,9 @@ describe('SecretsManagerStore.put', () => {
 
   it('never puts the value in an error message', async () => {
     aws.sm.on(PutSecretValueCommand).rejects(awsError('InternalServiceError', 'service unavailable', 500));
-    const err = (await store().put(input()).catch((e: unknown) => e)) as TargetError;
+    const err = (await store()
+      .put(input())
+      .catch((e: unknown) => e)) as TargetError;
     expect(err).toBeInstanceOf(TargetError);
     expect(err.retryable).toBe(true);
     expect(err.message).toMatch(/secrets manager write tasklease\/run-7\/orders-db.read failed: InternalServiceError/);
@@ -140,7 +153,10 @@ describe('SecretsManagerStore get/delete/exists', () => {
   it('deletes without a recovery window, idempotently, and is then gone', async () => {
     await store().put(input());
     await store().delete('tasklease/run-7/orders-db.read');
-    expect(aws.sm.commandCalls(DeleteSecretCommand)[0]!.args[0].input).toEqual({ SecretId: 'tasklease/run-7/orders-db.read', ForceDeleteWithoutRecovery: true });
+    expect(aws.sm.commandCalls(DeleteSecretCommand)[0]!.args[0].input).toEqual({
+      SecretId: 'tasklease/run-7/orders-db.read',
+      ForceDeleteWithoutRecovery: true,
+    });
     expect(await store().exists('tasklease/run-7/orders-db.read')).toBe(false);
     await expect(store().delete('tasklease/run-7/orders-db.read')).resolves.toBeUndefined();
   });

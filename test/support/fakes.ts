@@ -11,7 +11,13 @@
 import { DETAIL_TYPES, grantKey } from '../../shared/events/schemas.ts';
 import type { DenialCode, Grant, OutputEvent, TaskEnded, TaskStarted } from '../../shared/events/schemas.ts';
 import { DenialError, TargetError } from '../../shared/lease/errors.ts';
-import type { LifecycleDeps, LifecycleLogger, LifecycleObserver, LifecycleOptions, ReverifyScheduler } from '../../shared/lease/lifecycle.ts';
+import type {
+  LifecycleDeps,
+  LifecycleLogger,
+  LifecycleObserver,
+  LifecycleOptions,
+  ReverifyScheduler,
+} from '../../shared/lease/lifecycle.ts';
 import type {
   Clock,
   EventPublisher,
@@ -440,7 +446,12 @@ export class FakePolicy implements PolicyEvaluator {
   evaluate(request: PolicyRequest): PolicyDecision {
     this.requests.push(structuredClone(request));
     if (this.decide) return this.decide(request);
-    return { allowed: true, rule: 'fake-rule', maxLeaseSeconds: this.maxLeaseSeconds, ...(this.readerPrincipal ? { readerPrincipal: this.readerPrincipal } : {}) };
+    return {
+      allowed: true,
+      rule: 'fake-rule',
+      maxLeaseSeconds: this.maxLeaseSeconds,
+      ...(this.readerPrincipal ? { readerPrincipal: this.readerPrincipal } : {}),
+    };
   }
 
   /** From now on, refuse with `code`. */

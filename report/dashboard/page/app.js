@@ -164,14 +164,20 @@ function renderTimeline(d) {
     const meta = `${shortWorkload(lease.workload)} · ${lease.denial ? 'denied' : (lease.outcome ?? lease.state)}`;
     g.append(svg('text', { class: 'task-meta', x: 6 + lease.taskId.length * 7 + 10, y: y + 15 }, meta));
     if (lease.denial) {
-      g.append(svg('text', { class: 'denied', x: Math.min(x(lease.requestedAt), PLOT_X1 - 200), y: y + 15 }, `denied — ${lease.denial.code}`));
+      g.append(
+        svg('text', { class: 'denied', x: Math.min(x(lease.requestedAt), PLOT_X1 - 200), y: y + 15 }, `denied — ${lease.denial.code}`),
+      );
     } else {
       // The task's life: Task Started (requested) → Task Ended.
       const start = lease.requestedAt;
       const end = lease.endedAt ?? now;
       g.append(svg('line', { class: 'task-line', x1: x(start), x2: Math.max(x(end), x(start) + 1), y1: y + 11, y2: y + 11 }));
     }
-    const title = svg('title', {}, `${lease.taskId}\n${lease.workload ?? ''}\nrule ${lease.rule ?? '—'}\nrequested ${fmtClock(lease.requestedAt)}, ended ${fmtClock(lease.endedAt)}`);
+    const title = svg(
+      'title',
+      {},
+      `${lease.taskId}\n${lease.workload ?? ''}\nrule ${lease.rule ?? '—'}\nrequested ${fmtClock(lease.requestedAt)}, ended ${fmtClock(lease.endedAt)}`,
+    );
     g.prepend(title);
     root.append(g);
     y += TASK_H;
@@ -214,7 +220,8 @@ function credentialBar(c, y, x, inPlot, now) {
     g.append(svg('rect', { class: open ? 'seg-open' : 'seg-debt', x: xUseEnd, y: top, width: xDebtEnd - xUseEnd, height: BAR_H, rx: 1 }));
     debtText = open ? `open ${fmtDuration(Math.max(0, now - ended))}` : fmtDuration(c.trustDebtMs);
   }
-  if (verified !== undefined) g.append(svg('line', { class: 'verified-tick', x1: xDebtEnd, x2: xDebtEnd, y1: top - 2, y2: top + BAR_H + 2 }));
+  if (verified !== undefined)
+    g.append(svg('line', { class: 'verified-tick', x1: xDebtEnd, x2: xDebtEnd, y1: top - 2, y2: top + BAR_H + 2 }));
 
   // The faint tail: how long the credential would have stayed usable had we only waited for expiry.
   if (c.naturalExpiry !== undefined) {
@@ -231,12 +238,14 @@ function credentialBar(c, y, x, inPlot, now) {
         g.append(svg('path', { class: 'axis-break', d: breakMarks(mid) }));
         g.append(svg('line', { class: 'expiry-mark', x1: EXPIRY_X, x2: EXPIRY_X, y1: top, y2: top + BAR_H }));
       }
-      const label = verified !== undefined ? `avoided ${fmtDuration(c.avoidedDebtMs ?? remaining)}` : `expires in ${fmtDuration(remaining)}`;
+      const label =
+        verified !== undefined ? `avoided ${fmtDuration(c.avoidedDebtMs ?? remaining)}` : `expires in ${fmtDuration(remaining)}`;
       const labelX = inPlot(c.naturalExpiry) ? x(c.naturalExpiry) + 6 : EXPIRY_X + 8;
       g.append(svg('text', { class: 'avoided-label', x: labelX, y: mid + 4 }, label));
     }
   }
-  if (debtText) g.append(svg('text', { class: `debt-label${verified === undefined ? ' open' : ''}`, x: xDebtEnd + 6, y: mid + 4 }, debtText));
+  if (debtText)
+    g.append(svg('text', { class: `debt-label${verified === undefined ? ' open' : ''}`, x: xDebtEnd + 6, y: mid + 4 }, debtText));
 
   const lines = [
     `${c.taskId} · ${c.grant} (${c.kind} on ${c.target})`,
@@ -259,7 +268,13 @@ function renderDenials(d) {
     host.replaceChildren(el('p', { class: 'empty' }, 'none'));
     return;
   }
-  const chips = el('div', {}, ...d.denials.byReason.map((r) => el('span', { class: 'chip', 'data-testid': 'denial-reason', 'data-code': r.code }, `${r.code} × ${r.count}`)));
+  const chips = el(
+    'div',
+    {},
+    ...d.denials.byReason.map((r) =>
+      el('span', { class: 'chip', 'data-testid': 'denial-reason', 'data-code': r.code }, `${r.code} × ${r.count}`),
+    ),
+  );
   const body = el('tbody');
   for (const item of d.denials.items.slice(-20).reverse()) {
     body.append(
@@ -272,7 +287,12 @@ function renderDenials(d) {
       ),
     );
   }
-  const table = el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'task'), el('th', {}, 'workload'), el('th', {}, 'reason'))), body);
+  const table = el(
+    'table',
+    {},
+    el('thead', {}, el('tr', {}, el('th', {}, 'task'), el('th', {}, 'workload'), el('th', {}, 'reason'))),
+    body,
+  );
   host.replaceChildren(chips, table);
 }
 
@@ -316,7 +336,8 @@ function render() {
   renderBlast(data);
   document.body.dataset.generatedAt = String(data.generatedAt);
   // Open debt grows every moment: keep redrawing while there is any.
-  const live = data.openDebt.count > 0 || data.leases.some((l) => l.credentials.some((c) => c.state !== 'verified' && c.issuedAt !== undefined));
+  const live =
+    data.openDebt.count > 0 || data.leases.some((l) => l.credentials.some((c) => c.state !== 'verified' && c.issuedAt !== undefined));
   if (live && !redrawTimer) {
     redrawTimer = setInterval(() => {
       renderHeadline(data);

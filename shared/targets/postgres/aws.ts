@@ -26,7 +26,9 @@ export const postgresAws: AwsDeclaration<PostgresSettings, PostgresAccess> = {
     }
     // The settings schema already wants exactly one of the two; needs() is also called on its own.
     if (target.settings.passwordSecret === undefined) {
-      throw new ConfigError(`targets.${target.name}.settings.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`);
+      throw new ConfigError(
+        `targets.${target.name}.settings.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`,
+      );
     }
     const secret = secretResource(target.settings.passwordSecret, env);
     return {
