@@ -3,6 +3,8 @@ import { grantKey as toGrantKey } from '../events/schemas.ts';
 import type { CredentialRecord, LeaseRecord } from '../lease/records.ts';
 import {
   INDEX_ATTRIBUTES,
+  INTERNAL_ATTRIBUTES,
+  compact,
   KEY_PREFIX,
   OPEN_PARTITION,
   TABLE_KEYS,
@@ -23,31 +25,9 @@ import {
 
 export type Item = Record<string, NativeAttributeValue>;
 
-/** Attributes the ledger adds to items; stripped from every record it returns. */
-export const INTERNAL = new Set<string>([
-  TABLE_KEYS.partitionKey.name,
-  TABLE_KEYS.sortKey.name,
-  INDEX_ATTRIBUTES.openPk,
-  INDEX_ATTRIBUTES.openSk,
-  INDEX_ATTRIBUTES.workloadPk,
-  INDEX_ATTRIBUTES.dayPk,
-  TTL_ATTRIBUTE,
-]);
-
-/** Drops undefined values at every depth, so no client option is needed to marshall records. */
-export function compact<T>(value: T): T {
-  if (Array.isArray(value)) return value.map((v: unknown) => compact(v)) as T;
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = compact(v);
-    return out as T;
-  }
-  return value;
-}
-
 export function strip<T>(item: Item): T {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(item)) if (!INTERNAL.has(k)) out[k] = v;
+  for (const [k, v] of Object.entries(item)) if (!INTERNAL_ATTRIBUTES.has(k)) out[k] = v;
   return out as T;
 }
 
@@ -131,7 +111,7 @@ export function checkUpdate(spec: UpdateSpec): void {
     throw new TypeError('update: patch.nextCheckAt must be epoch milliseconds');
   }
   for (const k of Object.keys(spec.patch)) {
-    if (INTERNAL.has(k)) throw new TypeError(`update: patch must not set the ledger attribute ${k}`);
+    if (INTERNAL_ATTRIBUTES.has(k)) throw new TypeError(`update: patch must not set the ledger attribute ${k}`);
   }
 }
 

@@ -1,7 +1,7 @@
 import { grantKey as toGrantKey } from '../events/schemas.ts';
 import type { Ledger, OpenItemsPage } from '../lease/ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from '../lease/records.ts';
-import { DEFAULT_RETENTION_DAYS, INDEX_ATTRIBUTES, TABLE_KEYS, TTL_ATTRIBUTE, openSk } from './table.ts';
+import { DEFAULT_RETENTION_DAYS, INTERNAL_ATTRIBUTES, compact, openSk } from './table.ts';
 
 /*
  * The Ledger port in process memory, with the DynamoDB adapter's semantics: conditional writes,
@@ -27,26 +27,6 @@ interface Stored<T> {
 }
 
 const DAY_MS = 86_400_000;
-const INTERNAL = new Set<string>([
-  TABLE_KEYS.partitionKey.name,
-  TABLE_KEYS.sortKey.name,
-  INDEX_ATTRIBUTES.openPk,
-  INDEX_ATTRIBUTES.openSk,
-  INDEX_ATTRIBUTES.workloadPk,
-  INDEX_ATTRIBUTES.dayPk,
-  TTL_ATTRIBUTE,
-]);
-/** Drops undefined values at every depth and copies, as marshalling to DynamoDB does. */
-function compact<T>(value: T): T {
-  if (Array.isArray(value)) return value.map((v: unknown) => compact(v)) as T;
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = compact(v);
-    return out as T;
-  }
-  return value;
-}
-
 function applyPatch<T extends object>(record: T, patch: object): T {
   const out = { ...record } as Record<string, unknown>;
   for (const [k, v] of Object.entries(patch)) {
@@ -71,7 +51,7 @@ function checkPatch(method: string, patch: object, from: readonly string[]): voi
   const due = (patch as { nextCheckAt?: unknown }).nextCheckAt;
   if (due !== undefined && typeof due !== 'number') throw new TypeError(`${method}: patch.nextCheckAt must be epoch milliseconds`);
   for (const k of Object.keys(patch)) {
-    if (INTERNAL.has(k)) throw new TypeError(`${method}: patch must not set the ledger attribute ${k}`);
+    if (INTERNAL_ATTRIBUTES.has(k)) throw new TypeError(`${method}: patch must not set the ledger attribute ${k}`);
   }
 }
 

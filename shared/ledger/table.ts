@@ -132,3 +132,25 @@ export function createTableInput(tableName: string): CreateTableCommandInput {
     })),
   };
 }
+
+/** Attributes the ledger adds to items; stripped from every record it returns, refused in a patch. */
+export const INTERNAL_ATTRIBUTES: ReadonlySet<string> = new Set<string>([
+  TABLE_KEYS.partitionKey.name,
+  TABLE_KEYS.sortKey.name,
+  INDEX_ATTRIBUTES.openPk,
+  INDEX_ATTRIBUTES.openSk,
+  INDEX_ATTRIBUTES.workloadPk,
+  INDEX_ATTRIBUTES.dayPk,
+  TTL_ATTRIBUTE,
+]);
+
+/** Drops undefined values at every depth (and copies), as marshalling a record to DynamoDB does. */
+export function compact<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => compact(v)) as T;
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = compact(v);
+    return out as T;
+  }
+  return value;
+}
