@@ -36,20 +36,8 @@ export interface Broker {
 export function createBroker(ports: BrokerPorts, options: BrokerOptions): Broker {
   const { settings, rules } = options.config;
   const verifyDeadlineMs = options.lifecycle?.verifyDeadlineMs ?? options.verifyDeadlineMs ?? settings.verifyDeadlineSeconds * 1000;
-  const lifecycle = new LeaseLifecycle({
-    ledger: ports.ledger,
-    targets: ports.targets,
-    secrets: ports.secrets,
-    events: ports.events,
-    identity: ports.identity,
-    policy: ports.policy,
-    clock: ports.clock,
-    callback: ports.callback,
-    reverify: ports.reverify,
-    log: ports.log,
-    observer: ports.observer,
-    options: { ...options.lifecycle, verifyDeadlineMs },
-  });
+  // The broker's ports are the lifecycle's, plus the reaper's metrics (which it ignores).
+  const lifecycle = new LeaseLifecycle({ ...ports, options: { ...options.lifecycle, verifyDeadlineMs } });
   // One per broker (per process): the per-target token buckets and the reconcile cadence span runs.
   const state = createReaperState();
   const window = {

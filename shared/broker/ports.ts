@@ -1,14 +1,5 @@
-import type { LifecycleLogger, LifecycleObserver, LifecycleOptions, ReverifyScheduler } from '../lease/lifecycle.ts';
-import type {
-  Clock,
-  EventPublisher,
-  Ledger,
-  PolicyEvaluator,
-  SecretStore,
-  SvidVerifier,
-  TargetRegistry,
-  TaskCallback,
-} from '../lease/ports.ts';
+import type { LifecycleDeps, LifecycleOptions } from '../lease/lifecycle.ts';
+import type { TargetRegistry } from '../lease/ports.ts';
 import type { ReaperOptions } from '../lease/reaper.ts';
 import type { RuntimeSettings } from '../policy/config.ts';
 
@@ -30,21 +21,9 @@ export type BrokerTargets = TargetRegistry & { names?(): string[]; close?(): Pro
  * Everything the broker talks to. Each runtime supplies its adapters; the broker wires them
  * (docs/architecture.md, "Ports" and "The two runtimes").
  */
-export interface BrokerPorts {
-  ledger: Ledger;
+export interface BrokerPorts extends Omit<LifecycleDeps, 'targets' | 'options'> {
   targets: BrokerTargets;
-  secrets: SecretStore;
-  events: EventPublisher;
-  identity: SvidVerifier;
-  policy: PolicyEvaluator;
-  clock: Clock;
-  /** The Step Functions answer (AWS); absent locally, or a recorder in tests. */
-  callback?: TaskCallback;
-  /** Where an unproven revocation is handed for a later attempt (SQS delay, local delay queue). */
-  reverify?: ReverifyScheduler;
-  observer?: LifecycleObserver;
   metrics?: BrokerMetrics;
-  log?: LifecycleLogger;
 }
 
 export interface BrokerOptions {

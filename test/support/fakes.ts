@@ -505,20 +505,8 @@ export function createFakePorts(options: { now?: number; targets?: string[] } = 
   };
   return {
     ...ports,
-    deps: (lifecycleOptions) => ({
-      ledger: ports.ledger,
-      targets: ports.targets,
-      secrets: ports.secrets,
-      events: ports.events,
-      identity: ports.identity,
-      policy: ports.policy,
-      clock: ports.clock,
-      callback: ports.callback,
-      reverify: ports.reverify,
-      log: ports.log,
-      observer: ports.observer,
-      options: lifecycleOptions,
-    }),
+    // Every fake is a lifecycle port (the extra `driver` handle is ignored by the core).
+    deps: (lifecycleOptions) => ({ ...ports, options: lifecycleOptions }),
     started: (taskId, overrides = {}) => ({
       taskId,
       svid: fakeSvid(FAKE_WORKLOAD, { jti: `jti-${taskId}` }),
