@@ -5,6 +5,7 @@ import { secretNameFor } from './context.ts';
 import type { Core, StartResult } from './context.ts';
 import { revokeLease } from './end.ts';
 import { ConflictError, DenialError, describeError } from './errors.ts';
+import type { TargetDriver } from './ports.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
 import { CREDENTIAL_TRANSITIONS, LEASE_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
@@ -204,7 +205,7 @@ async function issueOne(
     // A lost response to our own applied write reads as a failed condition: our issuedAt says it won.
     const ours = current?.state === 'issued' && current.issuedAt === patch.issuedAt && current.naturalExpiry === patch.naturalExpiry;
     if (!ours) {
-      await discard(core, lease.taskId, grant, externalId, issued, stored.name, current);
+      await discard(core, driver, lease.taskId, grant, externalId, issued, stored.name, current);
       throw new ConflictError(
         `credential ${key} left the intent state while it was being issued (now ${current?.state ?? 'gone'}); what was just created was revoked`,
       );
@@ -234,6 +235,7 @@ async function issueOne(
  */
 async function discard(
   core: Core,
+  driver: TargetDriver,
   taskId: string,
   grant: Grant,
   externalId: string,
@@ -241,10 +243,9 @@ async function discard(
   secretName: string,
   current: CredentialRecord | undefined,
 ): Promise<void> {
-  const { targets, secrets } = core.deps;
+  const { secrets } = core.deps;
   // Another issuer's record won: the name is shared and the ledger accounts for it; its lease's end revokes it.
   if (current?.state === 'issued') return;
-  const driver = targets.get(grant.target) as NonNullable<ReturnType<typeof targets.get>>;
   const results = await Promise.allSettled([
     driver.revoke({
       taskId,
