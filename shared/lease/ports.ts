@@ -95,6 +95,11 @@ export interface TargetDriver {
 export interface TargetRegistry {
   get(target: string): TargetDriver | undefined;
   all(): TargetDriver[];
+  /**
+   * Each driver with its configured target name (reconciliation reports by name). Optional:
+   * wrappers such as chaos's faultyTargets offer only `names()`.
+   */
+  entries?(): Array<{ name: string; driver: TargetDriver }>;
 }
 
 export interface VerifiedWorkload {

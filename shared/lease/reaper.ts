@@ -129,7 +129,7 @@ export interface ReaperDeps {
   ledger: Ledger;
   clock: Clock;
   log?: LifecycleLogger;
-  /** Needed for reconciliation (ClosableTargetRegistry has the `names()` it uses). */
+  /** Needed for reconciliation, which names each driver by `entries()` or `names()` (the config registry has both). */
   targets?: TargetRegistry & { names?(): string[] };
   /** Keep one per process so rate limits and the reconcile cadence span runs. */
   state?: ReaperState;
@@ -222,7 +222,10 @@ export async function runReaper(lifecycle: LeaseLifecycle, deps: ReaperDeps, opt
         }
         if (await transitionLease(ledger, 'takeOverIssuing', lease, { lockedUntil: t + opts.intentStaleMs }, { lockedBefore: t })) {
           await take(open.map((c) => c.target));
-          await lifecycle.rollBack(lease, 'issuing was interrupted (the worker stopped before the lease was active); everything issued was revoked');
+          await lifecycle.rollBack(
+            lease,
+            'issuing was interrupted (the worker stopped before the lease was active); everything issued was revoked',
+          );
           report.rolledBack++;
         }
         return;
@@ -284,7 +287,17 @@ export async function runReaper(lifecycle: LeaseLifecycle, deps: ReaperDeps, opt
   report.openDebt = await measureOpenDebt(ledger, clock.now(), opts.openDebtItems, opts.openDebtScanLimit);
   if (report.openDebt.count > 0) {
     const oldest = report.openDebt.items[0];
-    log?.warn('open trust debt', { count: report.openDebt.count, oldestMs: report.openDebt.oldestMs, oldest: oldest && { taskId: oldest.taskId, grant: oldest.grant, state: oldest.state, attempts: oldest.verifyAttempts, lastError: oldest.lastError } });
+    log?.warn('open trust debt', {
+      count: report.openDebt.count,
+      oldestMs: report.openDebt.oldestMs,
+      oldest: oldest && {
+        taskId: oldest.taskId,
+        grant: oldest.grant,
+        state: oldest.state,
+        attempts: oldest.verifyAttempts,
+        lastError: oldest.lastError,
+      },
+    });
   }
   return report;
 }

@@ -60,7 +60,7 @@ export interface ReconcileReport {
 
 export interface ReconcileDeps {
   ledger: Ledger;
-  /** `names()` (the ClosableTargetRegistry has it) gives each driver its configured target name. */
+  /** `entries()` or `names()` (the config's registry has both) give each driver its configured target name. */
   targets: TargetRegistry & { names?(): string[] };
   clock: Clock;
   log?: LifecycleLogger;
@@ -69,10 +69,16 @@ export interface ReconcileDeps {
 }
 
 function namedDrivers(targets: ReconcileDeps['targets']): Array<{ name: string; driver: TargetDriver }> {
+  const entries = targets.entries?.();
+  if (entries) return entries.map(({ name, driver }) => ({ name, driver }));
   const names = targets.names?.();
-  if (names) return names.flatMap((name) => (targets.get(name) ? [{ name, driver: targets.get(name) as TargetDriver }] : []));
-  // Without names, a driver's own `name` (the postgres driver has one) or its kind stands in.
-  return targets.all().map((driver) => ({ name: (driver as { name?: string }).name ?? driver.kind, driver }));
+  if (names)
+    return names.flatMap((name) => {
+      const driver = targets.get(name);
+      return driver ? [{ name, driver }] : [];
+    });
+  // A registry that knows no names: the kind stands in (findings then name the kind, not the target).
+  return targets.all().map((driver) => ({ name: driver.kind, driver }));
 }
 
 export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileOptions> = {}): Promise<ReconcileReport> {
@@ -104,7 +110,13 @@ export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileO
     if (!listed || listed.ids.has(cred.externalId)) continue;
     // Only credentials that existed before the target was listed can be missing from it.
     if ((cred.state === 'issued' || cred.state === 'still-valid') && cred.issuedAt !== undefined && cred.issuedAt < listedAt) {
-      report.missing.push({ target: cred.target, externalId: cred.externalId, taskId: cred.taskId, grant: grantKey(cred.grant), state: cred.state });
+      report.missing.push({
+        target: cred.target,
+        externalId: cred.externalId,
+        taskId: cred.taskId,
+        grant: grantKey(cred.grant),
+        state: cred.state,
+      });
     }
   }
 
@@ -139,7 +151,13 @@ export async function reconcile(deps: ReconcileDeps, options: Partial<ReconcileO
 
   if (report.orphans.length) {
     deps.log?.error('reconciliation found credentials on a target that the ledger does not account for', {
-      orphans: report.orphans.map((o) => ({ target: o.target, externalId: o.externalId, action: o.action, verify: o.verify, error: o.error })),
+      orphans: report.orphans.map((o) => ({
+        target: o.target,
+        externalId: o.externalId,
+        action: o.action,
+        verify: o.verify,
+        error: o.error,
+      })),
     });
   }
   if (report.missing.length) {
