@@ -3,7 +3,7 @@ import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
 import type { ReportFilter } from '../report/report.ts';
 import { parseTimeArg } from '../report/time.ts';
 import { UsageError } from './command.ts';
-import { dynamoClient, isLoopbackUrl } from './dynamodb.ts';
+import { dynamoClient, isLoopbackUrl } from '../shared/ledger/client.ts';
 
 /** The table the local runtime (`npm start`) creates in its dynalite. */
 export const LOCAL_TABLE = 'tasklease-ledger';

@@ -3,7 +3,9 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
-import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand } from '@aws-sdk/client-dynamodb';
+import { localDynamoClient } from '../shared/ledger/client.ts';
 import { createTableInput } from '../shared/ledger/table.ts';
 
 interface DynaliteOptions {
@@ -15,19 +17,13 @@ interface DynaliteOptions {
 // dynalite is CommonJS without type declarations.
 const dynalite = createRequire(import.meta.url)('dynalite') as (options: DynaliteOptions) => Server;
 
-export const LOCAL_REGION = 'local';
-/** dynalite checks that requests are signed, not by whom: a fixed, meaningless identity. */
-const LOCAL_CREDENTIALS = { accessKeyId: 'tasklease-local', secretAccessKey: 'tasklease-local' };
+export { LOCAL_REGION, localDynamoClient } from '../shared/ledger/client.ts';
 
 export interface DynaliteHandle {
   endpoint: string;
   client: DynamoDBClient;
   tableName: string;
   close(): Promise<void>;
-}
-
-export function localDynamoClient(endpoint: string, region: string = LOCAL_REGION): DynamoDBClient {
-  return new DynamoDBClient({ endpoint, region, credentials: LOCAL_CREDENTIALS, maxAttempts: 3 });
 }
 
 /** Creates the ledger table (./shared/ledger/table.ts) and waits until it and its indexes are ACTIVE. */

@@ -1,7 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 
 /** Region for a loopback endpoint when none is given: dynalite and DynamoDB Local accept any. */
-const LOCAL_REGION = 'local';
+export const LOCAL_REGION = 'local';
 /** dynalite checks that requests are signed, not by whom: a fixed, meaningless identity. */
 const LOCAL_CREDENTIALS = { accessKeyId: 'tasklease-local', secretAccessKey: 'tasklease-local' };
 
@@ -16,8 +16,11 @@ export function isLoopbackUrl(url: string): boolean {
  */
 export function dynamoClient(options: { endpoint?: string; region?: string }): DynamoDBClient {
   const { endpoint, region } = options;
-  if (endpoint !== undefined && isLoopbackUrl(endpoint)) {
-    return new DynamoDBClient({ endpoint, region: region ?? LOCAL_REGION, credentials: LOCAL_CREDENTIALS, maxAttempts: 3 });
-  }
+  if (endpoint !== undefined && isLoopbackUrl(endpoint)) return localDynamoClient(endpoint, region);
   return new DynamoDBClient({ endpoint, region });
+}
+
+/** A client of a local DynamoDB-compatible server (dynalite, DynamoDB Local) on `endpoint`. */
+export function localDynamoClient(endpoint: string, region: string = LOCAL_REGION): DynamoDBClient {
+  return new DynamoDBClient({ endpoint, region, credentials: LOCAL_CREDENTIALS, maxAttempts: 3 });
 }

@@ -6,7 +6,7 @@ import { build } from 'esbuild';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, main, resolveCommand } from '../../cli/tasklease.ts';
 import type { CommandEntry } from '../../cli/tasklease.ts';
-import { dynamoClient } from '../../cli/dynamodb.ts';
+import { dynamoClient } from '../../shared/ledger/client.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
