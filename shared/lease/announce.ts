@@ -14,7 +14,12 @@ import { openDebt } from './trust-debt.ts';
 const iso = (ms: number) => new Date(ms).toISOString();
 
 /** Lease Issued (and the task token's answer). At-least-once: a redelivered start may repeat it. */
-export async function announceIssued(core: Core, lease: LeaseRecord, credentials: CredentialRecord[], taskToken: string | undefined): Promise<void> {
+export async function announceIssued(
+  core: Core,
+  lease: LeaseRecord,
+  credentials: CredentialRecord[],
+  taskToken: string | undefined,
+): Promise<void> {
   await core.deps.events.publish({
     detailType: DETAIL_TYPES.leaseIssued,
     detail: {
@@ -106,7 +111,12 @@ export async function announceRevoked(core: Core, lease: LeaseRecord, endedAt: n
 }
 
 /** Revocation Failed: a credential not yet proven rejected, with the debt it has run up so far. */
-export async function announceRevocationFailed(core: Core, cred: CredentialRecord & { state: 'revoking' | 'still-valid' }, error: string, now: number): Promise<void> {
+export async function announceRevocationFailed(
+  core: Core,
+  cred: CredentialRecord & { state: 'revoking' | 'still-valid' },
+  error: string,
+  now: number,
+): Promise<void> {
   await core.deps.events.publish({
     detailType: DETAIL_TYPES.revocationFailed,
     detail: {

@@ -1,15 +1,6 @@
 import { grantKey } from '../events/schemas.ts';
 import type { DenialCode, Grant } from '../events/schemas.ts';
-import type {
-  Clock,
-  EventPublisher,
-  Ledger,
-  PolicyEvaluator,
-  SecretStore,
-  SvidVerifier,
-  TargetRegistry,
-  TaskCallback,
-} from './ports.ts';
+import type { Clock, EventPublisher, Ledger, PolicyEvaluator, SecretStore, SvidVerifier, TargetRegistry, TaskCallback } from './ports.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 
 /*

@@ -20,7 +20,11 @@ export const REOPENABLE_DENIALS: ReadonlySet<DenialCode> = new Set<DenialCode>([
 export function isReopenable(found: LeaseWithCredentials): boolean {
   const { lease, credentials } = found;
   return (
-    lease.state === 'denied' && !lease.tombstone && credentials.length === 0 && lease.denial !== undefined && REOPENABLE_DENIALS.has(lease.denial.code)
+    lease.state === 'denied' &&
+    !lease.tombstone &&
+    credentials.length === 0 &&
+    lease.denial !== undefined &&
+    REOPENABLE_DENIALS.has(lease.denial.code)
   );
 }
 

@@ -68,7 +68,9 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
 export async function revokeLease(core: Core, lease: LeaseRecord, credentials: CredentialRecord[]): Promise<EndResult> {
   const { ledger, clock } = core.deps;
   const endedAt = lease.endedAt ?? clock.now();
-  const done = await Promise.all(credentials.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt))));
+  const done = await Promise.all(
+    credentials.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt))),
+  );
   const open = done.filter((c) => !isFinishedCredential(c.state));
   const now = clock.now();
   if (open.length) {

@@ -12,7 +12,12 @@ export async function rollBack(core: Core, lease: LeaseRecord, message: string):
   const creds = current?.credentials ?? [];
   const done = await Promise.all(creds.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? now))));
   const allVerified = done.every((c) => isFinishedCredential(c.state));
-  const ended = { endedAt: now, outcome: 'issue-failed' as const, denial: { code: 'issue-failed' as const, message }, taskToken: undefined };
+  const ended = {
+    endedAt: now,
+    outcome: 'issue-failed' as const,
+    denial: { code: 'issue-failed' as const, message },
+    taskToken: undefined,
+  };
   await (allVerified
     ? transitionLease(ledger, 'rollBackDenied', lease, { ...ended, lockedUntil: undefined, closedAt: now })
     : transitionLease(ledger, 'rollBackOpen', lease, { ...ended, lockedUntil: now + core.opts.lockMs, closedAt: undefined }));

@@ -52,11 +52,23 @@ export async function taskStarted(core: Core, raw: unknown): Promise<StartResult
   if (!decision.allowed) return deny(core, detail, workload.spiffeId, decision.code, decision.message, decision.rule);
   const unknown = detail.grants.filter((g) => !targets.get(g.target));
   if (unknown.length) {
-    return deny(core, detail, workload.spiffeId, 'unknown-target', `no driver is configured for target(s) ${unknown.map((g) => g.target).join(', ')}`);
+    return deny(
+      core,
+      detail,
+      workload.spiffeId,
+      'unknown-target',
+      `no driver is configured for target(s) ${unknown.map((g) => g.target).join(', ')}`,
+    );
   }
 
   if (!(await ledger.claimSvid(workload.replayKey, taskId, workload.expiresAt))) {
-    return deny(core, detail, workload.spiffeId, 'svid-replayed', 'this JWT-SVID was already used to open a lease for another task; mint a fresh SVID per task');
+    return deny(
+      core,
+      detail,
+      workload.spiffeId,
+      'svid-replayed',
+      'this JWT-SVID was already used to open a lease for another task; mint a fresh SVID per task',
+    );
   }
 
   const now = clock.now();
@@ -75,10 +87,16 @@ export async function taskStarted(core: Core, raw: unknown): Promise<StartResult
   const { taskId: _key, ...fields } = lease;
   const opened = reopen
     ? // Conditional on the very denial we judged reopenable: a Task Ended may tombstone it meanwhile.
-      await transitionLease(ledger, 'reopen', existing.lease, { ...fields, denial: undefined, closedAt: undefined }, {
-        denialCode: existing.lease.denial?.code,
-        notTombstone: true,
-      })
+      await transitionLease(
+        ledger,
+        'reopen',
+        existing.lease,
+        { ...fields, denial: undefined, closedAt: undefined },
+        {
+          denialCode: existing.lease.denial?.code,
+          notTombstone: true,
+        },
+      )
     : await ledger.createLease(lease);
   if (!opened) {
     const raced = await ledger.getLease(taskId);

@@ -162,7 +162,8 @@ export function credentialWrite(name: CredentialTransitionName, patch: Partial<C
   if (rule.to !== 'unchanged') {
     full.state = rule.to;
     if (FINISHED_CREDENTIAL_STATES.includes(rule.to)) full.nextCheckAt = undefined;
-    else if (typeof patch.nextCheckAt !== 'number') throw new TypeError(`credential transition ${name} must say when the credential is next due`);
+    else if (typeof patch.nextCheckAt !== 'number')
+      throw new TypeError(`credential transition ${name} must say when the credential is next due`);
   }
   return { from: [...rule.from], patch: full };
 }

@@ -58,9 +58,7 @@ export function summarizeDebt(creds: readonly CredentialRecord[]): DebtSummary {
   const verified = creds.filter((c) => c.state === 'verified' && c.trustDebtMs !== undefined);
   const debts = verified.map((c) => c.trustDebtMs as number);
   const avoided = verified.flatMap((c) => (c.avoidedDebtMs === undefined ? [] : [c.avoidedDebtMs]));
-  const ttlOnly = creds.flatMap((c) =>
-    c.naturalExpiry !== undefined && c.endedAt !== undefined ? [c.naturalExpiry - c.endedAt] : [],
-  );
+  const ttlOnly = creds.flatMap((c) => (c.naturalExpiry !== undefined && c.endedAt !== undefined ? [c.naturalExpiry - c.endedAt] : []));
   return {
     credentials: creds.length,
     verifiedRejected: verified.length,

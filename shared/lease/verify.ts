@@ -13,7 +13,12 @@ import { avoidedDebtMs, openDebt, trustDebtMs } from './trust-debt.ts';
  * target rejects it or this call's deadline passes. Never gives up for good: an unproven
  * credential keeps a `nextCheckAt` for the reaper (and the re-verify scheduler).
  */
-export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedAt: number, deadlineMs = core.opts.verifyDeadlineMs): Promise<CredentialRecord> {
+export async function revokeAndVerify(
+  core: Core,
+  cred: CredentialRecord,
+  endedAt: number,
+  deadlineMs = core.opts.verifyDeadlineMs,
+): Promise<CredentialRecord> {
   const { ledger, clock, targets, secrets, observer } = core.deps;
   const key = grantKey(cred.grant);
   const driver = targets.get(cred.target);
@@ -33,7 +38,14 @@ export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedA
   });
   if (!driver) return recordOpen(core, current, `no driver configured for target ${cred.target}`, 'revoking');
 
-  const ctx = { taskId: cred.taskId, grant: cred.grant, externalId: cred.externalId, metadata: cred.metadata, naturalExpiry: cred.naturalExpiry, intentAt: cred.intentAt };
+  const ctx = {
+    taskId: cred.taskId,
+    grant: cred.grant,
+    externalId: cred.externalId,
+    metadata: cred.metadata,
+    naturalExpiry: cred.naturalExpiry,
+    intentAt: cred.intentAt,
+  };
   try {
     await driver.revoke(ctx);
   } catch (err) {
@@ -71,12 +83,21 @@ export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedA
     if (result === 'still-valid') {
       last = 'still-valid';
       observer?.stillValid?.(current);
-      core.log.warn('revoked credential still accepted by its target; retrying', { taskId: cred.taskId, grant: key, attempts: current.verifyAttempts });
+      core.log.warn('revoked credential still accepted by its target; retrying', {
+        taskId: cred.taskId,
+        grant: key,
+        attempts: current.verifyAttempts,
+      });
     } else if (result === 'inconclusive') {
       last = 'inconclusive';
     }
     if (clock.now() - start + delay > deadlineMs) {
-      return recordOpen(core, current, lastError ?? `verification ${last} after ${current.verifyAttempts} attempts`, last === 'still-valid' ? 'still-valid' : 'revoking');
+      return recordOpen(
+        core,
+        current,
+        lastError ?? `verification ${last} after ${current.verifyAttempts} attempts`,
+        last === 'still-valid' ? 'still-valid' : 'revoking',
+      );
     }
     await clock.sleep(delay);
     delay = Math.min(delay * 2, core.opts.verifyMaxDelayMs);
@@ -89,7 +110,15 @@ export async function revokeAndVerify(core: Core, cred: CredentialRecord, endedA
   const verifiedAt = clock.now();
   const debt = trustDebtMs(verifiedAt, current.endedAt as number);
   const avoided = avoidedDebtMs(cred.naturalExpiry, verifiedAt);
-  const verified: CredentialRecord = { ...current, state: CREDENTIAL_TRANSITIONS.verify.to, verifiedAt, trustDebtMs: debt, avoidedDebtMs: avoided, lastError: undefined, nextCheckAt: undefined };
+  const verified: CredentialRecord = {
+    ...current,
+    state: CREDENTIAL_TRANSITIONS.verify.to,
+    verifiedAt,
+    trustDebtMs: debt,
+    avoidedDebtMs: avoided,
+    lastError: undefined,
+    nextCheckAt: undefined,
+  };
   await transitionCredential(ledger, 'verify', cred, {
     revokedAt: current.revokedAt,
     verifyAttempts: current.verifyAttempts,
@@ -109,9 +138,19 @@ export function retryDelayMs(core: Core, failures: number): number {
 }
 
 /** Records an unproven revocation honestly: state, error, growing debt, and when to try again. */
-export async function recordOpen(core: Core, cred: CredentialRecord, error: string, state: 'revoking' | 'still-valid'): Promise<CredentialRecord> {
+export async function recordOpen(
+  core: Core,
+  cred: CredentialRecord,
+  error: string,
+  state: 'revoking' | 'still-valid',
+): Promise<CredentialRecord> {
   const now = core.deps.clock.now();
-  const open: CredentialRecord & { state: typeof state } = { ...cred, state, lastError: error, nextCheckAt: now + retryDelayMs(core, cred.verifyAttempts) };
+  const open: CredentialRecord & { state: typeof state } = {
+    ...cred,
+    state,
+    lastError: error,
+    nextCheckAt: now + retryDelayMs(core, cred.verifyAttempts),
+  };
   await transitionCredential(core.deps.ledger, state === 'still-valid' ? 'markStillValid' : 'leaveRevoking', cred, {
     lastError: error,
     revokedAt: cred.revokedAt,
@@ -119,7 +158,13 @@ export async function recordOpen(core: Core, cred: CredentialRecord, error: stri
     nextCheckAt: open.nextCheckAt,
   });
   core.deps.observer?.revocationFailed?.(open, error);
-  core.log.error('revocation not yet proven; will retry', { taskId: cred.taskId, grant: grantKey(cred.grant), state, error, openDebtMs: openDebt(open, now) });
+  core.log.error('revocation not yet proven; will retry', {
+    taskId: cred.taskId,
+    grant: grantKey(cred.grant),
+    state,
+    error,
+    openDebtMs: openDebt(open, now),
+  });
   await announceRevocationFailed(core, open, error, now);
   await core.deps.reverify?.schedule(cred.taskId, cred.grant, (open.nextCheckAt as number) - now);
   return open;

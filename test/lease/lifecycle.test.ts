@@ -60,7 +60,13 @@ async function loginError(s: Record<string, string>): Promise<string | undefined
 }
 
 async function admin<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []) {
-  const c = new pg.Client({ host: demoPostgres(rt).host, port: demoPostgres(rt).port, user: demoPostgres(rt).adminUser, password: demoPostgres(rt).adminPassword, database: demoPostgres(rt).database });
+  const c = new pg.Client({
+    host: demoPostgres(rt).host,
+    port: demoPostgres(rt).port,
+    user: demoPostgres(rt).adminUser,
+    password: demoPostgres(rt).adminPassword,
+    database: demoPostgres(rt).database,
+  });
   await c.connect();
   try {
     return (await c.query<T>(sql, params)).rows;
@@ -98,14 +104,22 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect(await admin('SELECT 1 FROM pg_roles WHERE rolname = $1', [secret.username])).toHaveLength(0);
 
     const record = await rt.ledger.getLease('life-1');
-    expect(record?.lease).toMatchObject({ state: 'closed', workload: READER, initiator: 'tests@tasklease.local', rule: 'etl-readers', outcome: 'succeeded' });
+    expect(record?.lease).toMatchObject({
+      state: 'closed',
+      workload: READER,
+      initiator: 'tests@tasklease.local',
+      rule: 'etl-readers',
+      outcome: 'succeeded',
+    });
     const cred = record?.credentials[0];
     expect(cred).toMatchObject({ state: 'verified', kind: 'postgres', target: 'orders-db' });
     expect(cred?.trustDebtMs).toBe((cred?.verifiedAt as number) - (cred?.endedAt as number));
     expect(cred?.avoidedDebtMs).toBe((cred?.naturalExpiry as number) - (cred?.verifiedAt as number));
     expect(cred?.verifyAttempts).toBeGreaterThanOrEqual(1);
     expect(await rt.secrets.exists('tasklease/life-1/orders-db.read')).toBe(false);
-    expect(events.some((e) => e['detail-type'] === DETAIL_TYPES.leaseRevoked && (e.detail as { taskId: string }).taskId === 'life-1')).toBe(true);
+    expect(events.some((e) => e['detail-type'] === DETAIL_TYPES.leaseRevoked && (e.detail as { taskId: string }).taskId === 'life-1')).toBe(
+      true,
+    );
   });
 
   it('revokes cleanly a role that created a table during its task', async () => {
@@ -126,7 +140,11 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
 
   it('a Task Started delivered three times at once issues one credential', async () => {
     const detail = await started('life-dup', READER);
-    const results = await Promise.all([rt.lifecycle.taskStarted(detail), rt.lifecycle.taskStarted(detail), rt.lifecycle.taskStarted(detail)]);
+    const results = await Promise.all([
+      rt.lifecycle.taskStarted(detail),
+      rt.lifecycle.taskStarted(detail),
+      rt.lifecycle.taskStarted(detail),
+    ]);
     expect(results.filter((r) => r.status === 'issued')).toHaveLength(1);
     expect(results.filter((r) => r.status !== 'issued').every((r) => r.status === 'duplicate' || r.status === 'in-progress')).toBe(true);
     const roles = await admin("SELECT rolname FROM pg_roles WHERE rolname LIKE 'tl\\_%'");
@@ -167,9 +185,15 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     const rogue = await startSpiffeIssuer({ trustDomain: 'demo.tasklease.local' });
     const forged = await rogue.mint({ spiffeId: READER, audience: rt.config.audience });
     await rogue.close();
-    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['read'], forged))).toMatchObject({ status: 'denied', code: 'svid-untrusted' });
+    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['read'], forged))).toMatchObject({
+      status: 'denied',
+      code: 'svid-untrusted',
+    });
     // A policy refusal for the same task id: the record keeps the latest reason.
-    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['write']))).toMatchObject({ status: 'denied', code: 'policy-grant-not-allowed' });
+    expect(await rt.lifecycle.taskStarted(await started('life-reopen', READER, ['write']))).toMatchObject({
+      status: 'denied',
+      code: 'policy-grant-not-allowed',
+    });
     expect((await rt.ledger.getLease('life-reopen'))?.lease.denial?.code).toBe('policy-grant-not-allowed');
 
     const ok = await rt.lifecycle.taskStarted(await started('life-reopen', READER));
@@ -200,7 +224,15 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
   it('a stalled issue is finished only by its own workload, never by another valid SVID', async () => {
     const now = Date.now();
     const grants = [{ target: 'orders-db', access: 'read' }];
-    await rt.ledger.createLease({ taskId: 'life-stalled', state: 'issuing', workload: READER, grants, requestedAt: now - 120_000, expiresAt: now + 600_000, lockedUntil: now - 1 });
+    await rt.ledger.createLease({
+      taskId: 'life-stalled',
+      state: 'issuing',
+      workload: READER,
+      grants,
+      requestedAt: now - 120_000,
+      expiresAt: now + 600_000,
+      lockedUntil: now - 1,
+    });
     // Another workload with a valid SVID: refused to take over, nothing issued.
     expect((await rt.lifecycle.taskStarted(await started('life-stalled', WRITER))).status).toBe('in-progress');
     expect((await rt.ledger.getLease('life-stalled'))?.credentials).toHaveLength(0);
@@ -221,7 +253,10 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
 
   it('malformed events are dead-lettered with a reason while the others go through', async () => {
     const good = await started('life-bus-good', READER);
-    const issued = waitForEvent(rt.bus, (e) => e['detail-type'] === DETAIL_TYPES.leaseIssued && (e.detail as { taskId: string }).taskId === 'life-bus-good');
+    const issued = waitForEvent(
+      rt.bus,
+      (e) => e['detail-type'] === DETAIL_TYPES.leaseIssued && (e.detail as { taskId: string }).taskId === 'life-bus-good',
+    );
     rt.bus.put(DETAIL_TYPES.taskStarted, { ...good, taskId: "x'; DROP ROLE postgres; --" });
     rt.bus.put(DETAIL_TYPES.taskStarted, { taskId: 'life-bus-junk', grants: 'all of them' });
     rt.bus.put(DETAIL_TYPES.taskStarted, good);
@@ -230,9 +265,17 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     await rt.bus.drained();
     const reasons = rt.bus.deadLetters.map((d) => d.reason);
     expect(reasons).toEqual(
-      expect.arrayContaining([expect.stringMatching(/taskId: must start with/), expect.stringMatching(/svid: /), expect.stringMatching(/outcome: /)]),
+      expect.arrayContaining([
+        expect.stringMatching(/taskId: must start with/),
+        expect.stringMatching(/svid: /),
+        expect.stringMatching(/outcome: /),
+      ]),
     );
-    expect(events.filter((e) => e['detail-type'] === DETAIL_TYPES.leaseDenied && (e.detail as { reason: { code: string } }).reason.code === 'invalid-event').length).toBeGreaterThanOrEqual(2);
+    expect(
+      events.filter(
+        (e) => e['detail-type'] === DETAIL_TYPES.leaseDenied && (e.detail as { reason: { code: string } }).reason.code === 'invalid-event',
+      ).length,
+    ).toBeGreaterThanOrEqual(2);
     expect(await rt.ledger.getLease('life-bus-junk')).toBeUndefined();
     await secretOf('life-bus-good');
     expect((await rt.lifecycle.taskEnded({ taskId: 'life-bus-good', outcome: 'succeeded' })).status).toBe('closed');

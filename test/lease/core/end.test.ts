@@ -21,7 +21,12 @@ describe('Task Ended for an active lease', () => {
     expect(f.ledger.openSkOf('e1')).toBeUndefined();
     expect(await f.ledger.credential('e1')).toMatchObject({ state: 'verified', endedAt: T0 + 1_000, trustDebtMs: 0, verifyAttempts: 1 });
     expect(f.events.ofType('leaseRevoked')).toEqual([
-      expect.objectContaining({ taskId: 'e1', outcome: 'failed', endedAt: new Date(T0 + 1_000).toISOString(), credentials: [expect.objectContaining({ verified: true, trustDebtMs: 0 })] }),
+      expect.objectContaining({
+        taskId: 'e1',
+        outcome: 'failed',
+        endedAt: new Date(T0 + 1_000).toISOString(),
+        credentials: [expect.objectContaining({ verified: true, trustDebtMs: 0 })],
+      }),
     ]);
     expect(f.observer.count('ended')).toBe(1);
     expect(await core.taskEnded(f.ended('e1'))).toEqual({ status: 'duplicate', taskId: 'e1', state: 'closed' });
@@ -31,7 +36,13 @@ describe('Task Ended for an active lease', () => {
   it('a lost race on the end write re-reads and defers to the winner holding the lock', async () => {
     const { f, core } = await active('e2');
     f.ledger.failNext('updateLease', async (ledger) => {
-      await ledger.updateLease('e2', ['active'], { state: 'ending', endedAt: T0, outcome: 'succeeded', lockedUntil: T0 + 120_000, nextCheckAt: T0 + 120_000 });
+      await ledger.updateLease('e2', ['active'], {
+        state: 'ending',
+        endedAt: T0,
+        outcome: 'succeeded',
+        lockedUntil: T0 + 120_000,
+        nextCheckAt: T0 + 120_000,
+      });
     });
     expect(await core.taskEnded(f.ended('e2'))).toEqual({ status: 'in-progress', taskId: 'e2' });
     expect(f.driver.revokeCalls).toEqual([]);
@@ -58,9 +69,13 @@ describe('Task Ended for an active lease', () => {
     expect(f.events.ofType('leaseRevoked')).toHaveLength(1);
 
     const other = await active('e5');
-    other.f.ledger.failNext('updateLease', async (ledger) => {
-      await ledger.updateLease('e5', ['ending'], { state: 'closed', closedAt: T0 - 1, nextCheckAt: undefined });
-    }, (args) => (args[2] as { state?: string }).state === 'closed');
+    other.f.ledger.failNext(
+      'updateLease',
+      async (ledger) => {
+        await ledger.updateLease('e5', ['ending'], { state: 'closed', closedAt: T0 - 1, nextCheckAt: undefined });
+      },
+      (args) => (args[2] as { state?: string }).state === 'closed',
+    );
     expect(await other.core.taskEnded(other.f.ended('e5'))).toEqual({ status: 'duplicate', taskId: 'e5', state: 'closed' });
     expect(other.f.events.ofType('leaseRevoked')).toEqual([]);
   });

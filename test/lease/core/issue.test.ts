@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LeaseLifecycle } from '../../../shared/lease/lifecycle.ts';
-import type { FakeDriver} from '../../support/fakes.ts';
+import type { FakeDriver } from '../../support/fakes.ts';
 import { createFakePorts, FAKE_T0 as T0, targetDown } from '../../support/fakes.ts';
 
 function setup() {
@@ -37,14 +37,24 @@ describe('issuing all grants or none', () => {
     f.driver.revokeOutcomes.push(targetDown('cannot reach orders-db'));
     const r = await core.taskStarted(f.started('n2', { grants: TWO }));
     expect(r.status).toBe('denied');
-    expect(await f.ledger.lease('n2')).toMatchObject({ state: 'ending', outcome: 'issue-failed', lockedUntil: T0 + 60_000, nextCheckAt: T0 + 60_000 });
-    expect(await f.ledger.credential('n2', 'orders-db.read')).toMatchObject({ state: 'revoking', lastError: 'target-error: cannot reach orders-db' });
+    expect(await f.ledger.lease('n2')).toMatchObject({
+      state: 'ending',
+      outcome: 'issue-failed',
+      lockedUntil: T0 + 60_000,
+      nextCheckAt: T0 + 60_000,
+    });
+    expect(await f.ledger.credential('n2', 'orders-db.read')).toMatchObject({
+      state: 'revoking',
+      lastError: 'target-error: cannot reach orders-db',
+    });
     expect(f.events.types()).toContain('Revocation Failed');
 
     // Once the lock lapses the end is taken over and, proven, announced with outcome failed.
     f.clock.advance(60_001);
     expect((await core.endLease('n2', 'expired', T0)).status).toBe('closed');
-    expect(f.events.ofType('leaseRevoked')).toEqual([expect.objectContaining({ taskId: 'n2', outcome: 'failed', endedAt: new Date(T0).toISOString() })]);
+    expect(f.events.ofType('leaseRevoked')).toEqual([
+      expect.objectContaining({ taskId: 'n2', outcome: 'failed', endedAt: new Date(T0).toISOString() }),
+    ]);
     expect(await f.ledger.lease('n2')).toMatchObject({ state: 'closed', outcome: 'issue-failed' });
   });
 
@@ -76,7 +86,10 @@ describe('activation', () => {
     const r = await core.taskStarted(f.started('v2', { taskToken: 'tok' }));
     expect(r).toEqual({ status: 'duplicate', taskId: 'v2', state: 'closed' });
     expect(f.events.types()).toEqual(['Lease Revoked']);
-    expect(f.events.ofType('leaseRevoked')[0]).toMatchObject({ outcome: 'cancelled', credentials: [expect.objectContaining({ verified: true })] });
+    expect(f.events.ofType('leaseRevoked')[0]).toMatchObject({
+      outcome: 'cancelled',
+      credentials: [expect.objectContaining({ verified: true })],
+    });
     expect(f.callback.successes).toEqual([]);
     expect(await f.ledger.lease('v2')).toMatchObject({ state: 'closed', outcome: 'cancelled', endRequested: true });
     expect(f.driver.live.size).toBe(0);

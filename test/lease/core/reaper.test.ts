@@ -10,7 +10,8 @@ function setup() {
   const f = createFakePorts();
   const core = new LeaseLifecycle(f.deps({ lockMs: 60_000, verifyDeadlineMs: 1_000 }));
   const state = createReaperState();
-  const reap = (o: Partial<ReaperOptions> = {}) => runReaper(core, { ledger: f.ledger, clock: f.clock, log: f.log, targets: f.targets, state }, { ...REAPER, ...o });
+  const reap = (o: Partial<ReaperOptions> = {}) =>
+    runReaper(core, { ledger: f.ledger, clock: f.clock, log: f.log, targets: f.targets, state }, { ...REAPER, ...o });
   return { f, core, reap };
 }
 

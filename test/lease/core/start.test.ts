@@ -16,20 +16,46 @@ describe('Task Started: issue', () => {
     const r = await core.taskStarted(f.started('t1', { taskToken: 'tok-1', initiator: 'alice' }));
     expect(r.status).toBe('issued');
     const lease = await f.ledger.lease('t1');
-    expect(lease).toMatchObject({ state: 'active', workload: FAKE_WORKLOAD, rule: 'fake-rule', expiresAt: T0 + 600_000, nextCheckAt: T0 + 600_000 });
+    expect(lease).toMatchObject({
+      state: 'active',
+      workload: FAKE_WORKLOAD,
+      rule: 'fake-rule',
+      expiresAt: T0 + 600_000,
+      nextCheckAt: T0 + 600_000,
+    });
     expect(lease).not.toHaveProperty('taskToken');
     expect(lease).not.toHaveProperty('lockedUntil');
     // Intent before the target call, issued after it.
-    expect(f.ledger.calls.map((c) => c.method)).toEqual(['claimSvid', 'createLease', 'createCredential', 'updateCredential', 'updateLease']);
+    expect(f.ledger.calls.map((c) => c.method)).toEqual([
+      'claimSvid',
+      'createLease',
+      'createCredential',
+      'updateCredential',
+      'updateLease',
+    ]);
     const c = await f.ledger.credential('t1');
     expect(c).toMatchObject({ state: 'issued', secretName: 'tasklease/t1/orders-db.read', nextCheckAt: T0 + 600_000, kind: 'fake' });
     expect(f.events.ofType('leaseIssued')).toEqual([
-      expect.objectContaining({ taskId: 't1', initiator: 'alice', credentials: [expect.objectContaining({ secretName: 'tasklease/t1/orders-db.read' })] }),
+      expect.objectContaining({
+        taskId: 't1',
+        initiator: 'alice',
+        credentials: [expect.objectContaining({ secretName: 'tasklease/t1/orders-db.read' })],
+      }),
     ]);
-    expect(f.callback.successes).toEqual([{ taskToken: 'tok-1', output: expect.objectContaining({ taskId: 't1', secrets: [expect.objectContaining({ grant: 'orders-db.read' })] }) }]);
+    expect(f.callback.successes).toEqual([
+      {
+        taskToken: 'tok-1',
+        output: expect.objectContaining({ taskId: 't1', secrets: [expect.objectContaining({ grant: 'orders-db.read' })] }),
+      },
+    ]);
     expect(f.observer.count('issued')).toBe(1);
     const password = f.secrets.puts[0]!.value.password!;
-    for (const text of [f.log.text(), JSON.stringify(f.events.events), JSON.stringify(f.callback.successes), JSON.stringify(await f.ledger.getLease('t1'))]) {
+    for (const text of [
+      f.log.text(),
+      JSON.stringify(f.events.events),
+      JSON.stringify(f.callback.successes),
+      JSON.stringify(await f.ledger.getLease('t1')),
+    ]) {
       expect(text).not.toContain(password);
     }
   });
@@ -46,7 +72,10 @@ describe('Task Started: issue', () => {
   });
 
   it.each([
-    ['svid-invalid', (f: ReturnType<typeof createFakePorts>) => f.started('d1', { svid: fakeSvid(FAKE_WORKLOAD, { deny: 'svid-invalid' }) })],
+    [
+      'svid-invalid',
+      (f: ReturnType<typeof createFakePorts>) => f.started('d1', { svid: fakeSvid(FAKE_WORKLOAD, { deny: 'svid-invalid' }) }),
+    ],
     ['policy-no-rule', (f: ReturnType<typeof createFakePorts>) => (f.policy.denyAll('policy-no-rule'), f.started('d1'))],
     ['unknown-target', (f: ReturnType<typeof createFakePorts>) => f.started('d1', { grants: [{ target: 'nowhere', access: 'read' }] })],
   ] as const)('denies %s: a denied record, Lease Denied, the token failed, nothing issued', async (code, make) => {
@@ -90,7 +119,10 @@ describe('Task Started: reopenable denials', () => {
     await core.taskStarted(f.started('o2'));
     expect(await core.taskEnded(f.ended('o2'))).toEqual({ status: 'tombstoned', taskId: 'o2' });
     f.policy.decide = undefined;
-    expect(await core.taskStarted(f.started('o2', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'new' }) }))).toMatchObject({ status: 'denied', code: 'task-already-ended' });
+    expect(await core.taskStarted(f.started('o2', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'new' }) }))).toMatchObject({
+      status: 'denied',
+      code: 'task-already-ended',
+    });
     expect(f.driver.issueCalls).toEqual([]);
   });
 
@@ -134,7 +166,15 @@ describe('Task Started: the task already has a lease', () => {
   it('a start that loses the createLease race defers to the winner', async () => {
     const { f, core } = setup();
     f.ledger.failNext('createLease', async (ledger) => {
-      await ledger.createLease({ taskId: 'c1', state: 'issuing', workload: FAKE_WORKLOAD, grants: [], requestedAt: T0, lockedUntil: T0 + 60_000, nextCheckAt: T0 + 60_000 });
+      await ledger.createLease({
+        taskId: 'c1',
+        state: 'issuing',
+        workload: FAKE_WORKLOAD,
+        grants: [],
+        requestedAt: T0,
+        lockedUntil: T0 + 60_000,
+        nextCheckAt: T0 + 60_000,
+      });
     });
     expect(await core.taskStarted(f.started('c1'))).toEqual({ status: 'in-progress', taskId: 'c1' });
     expect(f.driver.issueCalls).toEqual([]);
@@ -161,9 +201,15 @@ describe('Task Started: taking over a stale issuing lock', () => {
     expect(await f.ledger.credential('s1')).toMatchObject({ state: 'intent', nextCheckAt: T0 + 60_000 });
     expect(f.driver.live.has('fake_s1_read')).toBe(true);
 
-    expect(await core.taskStarted(f.started('s1', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'r1' }) }))).toEqual({ status: 'in-progress', taskId: 's1' });
+    expect(await core.taskStarted(f.started('s1', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'r1' }) }))).toEqual({
+      status: 'in-progress',
+      taskId: 's1',
+    });
     f.clock.advance(60_001);
-    expect(await core.taskStarted(f.started('s1', { svid: fakeSvid(OTHER, { jti: 'x' }) }))).toEqual({ status: 'in-progress', taskId: 's1' });
+    expect(await core.taskStarted(f.started('s1', { svid: fakeSvid(OTHER, { jti: 'x' }) }))).toEqual({
+      status: 'in-progress',
+      taskId: 's1',
+    });
     expect(f.driver.revokeCalls).toEqual([]);
 
     const r = await core.taskStarted(f.started('s1', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'r2' }) }));

@@ -63,7 +63,9 @@ describe('due times by state', () => {
 });
 
 describe('every lease transition of the table', () => {
-  const names = Object.keys(LEASE_TRANSITIONS).filter((n) => LEASE_TRANSITIONS[n as LeaseTransitionName].from.length > 0) as LeaseTransitionName[];
+  const names = Object.keys(LEASE_TRANSITIONS).filter(
+    (n) => LEASE_TRANSITIONS[n as LeaseTransitionName].from.length > 0,
+  ) as LeaseTransitionName[];
 
   it.each(names)('%s applies from exactly its from-states, to its state, with the due time of that state', async (name) => {
     const rule = LEASE_TRANSITIONS[name];
@@ -86,10 +88,19 @@ describe('every lease transition of the table', () => {
   });
 
   it('keeps the due time of a write that does not touch what it is read from', () => {
-    expect(leaseWrite('requestEnd', lease('issuing'), { endRequested: true, endedAt: T0 }).patch).toEqual({ endRequested: true, endedAt: T0 });
-    expect(leaseWrite('takeOverIssuing', lease('issuing'), { lockedUntil: T0 + 9 }).patch).toEqual({ lockedUntil: T0 + 9, nextCheckAt: T0 + 9 });
+    expect(leaseWrite('requestEnd', lease('issuing'), { endRequested: true, endedAt: T0 }).patch).toEqual({
+      endRequested: true,
+      endedAt: T0,
+    });
+    expect(leaseWrite('takeOverIssuing', lease('issuing'), { lockedUntil: T0 + 9 }).patch).toEqual({
+      lockedUntil: T0 + 9,
+      nextCheckAt: T0 + 9,
+    });
     expect(leaseWrite('close', lease('ending'), { closedAt: T0 }).patch).toEqual({ closedAt: T0, state: 'closed', nextCheckAt: undefined });
-    expect(leaseWrite('activate', lease('issuing'), { expiresAt: T0 + 5, lockedUntil: undefined }).patch).toMatchObject({ state: 'active', nextCheckAt: T0 + 5 });
+    expect(leaseWrite('activate', lease('issuing'), { expiresAt: T0 + 5, lockedUntil: undefined }).patch).toMatchObject({
+      state: 'active',
+      nextCheckAt: T0 + 5,
+    });
     expect(() => leaseWrite('open' as LeaseTransitionName, lease('issuing'), {})).toThrow(RangeError);
   });
 });

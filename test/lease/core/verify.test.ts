@@ -46,10 +46,19 @@ describe('revokeAndVerify', () => {
     const delay = retryDelayMs(createCore(f.deps(OPTS)), attempts);
     expect(delay).toBeGreaterThanOrEqual(1_000);
     expect(done.nextCheckAt).toBe(f.clock.now() + delay);
-    expect(await f.ledger.credential('v1')).toMatchObject({ state: 'still-valid', verifyAttempts: attempts, nextCheckAt: done.nextCheckAt });
+    expect(await f.ledger.credential('v1')).toMatchObject({
+      state: 'still-valid',
+      verifyAttempts: attempts,
+      nextCheckAt: done.nextCheckAt,
+    });
     expect(f.ledger.openSkOf('v1', 'orders-db.read')).toMatch(new RegExp(`^0*${done.nextCheckAt}#v1#orders-db.read$`));
     expect(f.events.ofType('revocationFailed')).toEqual([
-      expect.objectContaining({ state: 'still-valid', verifyAttempts: attempts, openDebtMs: f.clock.now() - (T0 - 500), lastError: `verification still-valid after ${attempts} attempts` }),
+      expect.objectContaining({
+        state: 'still-valid',
+        verifyAttempts: attempts,
+        openDebtMs: f.clock.now() - (T0 - 500),
+        lastError: `verification still-valid after ${attempts} attempts`,
+      }),
     ]);
     expect(f.reverify.scheduled).toEqual([{ taskId: 'v1', grant: cred.grant, delayMs: delay }]);
     expect(await f.secrets.exists(cred.secretName as string)).toBe(true); // kept: the next attempt proves with it
