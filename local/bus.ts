@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { EVENT_SOURCE } from '../shared/events/schemas.ts';
+import { DETAIL_TYPES, EVENT_SOURCE } from '../shared/events/schemas.ts';
 import type { OutputEvent } from '../shared/events/schemas.ts';
 import { ROUTES } from '../shared/events/routing.ts';
 import type { BusEvent, RouteName } from '../shared/events/routing.ts';
@@ -23,6 +23,47 @@ export interface LocalBusOptions {
   retryDelayMs: number;
 }
 
+/** Why `put` refused an event; stable codes for tools, a message for people. */
+export type PutRefusal =
+  | { code: 'unknown-detail-type'; message: string }
+  | { code: 'output-event-not-from-broker'; message: string }
+  | { code: 'bus-closed'; message: string };
+
+/** What `put` did, in the shape of a PutEvents result entry: the event it accepted, or why not. */
+export type PutResult = { accepted: true; event: BusEvent } | { accepted: false; refusal: PutRefusal };
+
+/** A refused put, kept like a failed PutEvents entry so a refusal is never silent. */
+export interface RejectedPut {
+  detailType: string;
+  source: string;
+  refusal: PutRefusal;
+}
+
+const INPUT_DETAIL_TYPES: readonly string[] = ROUTES.map((r) => r.detailType);
+const OUTPUT_DETAIL_TYPES: readonly string[] = Object.values(DETAIL_TYPES).filter((t) => !INPUT_DETAIL_TYPES.includes(t));
+
+/** Why the bus refuses an event from `source`, or undefined when it takes it (the local bus policy). */
+export function refusalOf(detailType: string, source: string): PutRefusal | undefined {
+  if (OUTPUT_DETAIL_TYPES.includes(detailType)) {
+    if (source === EVENT_SOURCE) return undefined;
+    return {
+      code: 'output-event-not-from-broker',
+      message: `'${clip(detailType)}' is an output event: only the broker (source '${EVENT_SOURCE}') publishes it, not source '${clip(source)}'; engines put only ${INPUT_DETAIL_TYPES.map((t) => `'${t}'`).join(' and ')}`,
+    };
+  }
+  if (INPUT_DETAIL_TYPES.includes(detailType)) return undefined;
+  return {
+    code: 'unknown-detail-type',
+    message: `unknown detail-type '${clip(detailType)}': the bus takes ${INPUT_DETAIL_TYPES.map((t) => `'${t}'`).join(' and ')} (detail-types are exact and case-sensitive)`,
+  };
+}
+
+/** Names in a refusal are the sender's text: bounded, and control characters shown escaped. */
+function clip(text: string): string {
+  const shown = JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text);
+  return shown.slice(1, -1);
+}
+
 interface Message {
   route: RouteName;
   event: BusEvent;
@@ -36,6 +77,8 @@ interface Message {
  */
 export class LocalBus implements EventPublisher {
   readonly deadLetters: DeadLetter[] = [];
+  /** Puts the bus refused, with the reason (as PutEvents reports failed entries). */
+  readonly rejected: RejectedPut[] = [];
   private readonly handlers = new Map<RouteName, RouteHandler>();
   private readonly queues = new Map<RouteName, Message[]>();
   private readonly inFlight = new Map<RouteName, number>();
@@ -65,10 +108,31 @@ export class LocalBus implements EventPublisher {
     return () => this.watchers.delete(watcher);
   }
 
-  /** PutEvents: matches the event against the rules and enqueues it for each matching route. */
-  put(detailType: string, detail: unknown, source = 'local.workflow-engine'): BusEvent {
+  /**
+   * PutEvents, as a workflow engine calls it: refuses an unknown detail-type and an output
+   * detail-type from any source but the broker's (the AWS bus policy does the same), otherwise
+   * matches the event against the rules and enqueues it for each matching route. A refused event
+   * reaches no watcher and no route; the result (and `rejected`) says why.
+   */
+  put(detailType: string, detail: unknown, source = 'local.workflow-engine'): PutResult {
+    const refusal = this.closed
+      ? { code: 'bus-closed' as const, message: `the bus is closed: '${clip(detailType)}' was not delivered` }
+      : refusalOf(detailType, source);
+    if (refusal) {
+      this.rejected.push({ detailType, source, refusal });
+      return { accepted: false, refusal };
+    }
+    return { accepted: true, event: this.deliverToAll(detailType, detail, source) };
+  }
+
+  /** The broker's side (EventPublisher): its output events, always with the broker's source. */
+  async publish(event: OutputEvent): Promise<void> {
+    if (this.closed) return;
+    this.deliverToAll(event.detailType, event.detail, EVENT_SOURCE);
+  }
+
+  private deliverToAll(detailType: string, detail: unknown, source: string): BusEvent {
     const event: BusEvent = { id: randomUUID(), 'detail-type': detailType, source, time: new Date().toISOString(), detail };
-    if (this.closed) return event;
     for (const w of this.watchers) w(event);
     for (const r of ROUTES) {
       if (r.detailType === detailType) {
@@ -77,10 +141,6 @@ export class LocalBus implements EventPublisher {
       }
     }
     return event;
-  }
-
-  async publish(event: OutputEvent): Promise<void> {
-    this.put(event.detailType, event.detail, EVENT_SOURCE);
   }
 
   /**
