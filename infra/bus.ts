@@ -4,10 +4,16 @@ import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
-import type { Construct } from 'constructs';
+import { Construct } from 'constructs';
 import { ROUTES } from '../shared/events/routing.ts';
 import type { RouteName } from '../shared/events/routing.ts';
+import { DETAIL_TYPES, EVENT_SOURCE } from '../shared/events/schemas.ts';
 import { pascal } from './names.ts';
+
+/** What workflow engines put: the detail-types the rules route. */
+export const INPUT_DETAIL_TYPES: string[] = ROUTES.map((r) => r.detailType);
+/** What only the broker puts (source `tasklease`): every other detail-type of the contract. */
+export const OUTPUT_DETAIL_TYPES: string[] = Object.values(DETAIL_TYPES).filter((t) => !INPUT_DETAIL_TYPES.includes(t));
 
 export interface BusBuilderProps {
   readonly busName: string;
@@ -63,6 +69,8 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
         principals: props.producers,
         actions: ['events:PutEvents'],
         resources: [bus.eventBusArn],
+        // Producers put the input events only; output events are the broker's (restrictBusToBroker).
+        conditions: { StringEquals: { 'events:detail-type': INPUT_DETAIL_TYPES } },
       }),
     );
   }
@@ -82,4 +90,61 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
     });
   }
   return { bus, rules };
+}
+
+/**
+ * The bus policy's half that needs the broker's roles (they exist only after the functions): only
+ * they may put the output detail-types, only with source `tasklease`, and nobody may put a
+ * detail-type outside the contract. The denies are explicit so that no identity policy in this
+ * account (an admin's `events:*`) can override them: an explicit Deny in a resource policy wins
+ * over any Allow. EventBridge authorizes each entry of a PutEvents call on its own
+ * (`events:source`, `events:detail-type` are per entry); a refused entry comes back failed with
+ * its error code, the others of the batch go through.
+ */
+export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly iam.IRole[]): void {
+  const notBroker = { ArnNotEquals: { 'aws:PrincipalArn': brokerRoles.map((r) => r.roleArn) } };
+  const everyone = [new iam.StarPrincipal()];
+  const statements = [
+    new iam.PolicyStatement({
+      sid: 'BrokerOutputEvents',
+      principals: brokerRoles.map((r) => new iam.ArnPrincipal(r.roleArn)),
+      actions: ['events:PutEvents'],
+      resources: [bus.eventBusArn],
+      conditions: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT_DETAIL_TYPES } },
+    }),
+    new iam.PolicyStatement({
+      sid: 'OnlyBrokerPutsOutputEvents',
+      effect: iam.Effect.DENY,
+      principals: everyone,
+      actions: ['events:PutEvents'],
+      resources: [bus.eventBusArn],
+      conditions: { StringEquals: { 'events:detail-type': OUTPUT_DETAIL_TYPES }, ...notBroker },
+    }),
+    // A consumer that trusts source `tasklease` (a rule on it) must not see it from anyone else.
+    new iam.PolicyStatement({
+      sid: 'OnlyBrokerUsesBrokerSource',
+      effect: iam.Effect.DENY,
+      principals: everyone,
+      actions: ['events:PutEvents'],
+      resources: [bus.eventBusArn],
+      conditions: { StringEquals: { 'events:source': EVENT_SOURCE }, ...notBroker },
+    }),
+    // An unknown detail-type would match no rule and vanish: refuse it at PutEvents, with a reason.
+    new iam.PolicyStatement({
+      sid: 'OnlyContractDetailTypes',
+      effect: iam.Effect.DENY,
+      principals: everyone,
+      actions: ['events:PutEvents'],
+      resources: [bus.eventBusArn],
+      conditions: { StringNotEquals: { 'events:detail-type': Object.values(DETAIL_TYPES) } },
+    }),
+  ];
+  // The bus has one policy document that CloudFormation edits statement by statement: one at a time.
+  let previous: Construct | undefined = bus.node.children.filter((c) => c instanceof events.EventBusPolicy).at(-1);
+  for (const statement of statements) {
+    const current = bus.addToResourcePolicy(statement).policyDependable;
+    if (!(current instanceof Construct)) continue;
+    if (previous) current.node.addDependency(previous);
+    previous = current;
+  }
 }

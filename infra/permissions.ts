@@ -6,10 +6,11 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { IConstruct } from 'constructs';
-import { ROUTES } from '../shared/events/routing.ts';
+import { EVENT_SOURCE } from '../shared/events/schemas.ts';
 import { KEY_PREFIX } from '../shared/ledger/table.ts';
 import type { FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
 import type { IamStatementSpec } from '../shared/targets/kind.ts';
+import { INPUT_DETAIL_TYPES, OUTPUT_DETAIL_TYPES } from './bus.ts';
 import { ledgerArns } from './ledger.ts';
 import { pascal } from './names.ts';
 
@@ -101,7 +102,13 @@ export function attachFunctionPolicy(
       resources: [ledger.table],
       conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${KEY_PREFIX.lock}*`] } },
     }),
-    new iam.PolicyStatement({ sid: 'PublishOutputEvents', actions: ['events:PutEvents'], resources: [res.bus.eventBusArn] }),
+    new iam.PolicyStatement({
+      sid: 'PublishOutputEvents',
+      actions: ['events:PutEvents'],
+      resources: [res.bus.eventBusArn],
+      // The broker publishes its output events only, under its own source (the bus policy agrees).
+      conditions: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT_DETAIL_TYPES } },
+    }),
     new iam.PolicyStatement({ sid: 'QueueReverify', actions: ['sqs:SendMessage'], resources: [res.reverifyQueue.queueArn] }),
     new iam.PolicyStatement({
       sid: 'UseTaskLeaseKey',
@@ -202,7 +209,8 @@ export function grantPutTaskEvents(bus: events.EventBus, grantee: iam.IGrantable
     grantee,
     actions: ['events:PutEvents'],
     resourceArns: [bus.eventBusArn],
-    conditions: { StringEquals: { 'events:detail-type': ROUTES.map((r) => r.detailType) } },
+    // The same input detail-types as the bus policy's producers statement.
+    conditions: { StringEquals: { 'events:detail-type': INPUT_DETAIL_TYPES } },
   };
   const onPrincipal = iam.Grant.addToPrincipal(options);
   if (onPrincipal.success) return onPrincipal;

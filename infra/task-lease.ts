@@ -17,7 +17,7 @@ import type { RouteName } from '../shared/events/routing.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import { FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
 import { TARGET_KINDS } from '../shared/targets/index.ts';
-import { buildBus, producerPrincipals } from './bus.ts';
+import { buildBus, producerPrincipals, restrictBusToBroker } from './bus.ts';
 import { viewConfig } from './config-view.ts';
 import type { InfraConfigView, TaskLeaseVpcSettings } from './config-view.ts';
 import { buildFunctions, functionEnvironment, PROJECT_ROOT, reaperIntervalOf, scheduleReaper } from './functions.ts';
@@ -280,6 +280,7 @@ export class TaskLease extends Construct {
     });
     this.functions = functions;
     this.roles = roles;
+    restrictBusToBroker(this.bus, Object.values(roles));
 
     const reaperInterval = reaperIntervalOf(this, view.settings.reaperIntervalSeconds);
     this.reaperSchedule = scheduleReaper(this, functions.reaper, reaperInterval);

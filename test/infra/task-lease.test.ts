@@ -92,19 +92,22 @@ describe('KMS key', () => {
 });
 
 describe('bus, rules and queues', () => {
-  it('is a custom bus whose resource policy lets only this account put events', () => {
+  it('is a custom bus whose resource policy lets only this account put events, and only the input detail-types', () => {
     t.hasResourceProperties('AWS::Events::EventBus', {
       Name: 'tasklease',
       DeadLetterConfig: { Arn: r(tl.deadLetterQueues.delivery.queueArn) },
     });
-    t.resourceCountIs('AWS::Events::EventBusPolicy', 1);
+    // The producers statement and the broker's four (test/infra/bus-policy.test.ts).
+    t.resourceCountIs('AWS::Events::EventBusPolicy', 5);
     t.hasResourceProperties('AWS::Events::EventBusPolicy', {
       EventBusName: r(tl.bus.eventBusName),
       Statement: {
+        Sid: 'cdk-TaskEventProducers',
         Effect: 'Allow',
         Action: 'events:PutEvents',
         Principal: { AWS: r(`arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:root`) },
         Resource: r(tl.bus.eventBusArn),
+        Condition: { StringEquals: { 'events:detail-type': [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded] } },
       },
     });
   });
