@@ -16,7 +16,7 @@ import type { BusEvent } from '../shared/events/routing.ts';
 import type { LifecycleObserver } from '../shared/lease/lifecycle.ts';
 import type { CredentialRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 import { percentile, summarizeDebt } from '../shared/lease/trust-debt.ts';
-import { connectWithSecret, DEMO_WORKLOADS, forTask, waitForEvent } from '../demo/demo.ts';
+import { connectWithSecret, DEMO_WORKLOADS, forStartAnswer, forTask, waitForEvent } from '../demo/demo.ts';
 import { startLocalRuntime } from '../local/runtime.ts';
 import type { LocalRuntime } from '../local/runtime.ts';
 import { CpuMeter, PgConnectionSampler, RssSampler, postmasterPid } from './samplers.ts';
@@ -237,7 +237,7 @@ async function runOn(
     const workload = BENCH_WORKLOADS[index % BENCH_WORKLOADS.length] as (typeof BENCH_WORKLOADS)[number];
     // The SVID is minted before the clock starts: it is the workload's, not the broker's, cost.
     const svid = await rt.mintSvid(workload.spiffeId);
-    const answer = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied));
+    const answer = waitForEvent(rt.bus, forStartAnswer(taskId));
     const detail: TaskStarted = {
       taskId,
       svid,
@@ -255,8 +255,10 @@ async function runOn(
     }
     counts.issued++;
     if (opts.use) await useOnce(rt, first.detail as LeaseIssued);
+    // Minted before the end is put (the engine's cost, not the broker's): ends are authenticated.
+    const endSvid = await rt.mintSvid(workload.spiffeId);
     const revoked = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed));
-    rt.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: 'succeeded' });
+    rt.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: 'succeeded', svid: endSvid });
     const last = await revoked.promise;
     if (last['detail-type'] === DETAIL_TYPES.revocationFailed) {
       counts.revocationFailed++;

@@ -252,7 +252,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           resolve(e);
         });
       });
-      const ended = { taskId: plan.taskId, outcome: plan.outcome };
+      // Ends are authenticated: signed by the task's workload, with its own fresh SVID.
+      const ended = { taskId: plan.taskId, outcome: plan.outcome, svid: await rt.mintSvid(workload, 900) };
       if (plan.endFirst) broker.bus.put(DETAIL_TYPES.taskEnded, ended);
       broker.bus.put(DETAIL_TYPES.taskStarted, detail);
       const first = await answer;

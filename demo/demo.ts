@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { DETAIL_TYPES, grantKey } from '../shared/events/schemas.ts';
+import { DETAIL_TYPES, EVENT_SOURCE, grantKey } from '../shared/events/schemas.ts';
 import type { Grant, LeaseDenied, LeaseIssued, TaskStarted } from '../shared/events/schemas.ts';
 import type { BusEvent } from '../shared/events/routing.ts';
 import type { LocalBus } from '../local/bus.ts';
@@ -85,11 +85,23 @@ export function waitForEvent(
   return { promise, cancel: stop };
 }
 
-/** Matches the named output events of one task. */
+/**
+ * Matches the named output events of one task, published by the broker: anyone who may put
+ * events could put a `Lease Revoked` or `Lease Issued` of their own, so the source is checked.
+ */
 export const forTask =
   (taskId: string, ...types: string[]) =>
   (e: BusEvent) =>
-    types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
+    e.source === EVENT_SOURCE && types.includes(e['detail-type']) && (e.detail as { taskId?: string }).taskId === taskId;
+
+/**
+ * Matches the broker's answer to a task's start: `Lease Issued`, or a `Lease Denied` of the start
+ * (a refused `Task Ended` for the same task id, `request: 'end'`, is not the start's answer).
+ */
+export const forStartAnswer = (taskId: string) => {
+  const ofTask = forTask(taskId, DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied);
+  return (e: BusEvent) => ofTask(e) && (e.detail as { request?: string }).request !== 'end';
+};
 
 /**
  * One task as a workflow engine and its workload would run it: Task Started, wait for the lease,
@@ -97,7 +109,7 @@ export const forTask =
  */
 export async function runDemoTask(deps: DemoDeps, taskId: string, workload: DemoWorkload, durationSeconds = 900): Promise<DemoTaskOutcome> {
   const outcome: DemoTaskOutcome = { taskId, workload: workload.spiffeId, status: 'error', checks: [] };
-  const answer = waitForEvent(deps.bus, forTask(taskId, DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied));
+  const answer = waitForEvent(deps.bus, forStartAnswer(taskId));
   const detail: TaskStarted = {
     taskId,
     svid: await deps.mintSvid(workload.spiffeId),
@@ -120,8 +132,10 @@ export async function runDemoTask(deps: DemoDeps, taskId: string, workload: Demo
     outcome.error = err instanceof Error ? err.message : String(err);
   }
 
+  // Ends are authenticated: the workload signs its own Task Ended with a fresh SVID.
+  const endSvid = await deps.mintSvid(workload.spiffeId);
   const revoked = waitForEvent(deps.bus, forTask(taskId, DETAIL_TYPES.leaseRevoked));
-  deps.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: outcome.error ? 'failed' : 'succeeded' });
+  deps.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: outcome.error ? 'failed' : 'succeeded', svid: endSvid });
   await revoked.promise;
   return { ...outcome, status: outcome.error ? 'error' : 'revoked' };
 }

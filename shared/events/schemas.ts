@@ -52,14 +52,16 @@ export type Outcome = z.infer<typeof OutcomeSchema>;
 const withinDetailSize = (value: unknown) => Buffer.byteLength(JSON.stringify(value), 'utf8') <= LIMITS.detailMaxBytes;
 const DETAIL_SIZE_MESSAGE = `detail must serialise to at most ${LIMITS.detailMaxBytes} bytes`;
 
+const SvidSchema = z
+  .string()
+  .min(1)
+  .max(LIMITS.svidMaxLength)
+  .regex(JWT_PATTERN, { message: 'must be a compact JWS (JWT-SVID): three base64url parts separated by dots' });
+
 export const TaskStartedSchema = z
   .strictObject({
     taskId: TaskIdSchema,
-    svid: z
-      .string()
-      .min(1)
-      .max(LIMITS.svidMaxLength)
-      .regex(JWT_PATTERN, { message: 'must be a compact JWS (JWT-SVID): three base64url parts separated by dots' }),
+    svid: SvidSchema,
     grants: z
       .array(GrantSchema)
       .min(1)
@@ -74,7 +76,8 @@ export const TaskStartedSchema = z
 export type TaskStarted = z.infer<typeof TaskStartedSchema>;
 
 export const TaskEndedSchema = z
-  .strictObject({ taskId: TaskIdSchema, outcome: OutcomeSchema })
+  // The SVID proves who ends the task: the lease's workload, or an engine its rule lists in endedBy.
+  .strictObject({ taskId: TaskIdSchema, outcome: OutcomeSchema, svid: SvidSchema })
   .refine(withinDetailSize, { message: DETAIL_SIZE_MESSAGE });
 export type TaskEnded = z.infer<typeof TaskEndedSchema>;
 
@@ -90,12 +93,20 @@ export const DenialCodeSchema = z.enum([
   'policy-grant-not-allowed',
   'policy-duration-exceeded',
   'policy-initiator-not-allowed',
+  'policy-initiator-unproven',
   'unknown-target',
   'task-already-ended',
   'task-already-leased',
   'issue-failed',
+  // A refused Task Ended (request: 'end'): nothing was ended or revoked.
+  'end-unauthenticated',
+  'end-not-allowed',
 ]);
 export type DenialCode = z.infer<typeof DenialCodeSchema>;
+
+/** How the initiator is known: `asserted` is whatever the sender wrote, nothing verified it. */
+export const InitiatorProofSchema = z.enum(['asserted']);
+export type InitiatorProof = z.infer<typeof InitiatorProofSchema>;
 
 export const IssuedCredentialRefSchema = z.strictObject({
   grant: GrantSchema,
@@ -109,6 +120,7 @@ export const LeaseIssuedSchema = z.strictObject({
   taskId: TaskIdSchema,
   workload: z.string(),
   initiator: z.string().optional(),
+  initiatorProof: InitiatorProofSchema.optional(),
   workflow: WorkflowSchema.optional(),
   rule: z.string(),
   issuedAt: IsoTime,
@@ -121,6 +133,9 @@ export const LeaseDeniedSchema = z.strictObject({
   taskId: z.string(),
   workload: z.string().optional(),
   initiator: z.string().optional(),
+  initiatorProof: InitiatorProofSchema.optional(),
+  /** Absent for a refused Task Started; `end` for a refused Task Ended. */
+  request: z.enum(['end']).optional(),
   grants: z.array(GrantSchema),
   reason: z.strictObject({ code: DenialCodeSchema, message: z.string() }),
   deniedAt: IsoTime,

@@ -25,7 +25,7 @@ export async function announceIssued(
     detail: {
       taskId: lease.taskId,
       workload: lease.workload as string,
-      ...(lease.initiator ? { initiator: lease.initiator } : {}),
+      ...(lease.initiator ? { initiator: lease.initiator, initiatorProof: lease.initiatorProof ?? 'asserted' } : {}),
       ...(lease.workflow ? { workflow: lease.workflow } : {}),
       rule: lease.rule ?? '',
       issuedAt: iso(lease.issuedAt as number),
@@ -51,7 +51,12 @@ export async function answerTaskToken(core: Core, lease: LeaseRecord, credential
   });
 }
 
-/** Lease Denied, the observer and log line that go with it, and the task token's failure answer. */
+/**
+ * Lease Denied, the observer and log line that go with it, and the task token's failure answer,
+ * only when the requester's SVID verified (`workload` set): an unverified request never touches
+ * a task token, which may be anyone's. Callers pass the verified workload only for a request
+ * that is the lease's own (a start for someone else's lease is a duplicate, never denied here).
+ */
 export async function announceDenied(
   core: Core,
   detail: Pick<TaskStarted, 'taskId' | 'grants' | 'initiator' | 'taskToken'>,
@@ -66,25 +71,57 @@ export async function announceDenied(
     detail: {
       taskId: detail.taskId,
       ...(workload ? { workload } : {}),
-      ...(detail.initiator ? { initiator: detail.initiator } : {}),
+      ...(detail.initiator ? { initiator: detail.initiator, initiatorProof: 'asserted' as const } : {}),
       grants: detail.grants,
       reason: { code, message },
       deniedAt: iso(core.deps.clock.now()),
     },
   });
-  if (detail.taskToken && core.deps.callback) await core.deps.callback.failure(detail.taskToken, code, message);
+  if (detail.taskToken && workload !== undefined && core.deps.callback) await core.deps.callback.failure(detail.taskToken, code, message);
+}
+
+/**
+ * A refused `Task Ended`: Lease Denied with `request: 'end'` (nothing was ended or revoked), a log
+ * line and the observer. `ender` is the verified sender, when its SVID verified at all.
+ */
+export async function announceEndRejected(
+  core: Core,
+  taskId: string,
+  ender: string | undefined,
+  code: 'end-unauthenticated' | 'end-not-allowed',
+  message: string,
+): Promise<void> {
+  core.deps.observer?.denied?.(code, { taskId, workload: ender });
+  core.log.warn('Task Ended rejected', { taskId, ender, code, reason: message });
+  await core.deps.events.publish({
+    detailType: DETAIL_TYPES.leaseDenied,
+    detail: {
+      taskId,
+      ...(ender ? { workload: ender } : {}),
+      request: 'end',
+      grants: [],
+      reason: { code, message },
+      deniedAt: iso(core.deps.clock.now()),
+    },
+  });
 }
 
 /** Lease Denied for a detail that failed validation, under a task id only when it is readable. */
-export async function announceInvalid(core: Core, raw: unknown, err: unknown): Promise<void> {
+export async function announceInvalid(core: Core, raw: unknown, err: unknown, request: 'start' | 'end' = 'start'): Promise<void> {
   const message = err instanceof InvalidEventError ? err.message : describeError(err);
   const candidate = (raw as { taskId?: unknown } | null)?.taskId;
   const taskId = typeof candidate === 'string' && candidate.length <= 128 && /^[\x20-\x7e]*$/.test(candidate) ? candidate : '(unreadable)';
   core.deps.observer?.denied?.('invalid-event', { taskId });
-  core.log.warn('invalid Task Started rejected', { taskId, reason: message });
+  core.log.warn(`invalid ${request === 'end' ? 'Task Ended' : 'Task Started'} rejected`, { taskId, reason: message });
   await core.deps.events.publish({
     detailType: DETAIL_TYPES.leaseDenied,
-    detail: { taskId, grants: [], reason: { code: 'invalid-event', message }, deniedAt: iso(core.deps.clock.now()) },
+    detail: {
+      taskId,
+      ...(request === 'end' ? { request } : {}),
+      grants: [],
+      reason: { code: 'invalid-event', message },
+      deniedAt: iso(core.deps.clock.now()),
+    },
   });
 }
 

@@ -75,6 +75,8 @@ export type EndResult =
   | { status: 'closed'; taskId: string; credentials: CredentialRecord[] }
   | { status: 'open-debt'; taskId: string; credentials: CredentialRecord[] }
   | { status: 'tombstoned'; taskId: string }
+  /** The end's SVID did not verify, or its sender may not end this task: nothing changed. */
+  | { status: 'rejected'; taskId: string; code: DenialCode; message: string }
   | { status: 'deferred'; taskId: string }
   | { status: 'duplicate'; taskId: string; state: LeaseRecord['state'] }
   | { status: 'in-progress'; taskId: string };

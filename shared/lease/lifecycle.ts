@@ -39,14 +39,17 @@ export class LeaseLifecycle {
     return taskStarted(this.core, raw);
   }
 
-  /** Answers a `Task Ended` detail; throws InvalidEventError for a malformed one. */
+  /**
+   * Answers a `Task Ended` detail: only an authenticated end (its SVID names the lease's workload
+   * or an engine its rule allows) ends anything. Throws InvalidEventError for a malformed one.
+   */
   taskEnded(raw: unknown): Promise<EndResult> {
     return taskEnded(this.core, raw);
   }
 
-  /** Ends a lease (from `Task Ended`, or from the reaper with outcome `expired`). */
-  endLease(taskId: string, outcome: EndOutcome, endedAt: number): Promise<EndResult> {
-    return endLease(this.core, taskId, outcome, endedAt);
+  /** Ends a lease (from an authenticated `Task Ended` with its `ender`, or the reaper with outcome `expired`). */
+  endLease(taskId: string, outcome: EndOutcome, endedAt: number, ender?: string): Promise<EndResult> {
+    return endLease(this.core, taskId, outcome, endedAt, ender);
   }
 
   /** Revokes and verifies every credential of an `ending` lease we hold the lock of. */

@@ -1,4 +1,4 @@
-import type { DenialCode, Grant, OutputEvent } from '../events/schemas.ts';
+import type { DenialCode, Grant, InitiatorProof, OutputEvent } from '../events/schemas.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from './records.ts';
 
 /** Time, injectable so tests and the chaos runner control it. */
@@ -120,7 +120,11 @@ export interface PolicyRequest {
   grants: Grant[];
   durationSeconds: number;
   initiator?: string;
+  /** How the initiator is known; `asserted` (the sender's word) until a signed assertion is verified. */
+  initiatorProof?: InitiatorProof;
 }
+
+export type EndDecision = { allowed: true } | { allowed: false; message: string };
 
 export type PolicyDecision =
   | { allowed: true; rule: string; maxLeaseSeconds: number; readerPrincipal?: string }
@@ -128,6 +132,11 @@ export type PolicyDecision =
 
 export interface PolicyEvaluator {
   evaluate(request: PolicyRequest): PolicyDecision;
+  /**
+   * May `ender` (a verified SPIFFE ID other than the workload) end `workload`'s tasks? Only an
+   * engine the workload's rule lists in `endedBy`.
+   */
+  mayEnd(ender: string, workload: string): EndDecision;
 }
 
 /** Answers a Step Functions task token (AWS) or does nothing (local). */

@@ -1,4 +1,4 @@
-import type { DenialCode, Grant, Outcome, Workflow } from '../events/schemas.ts';
+import type { DenialCode, Grant, InitiatorProof, Outcome, Workflow } from '../events/schemas.ts';
 
 export type LeaseState = 'issuing' | 'active' | 'ending' | 'closed' | 'denied';
 export type CredentialState = 'intent' | 'issued' | 'revoking' | 'verified' | 'still-valid';
@@ -11,6 +11,8 @@ export interface LeaseRecord {
   /** SPIFFE ID of the workload; absent only when the SVID itself was rejected. */
   workload?: string;
   initiator?: string;
+  /** How the initiator is known (`asserted`: the sender's word); set whenever initiator is. */
+  initiatorProof?: InitiatorProof;
   workflow?: Workflow;
   /** Policy rule that allowed the lease. */
   rule?: string;
@@ -20,8 +22,13 @@ export interface LeaseRecord {
   expiresAt?: number;
   endedAt?: number;
   outcome?: EndOutcome;
-  /** A `Task Ended` that arrived before any `Task Started`: the late start must be denied. */
+  /**
+   * A `Task Ended` that arrived before any `Task Started` (or ended a refused one): a late start
+   * is denied if the tombstone's `endedBy` may end that start's workload, and proceeds otherwise.
+   */
   tombstone?: boolean;
+  /** Verified SPIFFE ID that sent the `Task Ended` (absent when the broker ended it, at expiry). */
+  endedBy?: string;
   /** Set when `Task Ended` arrives while issuing is still in progress; the issuer ends the lease. */
   endRequested?: boolean;
   denial?: { code: DenialCode; message: string };

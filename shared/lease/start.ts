@@ -1,9 +1,10 @@
 import { TaskStartedSchema } from '../events/schemas.ts';
-import type { TaskStarted } from '../events/schemas.ts';
+import type { DenialCode, TaskStarted } from '../events/schemas.ts';
 import { parseDetail } from '../events/parse.ts';
 import { announceDenied, announceInvalid, announceIssued, answerTaskToken } from './announce.ts';
 import type { Core, StartResult } from './context.ts';
 import { deny, isReopenable } from './denials.ts';
+import { mayEnd } from './end.ts';
 import { DenialError, describeError } from './errors.ts';
 import { issueGrants } from './issue.ts';
 import type { VerifiedWorkload } from './ports.ts';
@@ -15,7 +16,7 @@ import { newLease, transitionLease } from './transitions.ts';
  * Answers a `Task Started` detail. Throws InvalidEventError for a malformed detail (after
  * publishing `Lease Denied` when a task id can be read) so a queue can dead-letter it.
  */
-export async function taskStarted(core: Core, raw: unknown): Promise<StartResult> {
+export async function taskStarted(core: Core, raw: unknown, attempt = 0): Promise<StartResult> {
   const { ledger, clock, identity, policy, targets } = core.deps;
   const receivedAt = clock.now();
   let detail: TaskStarted;
@@ -39,36 +40,47 @@ export async function taskStarted(core: Core, raw: unknown): Promise<StartResult
   const existing = await ledger.getLease(taskId);
   // A denial for a bad SVID or a policy refusal does not burn the task id: otherwise anyone who
   // can put a forged event on the bus first could block a real task, and an engine could never
-  // retry with a fresh SVID. Only a request that passes every check below reopens it.
-  const reopen = existing !== undefined && isReopenable(existing);
-  if (existing && !reopen) return onExistingLease(core, existing.lease, detail, workload);
+  // retry with a fresh SVID. Only a request that passes every check below reopens it. Likewise a
+  // tombstone left by an ender who may not end this workload's tasks binds nothing: the start
+  // proceeds over it.
+  const overturn = existing !== undefined && existing.lease.tombstone === true && !tombstoneBinds(core, existing.lease, workload.spiffeId);
+  const reopen = existing !== undefined && !overturn && isReopenable(existing);
+  if (existing && !reopen && !overturn) return onExistingLease(core, existing.lease, detail, workload);
+  if (overturn) {
+    core.log.warn('tombstone left by an ender who may not end this workload: the start proceeds over it', {
+      taskId,
+      workload: workload.spiffeId,
+      endedBy: existing.lease.endedBy,
+    });
+  }
 
   const decision = policy.evaluate({
     workload: workload.spiffeId,
     grants: detail.grants,
     durationSeconds: detail.maxDurationSeconds,
     initiator: detail.initiator,
+    ...(detail.initiator !== undefined ? { initiatorProof: 'asserted' as const } : {}),
   });
-  if (!decision.allowed) return deny(core, detail, workload.spiffeId, decision.code, decision.message, decision.rule);
+  if (!decision.allowed) {
+    // Over a foreign tombstone there is no denial to record (deny never overwrites a record): announce only.
+    if (overturn) {
+      await announceDenied(core, detail, workload.spiffeId, decision.code, decision.message);
+      return { status: 'denied', taskId, code: decision.code, message: decision.message };
+    }
+    return deny(core, detail, workload.spiffeId, decision.code, decision.message, decision.rule);
+  }
+  const refuse = async (code: DenialCode, message: string): Promise<StartResult> => {
+    if (!overturn) return deny(core, detail, workload.spiffeId, code, message);
+    await announceDenied(core, detail, workload.spiffeId, code, message);
+    return { status: 'denied', taskId, code, message };
+  };
   const unknown = detail.grants.filter((g) => !targets.get(g.target));
   if (unknown.length) {
-    return deny(
-      core,
-      detail,
-      workload.spiffeId,
-      'unknown-target',
-      `no driver is configured for target(s) ${unknown.map((g) => g.target).join(', ')}`,
-    );
+    return refuse('unknown-target', `no driver is configured for target(s) ${unknown.map((g) => g.target).join(', ')}`);
   }
 
   if (!(await ledger.claimSvid(workload.replayKey, taskId, workload.expiresAt))) {
-    return deny(
-      core,
-      detail,
-      workload.spiffeId,
-      'svid-replayed',
-      'this JWT-SVID was already used to open a lease for another task; mint a fresh SVID per task',
-    );
+    return refuse('svid-replayed', 'this JWT-SVID was already used to open a lease for another task; mint a fresh SVID per task');
   }
 
   const now = clock.now();
@@ -76,6 +88,7 @@ export async function taskStarted(core: Core, raw: unknown): Promise<StartResult
     taskId,
     workload: workload.spiffeId,
     initiator: detail.initiator,
+    ...(detail.initiator !== undefined ? { initiatorProof: 'asserted' as const } : {}),
     workflow: detail.workflow,
     rule: decision.rule,
     grants: detail.grants,
@@ -85,37 +98,72 @@ export async function taskStarted(core: Core, raw: unknown): Promise<StartResult
     taskToken: detail.taskToken,
   });
   const { taskId: _key, ...fields } = lease;
-  const opened = reopen
-    ? // Conditional on the very denial we judged reopenable: a Task Ended may tombstone it meanwhile.
+  const cleared = {
+    denial: undefined,
+    closedAt: undefined,
+    tombstone: undefined,
+    endedBy: undefined,
+    endedAt: undefined,
+    outcome: undefined,
+  };
+  const opened = overturn
+    ? // Conditional on the tombstone's denial as read: a real lease made of it meanwhile has none.
       await transitionLease(
         ledger,
-        'reopen',
+        'overturnTombstone',
         existing.lease,
-        { ...fields, denial: undefined, closedAt: undefined },
-        {
-          denialCode: existing.lease.denial?.code,
-          notTombstone: true,
-        },
+        { ...fields, ...cleared },
+        { denialCode: existing.lease.denial?.code },
       )
-    : await ledger.createLease(lease);
+    : reopen
+      ? // Conditional on the very denial we judged reopenable: a Task Ended may tombstone it meanwhile.
+        await transitionLease(
+          ledger,
+          'reopen',
+          existing.lease,
+          { ...fields, denial: undefined, closedAt: undefined },
+          {
+            denialCode: existing.lease.denial?.code,
+            notTombstone: true,
+          },
+        )
+      : await ledger.createLease(lease);
   if (!opened) {
     const raced = await ledger.getLease(taskId);
+    // A tombstone that does not bind us landed meanwhile: decide again over it (bounded).
+    if (raced?.lease.tombstone && !tombstoneBinds(core, raced.lease, workload.spiffeId) && attempt < 3) {
+      return taskStarted(core, raw, attempt + 1);
+    }
     return raced ? onExistingLease(core, raced.lease, detail, workload) : { status: 'in-progress', taskId };
   }
   // A reopenable denial has no credentials (isReopenable), so either way there is nothing to resume.
   return issueGrants(core, lease, decision.readerPrincipal, receivedAt, true);
 }
 
+/**
+ * Does this tombstone refuse a start of `workload`? Only if its verified ender may end that
+ * workload's tasks (the workload itself, or an engine its rule lists in endedBy). A tombstone
+ * without an ender predates authenticated ends and binds nobody.
+ */
+function tombstoneBinds(core: Core, lease: LeaseRecord, workload: string): boolean {
+  return lease.endedBy !== undefined && mayEnd(core, lease.endedBy, workload).allowed;
+}
+
 /** A `Task Started` for a task the ledger already knows: deny, resume, re-announce or ignore. */
 async function onExistingLease(core: Core, lease: LeaseRecord, detail: TaskStarted, workload: VerifiedWorkload): Promise<StartResult> {
   const { ledger, clock, policy } = core.deps;
   if (lease.tombstone) {
-    if (lease.denial?.code === 'task-already-ended') return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
+    // Only a tombstone that binds this workload reaches here (taskStarted overturns the others).
+    // A redelivery of a start already refused is a duplicate.
+    if (lease.denial?.code === 'task-already-ended' && lease.workload === workload.spiffeId) {
+      return { status: 'duplicate', taskId: lease.taskId, state: lease.state };
+    }
     const message = `task ${lease.taskId} already ended (${lease.outcome ?? 'unknown outcome'}) before it started; nothing is issued for it`;
     await transitionLease(ledger, 'refuseLateStart', lease, {
       denial: { code: 'task-already-ended', message },
       workload: workload.spiffeId,
       initiator: detail.initiator,
+      ...(detail.initiator !== undefined ? { initiatorProof: 'asserted' as const } : {}),
       workflow: detail.workflow,
       grants: detail.grants,
     });

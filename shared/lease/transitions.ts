@@ -31,9 +31,14 @@ export const LEASE_TRANSITIONS = {
   reopen: { from: ['denied'], to: 'issuing' },
   /** A reopenable denial takes the latest refusal's reason. */
   redeny: { from: ['denied'], to: 'unchanged' },
+  /**
+   * A Task Started whose workload the tombstone's ender may not end: the tombstone does not bind
+   * it (another workload cannot block its task id), so the start opens the lease over it.
+   */
+  overturnTombstone: { from: ['closed', 'denied'], to: 'issuing' },
   /** Task Ended for a reopenable denial: it can no longer become a lease. */
   tombstoneDenial: { from: ['denied'], to: 'unchanged' },
-  /** A late Task Started for a tombstone is denied, and the tombstone records what it asked. */
+  /** A late Task Started the tombstone binds is denied, and the tombstone records what it asked. */
   refuseLateStart: { from: ['closed', 'denied'], to: 'unchanged' },
   /** Another worker's issuing lock ran out: take the lease over. */
   takeOverIssuing: { from: ['issuing'], to: 'unchanged' },

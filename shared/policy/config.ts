@@ -126,6 +126,20 @@ const RuleSchema = z.strictObject({
     .array(printable(LIMITS.initiatorMaxLength))
     .min(1, { message: 'must not be empty: remove the field to allow any initiator' })
     .optional(),
+  /**
+   * SPIFFE ID patterns of engines whose own identity may send `Task Ended` for this rule's
+   * workloads (the workload itself always may). Same pattern syntax as spiffeId.
+   */
+  endedBy: z
+    .array(
+      z.string().superRefine((pattern, ctx) => {
+        const problem = checkSpiffePattern(pattern);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .min(1, { message: 'must not be empty: remove the field if only the workload itself ends its tasks' })
+    .max(100)
+    .optional(),
   awsPrincipal: z
     .string()
     .regex(/^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+$/, {

@@ -1,5 +1,5 @@
 import { grantKey } from '../events/schemas.ts';
-import type { PolicyDecision, PolicyEvaluator, PolicyRequest } from '../lease/ports.ts';
+import type { EndDecision, PolicyDecision, PolicyEvaluator, PolicyRequest } from '../lease/ports.ts';
 import type { RuleConfig, TaskLeaseConfig } from './config.ts';
 import { compilePattern, matchesPattern, parseWorkload } from './pattern.ts';
 import type { CompiledPattern } from './pattern.ts';
@@ -13,8 +13,12 @@ import type { CompiledPattern } from './pattern.ts';
  * beats a shorter one). A broader rule is never consulted as a fallback, so a specific rule can
  * narrow what a whole namespace may do. The request is then allowed only if every requested
  * grant is in that rule, the duration is within its maxLeaseSeconds and, when the rule lists
- * initiators, the request's initiator is one of them (exact string match). Otherwise the whole
- * request is denied.
+ * initiators, the request's initiator is one of them (exact string match) and proven. Today every
+ * initiator is only asserted (the sender's word), so a rule with `initiators` refuses a request
+ * that names one (`policy-initiator-unproven`). Otherwise the whole request is denied.
+ *
+ * `mayEnd` answers who besides the workload may end its tasks: an engine whose SPIFFE ID matches
+ * one of its rule's `endedBy` patterns.
  */
 
 interface CompiledRule {
@@ -23,6 +27,7 @@ interface CompiledRule {
   readonly pattern: CompiledPattern;
   readonly grants: ReadonlySet<string>;
   readonly initiators?: ReadonlySet<string>;
+  readonly endedBy: readonly CompiledPattern[];
 }
 
 const MAX_LISTED = 10;
@@ -39,6 +44,7 @@ export class ConfigPolicy implements PolicyEvaluator {
       pattern: compilePattern(rule.spiffeId),
       grants: new Set(rule.grants),
       ...(rule.initiators ? { initiators: new Set(rule.initiators) } : {}),
+      endedBy: (rule.endedBy ?? []).map(compilePattern),
     }));
   }
 
@@ -92,6 +98,18 @@ export class ConfigPolicy implements PolicyEvaluator {
       };
     }
 
+    if (match.initiators && request.initiator !== undefined && (request.initiatorProof ?? 'asserted') === 'asserted') {
+      // An allow-list over a name anyone may write is no check at all: refuse rather than trust it.
+      return {
+        allowed: false,
+        code: 'policy-initiator-unproven',
+        rule: rule.id,
+        message:
+          `${where} allows only listed initiators, but the initiator in Task Started is only asserted by its sender ` +
+          `(nothing signed proves it) and tasklease does not verify initiators yet; remove rules[${index}].initiators ` +
+          `to allow this workload on its SVID alone (the initiator is still recorded, marked asserted)`,
+      };
+    }
     if (match.initiators && (request.initiator === undefined || !match.initiators.has(request.initiator))) {
       return {
         allowed: false,
@@ -99,7 +117,7 @@ export class ConfigPolicy implements PolicyEvaluator {
         rule: rule.id,
         message:
           request.initiator === undefined
-            ? `${where} requires an initiator from its allow-list, and the request named none; set initiator in Task Started or remove rules[${index}].initiators`
+            ? `${where} requires an initiator from its allow-list, and the request named none; initiators cannot be proven yet, so remove rules[${index}].initiators`
             : `initiator ${request.initiator} is not in the allow-list of ${where} (${list(rule.initiators ?? [])}); add it to rules[${index}].initiators`,
       };
     }
@@ -109,6 +127,21 @@ export class ConfigPolicy implements PolicyEvaluator {
       rule: rule.id,
       maxLeaseSeconds: rule.maxLeaseSeconds,
       ...(rule.awsPrincipal !== undefined ? { readerPrincipal: rule.awsPrincipal } : {}),
+    };
+  }
+
+  mayEnd(ender: string, workload: string): EndDecision {
+    const match = this.match(workload);
+    if (!match) return { allowed: false, message: `no rule matches workload ${workload}, so no engine may end its tasks` };
+    const id = parseWorkload(ender);
+    if (id && match.endedBy.some((p) => matchesPattern(p, id))) return { allowed: true };
+    const where = `rule '${match.rule.id}' (rules[${match.index}])`;
+    return {
+      allowed: false,
+      message:
+        `${ender} may not end tasks of ${workload}: only the workload itself, or an engine listed in ${where}.endedBy` +
+        (match.rule.endedBy ? ` (${list(match.rule.endedBy)})` : ', which lists none') +
+        `; send Task Ended with the workload's own SVID, or add the engine's SPIFFE ID to rules[${match.index}].endedBy`,
     };
   }
 

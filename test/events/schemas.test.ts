@@ -31,7 +31,14 @@ const reject = (detail: unknown) => {
 describe('event contract', () => {
   it('accepts a well-formed Task Started and Task Ended', () => {
     expect(parseDetail(TaskStartedSchema, valid, 'Task Started').taskId).toBe('run-42:extract@1');
-    expect(parseDetail(TaskEndedSchema, { taskId: 't1', outcome: 'timed-out' }, 'Task Ended').outcome).toBe('timed-out');
+    expect(parseDetail(TaskEndedSchema, { taskId: 't1', outcome: 'timed-out', svid: valid.svid }, 'Task Ended').outcome).toBe('timed-out');
+  });
+
+  it('refuses a Task Ended without an SVID, or with one that is not a compact JWS', () => {
+    expect(() => parseDetail(TaskEndedSchema, { taskId: 't1', outcome: 'succeeded' }, 'Task Ended')).toThrow(/svid/);
+    expect(() => parseDetail(TaskEndedSchema, { taskId: 't1', outcome: 'succeeded', svid: 'not a jwt' }, 'Task Ended')).toThrow(
+      /compact JWS/,
+    );
   });
 
   it.each([

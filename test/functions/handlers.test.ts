@@ -60,7 +60,11 @@ const mint = async (spiffeId = ETL) => {
 };
 const ctx = lambdaContext();
 const started = (detail: unknown) => taskStartedHandler(sqsEvent(busRecord('Task Started', detail)), ctx);
-const ended = (taskId: string, outcome = 'succeeded') => taskEndedHandler(sqsEvent(busRecord('Task Ended', { taskId, outcome })), ctx);
+const ENGINE = `spiffe://${TD}/engines/step-functions`;
+const ATTACKER = `spiffe://${TD}/etl/attacker`;
+/** An authenticated Task Ended: a fresh SVID of the workload (or of `by`, e.g. the engine). */
+const ended = async (taskId: string, outcome = 'succeeded', by = ETL) =>
+  taskEndedHandler(sqsEvent(busRecord('Task Ended', { taskId, outcome, svid: await mint(by) })), ctx);
 const eventsOf = (detailType: string) =>
   aws.events.filter((e) => e.DetailType === detailType).map((e) => JSON.parse(e.Detail!) as Record<string, unknown>);
 const secretOf = (name: string) => JSON.parse(aws.secrets.get(name)!.value!) as Record<string, string>;
@@ -107,6 +111,7 @@ beforeAll(async () => {
         grants: ['orders-db.read', 'deploy-role.deploy'],
         maxLeaseSeconds: 3600,
         awsPrincipal: READER,
+        endedBy: [ENGINE],
       },
     ],
     settings: { verifyDeadlineSeconds: 30 },
@@ -387,6 +392,87 @@ describe('bad input', () => {
       .find((m) => m.QueueUrl === REVERIFY_QUEUE);
     expect(JSON.parse(msg!.MessageBody!)).toEqual({ taskId, grant: AWS_GRANT });
     expect(msg!.DelaySeconds).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('forged events at the Lambda boundary (issue 12)', () => {
+  const pgStart = async (taskId: string, taskToken?: string) =>
+    started({ taskId, svid: await mint(), grants: [PG_GRANT], maxDurationSeconds: 600, ...(taskToken ? { taskToken } : {}) });
+
+  it("a Task Started with a garbage or untrusted SVID and a victim's task token never answers the token", async () => {
+    const rogue = await startSpiffeIssuer({ trustDomain: TD });
+    const untrusted = await rogue.mint({ spiffeId: ETL, audience: 'tasklease' });
+    svids.push(untrusted);
+    await rogue.close();
+    for (const [taskId, svid] of [
+      ['forged-1', 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln'],
+      ['forged-2', untrusted],
+    ] as const) {
+      expect(await started({ taskId, svid, grants: [PG_GRANT], maxDurationSeconds: 600, taskToken: 'victim-token' })).toEqual({
+        batchItemFailures: [],
+      });
+    }
+    expect(eventsOf('Lease Denied').map((d) => (d.reason as { code: string }).code)).toEqual(['svid-invalid', 'svid-untrusted']);
+    expect(aws.taskAnswers).toEqual([]);
+  });
+
+  it("the attacker's own valid SVID with a victim's token for the victim's task: the token is not answered with the attacker's lease", async () => {
+    expect(await pgStart('victim-1', 'victim-token-1')).toEqual({ batchItemFailures: [] });
+    expect(aws.taskAnswers.map((a) => [a.kind, a.input.taskToken])).toEqual([['success', 'victim-token-1']]);
+    aws.clearHistory();
+    const attack = {
+      taskId: 'victim-1',
+      svid: await mint(ATTACKER),
+      grants: [PG_GRANT],
+      maxDurationSeconds: 600,
+      taskToken: 'victim-token-1b',
+    };
+    expect(await started(attack)).toEqual({ batchItemFailures: [] });
+    expect(aws.taskAnswers).toEqual([]);
+    expect(eventsOf('Lease Issued')).toEqual([]);
+    expect(await ended('victim-1')).toEqual({ batchItemFailures: [] });
+  });
+
+  it("an end with no SVID, an untrusted one, or another workload's: nothing revoked, a reasoned Lease Denied (request end)", async () => {
+    const taskId = 'forged-end-1';
+    expect(await pgStart(taskId)).toEqual({ batchItemFailures: [] });
+    const secret = secretOf(`tasklease/${taskId}/orders-db.read`);
+    aws.clearHistory();
+
+    const noSvid = busRecord('Task Ended', { taskId, outcome: 'succeeded' });
+    expect(await taskEndedHandler(sqsEvent(noSvid), ctx)).toEqual({ batchItemFailures: [{ itemIdentifier: noSvid.messageId }] });
+    const rogue = await startSpiffeIssuer({ trustDomain: TD });
+    const untrusted = await rogue.mint({ spiffeId: ETL, audience: 'tasklease' });
+    svids.push(untrusted);
+    await rogue.close();
+    expect(await taskEndedHandler(sqsEvent(busRecord('Task Ended', { taskId, outcome: 'succeeded', svid: untrusted })), ctx)).toEqual({
+      batchItemFailures: [],
+    });
+    expect(await ended(taskId, 'succeeded', ATTACKER)).toEqual({ batchItemFailures: [] });
+
+    expect((await ledger.getLease(taskId))?.lease.state).toBe('active');
+    const still = await connectWith(secret);
+    await still.end();
+    expect(eventsOf('Lease Revoked')).toEqual([]);
+    expect(eventsOf('Lease Denied').map((d) => [d.taskId, d.request, (d.reason as { code: string }).code])).toEqual([
+      [taskId, 'end', 'invalid-event'],
+      [taskId, 'end', 'end-unauthenticated'],
+      [taskId, 'end', 'end-not-allowed'],
+    ]);
+    expect(logLines().filter((l) => l.message === 'Task Ended rejected')).toHaveLength(2);
+
+    // The engine the rule names in endedBy may end it on the workload's behalf.
+    expect(await ended(taskId, 'succeeded', ENGINE)).toEqual({ batchItemFailures: [] });
+    expect((await ledger.getLease(taskId))?.lease).toMatchObject({ state: 'closed', endedBy: ENGINE });
+    await expect(connectWith(secret)).rejects.toMatchObject({ code: expect.stringMatching(/^28/) });
+  });
+
+  it('a Task Ended before the start, signed by another workload, does not block the real start', async () => {
+    expect(await ended('forged-tomb-1', 'cancelled', ATTACKER)).toEqual({ batchItemFailures: [] });
+    expect(await pgStart('forged-tomb-1', 'real-token')).toEqual({ batchItemFailures: [] });
+    expect((await ledger.getLease('forged-tomb-1'))?.lease).toMatchObject({ state: 'active', workload: ETL });
+    expect(aws.taskAnswers.map((a) => [a.kind, a.input.taskToken])).toEqual([['success', 'real-token']]);
+    expect(await ended('forged-tomb-1')).toEqual({ batchItemFailures: [] });
   });
 });
 

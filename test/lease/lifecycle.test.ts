@@ -34,6 +34,11 @@ async function started(taskId: string, workload: string, access: string[] = ['re
   };
 }
 
+/** An authenticated Task Ended: signed by the workload (or whoever `by` is) with a fresh SVID. */
+async function endOf(taskId: string, by: string, outcome: 'succeeded' | 'failed' | 'cancelled' = 'succeeded') {
+  return { taskId, outcome, svid: await rt.mintSvid(by) };
+}
+
 /** The workload side: the delivered secret, kept so the leak checks can search for it. */
 async function secretOf(taskId: string, access = 'read') {
   const s = await rt.secrets.get(`tasklease/${taskId}/orders-db.${access}`);
@@ -93,7 +98,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect((await live.query('SELECT count(*) FROM orders')).rowCount).toBe(1);
     await expect(live.query("INSERT INTO orders (item, qty) VALUES ('x', 1)")).rejects.toMatchObject({ code: '42501' });
 
-    const ended = await rt.lifecycle.taskEnded({ taskId: 'life-1', outcome: 'succeeded' });
+    const ended = await rt.lifecycle.taskEnded(await endOf('life-1', READER, 'succeeded'));
     expect(ended.status).toBe('closed');
 
     // The connection opened during the task is gone, and a new login is refused.
@@ -130,7 +135,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     await c.query('CREATE TABLE scratch_life_owner (id int)');
     await c.end();
 
-    const ended = await rt.lifecycle.taskEnded({ taskId: 'life-owner', outcome: 'succeeded' });
+    const ended = await rt.lifecycle.taskEnded(await endOf('life-owner', WRITER, 'succeeded'));
     expect(ended.status).toBe('closed');
     expect(await admin('SELECT 1 FROM pg_roles WHERE rolname = $1', [secret.username])).toHaveLength(0);
     // The table survives, owned by someone who is not the dropped task role.
@@ -152,7 +157,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     await secretOf('life-dup');
 
     // And a Task Ended delivered three times revokes once.
-    const ends = await Promise.all([1, 2, 3].map(() => rt.lifecycle.taskEnded({ taskId: 'life-dup', outcome: 'succeeded' })));
+    const ends = await Promise.all([1, 2, 3].map(async () => rt.lifecycle.taskEnded(await endOf('life-dup', READER, 'succeeded'))));
     expect(ends.filter((r) => r.status === 'closed')).toHaveLength(1);
     const record = await rt.ledger.getLease('life-dup');
     expect(record?.credentials).toHaveLength(1);
@@ -161,7 +166,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
   });
 
   it('a Task Ended before its Task Started leaves a tombstone and the late start is denied', async () => {
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-late', outcome: 'cancelled' })).status).toBe('tombstoned');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-late', READER, 'cancelled'))).status).toBe('tombstoned');
     const late = await rt.lifecycle.taskStarted(await started('life-late', READER));
     expect(late).toMatchObject({ status: 'denied', code: 'task-already-ended' });
     const record = await rt.ledger.getLease('life-late');
@@ -176,7 +181,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     await secretOf('life-svid-a');
     const second = await rt.lifecycle.taskStarted(await started('life-svid-b', READER, ['read'], svid));
     expect(second).toMatchObject({ status: 'denied', code: 'svid-replayed' });
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-svid-a', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-svid-a', READER, 'succeeded'))).status).toBe('closed');
   });
 
   it('a forged or refused Task Started does not burn the task id: a valid request later gets its lease', async () => {
@@ -202,7 +207,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect(record?.lease).toMatchObject({ state: 'active', workload: READER });
     expect(record?.lease.denial).toBeUndefined();
     await secretOf('life-reopen');
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-reopen', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-reopen', READER, 'succeeded'))).status).toBe('closed');
     // A closed lease is never reopened.
     expect((await rt.lifecycle.taskStarted(await started('life-reopen', READER))).status).toBe('duplicate');
   });
@@ -213,12 +218,48 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     const forged = await rogue.mint({ spiffeId: READER, audience: rt.config.audience });
     await rogue.close();
     expect((await rt.lifecycle.taskStarted(await started('life-forged-end', READER, ['read'], forged))).status).toBe('denied');
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-forged-end', outcome: 'succeeded' })).status).toBe('tombstoned');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-forged-end', READER, 'succeeded'))).status).toBe('tombstoned');
     const late = await rt.lifecycle.taskStarted(await started('life-forged-end', READER));
     expect(late).toMatchObject({ status: 'denied', code: 'task-already-ended' });
     const record = await rt.ledger.getLease('life-forged-end');
     expect(record?.credentials).toHaveLength(0);
     expect(record?.lease.denial?.code).toBe('task-already-ended');
+  });
+
+  it('an end signed by another workload, or by an untrusted key, revokes nothing: the password still logs in', async () => {
+    expect((await rt.lifecycle.taskStarted(await started('life-end-forged', READER))).status).toBe('issued');
+    const secret = await secretOf('life-end-forged');
+    const { startSpiffeIssuer } = await import('../../local/spiffe-issuer.ts');
+    const rogue = await startSpiffeIssuer({ trustDomain: 'demo.tasklease.local' });
+    const forged = await rogue.mint({ spiffeId: READER, audience: rt.config.audience });
+    await rogue.close();
+    expect(await rt.lifecycle.taskEnded({ taskId: 'life-end-forged', outcome: 'succeeded', svid: forged })).toMatchObject({
+      status: 'rejected',
+      code: 'end-unauthenticated',
+    });
+    expect(await rt.lifecycle.taskEnded(await endOf('life-end-forged', WRITER))).toMatchObject({
+      status: 'rejected',
+      code: 'end-not-allowed',
+    });
+    expect((await rt.ledger.getLease('life-end-forged'))?.lease.state).toBe('active');
+    expect(await loginError(secret)).toBeUndefined();
+    const rejections = events.filter(
+      (e) => e['detail-type'] === DETAIL_TYPES.leaseDenied && (e.detail as { taskId: string }).taskId === 'life-end-forged',
+    );
+    expect(rejections.map((e) => (e.detail as { reason: { code: string } }).reason.code)).toEqual([
+      'end-unauthenticated',
+      'end-not-allowed',
+    ]);
+    expect(JSON.stringify(rejections) + logLines.join('\n')).not.toContain(forged);
+    expect((await rt.lifecycle.taskEnded(await endOf('life-end-forged', READER))).status).toBe('closed');
+    expect(['28P01', '28000']).toContain(await loginError(secret));
+  });
+
+  it('a Task Ended before the start, signed by another workload, does not block the real start', async () => {
+    expect((await rt.lifecycle.taskEnded(await endOf('life-foreign-tomb', WRITER, 'cancelled'))).status).toBe('tombstoned');
+    expect((await rt.lifecycle.taskStarted(await started('life-foreign-tomb', READER))).status).toBe('issued');
+    await secretOf('life-foreign-tomb');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-foreign-tomb', READER))).status).toBe('closed');
   });
 
   it('a stalled issue is finished only by its own workload, never by another valid SVID', async () => {
@@ -239,7 +280,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     // The lease's own workload finishes it.
     expect((await rt.lifecycle.taskStarted(await started('life-stalled', READER))).status).toBe('issued');
     await secretOf('life-stalled');
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-stalled', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-stalled', READER, 'succeeded'))).status).toBe('closed');
   });
 
   it('denies a grant the rule does not allow, records why, and issues nothing', async () => {
@@ -278,7 +319,7 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     ).toBeGreaterThanOrEqual(2);
     expect(await rt.ledger.getLease('life-bus-junk')).toBeUndefined();
     await secretOf('life-bus-good');
-    expect((await rt.lifecycle.taskEnded({ taskId: 'life-bus-good', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await rt.lifecycle.taskEnded(await endOf('life-bus-good', READER, 'succeeded'))).status).toBe('closed');
   });
 
   it('no issued password appears in logs, events or ledger items', async () => {

@@ -249,32 +249,64 @@ describe('initiators', () => {
     rule('open', 'spiffe://td/reports/*', ['db.read']),
   ]);
 
-  it('a listed initiator is allowed', () => {
-    expect(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { initiator: 'bob@example.org' })).allowed).toBe(true);
+  it('an asserted initiator, even a listed one, is refused: policy-initiator-unproven, with what to change', () => {
+    for (const extra of [{ initiator: 'bob@example.org' }, { initiator: 'bob@example.org', initiatorProof: 'asserted' as const }]) {
+      const d = denied(p.evaluate(req('spiffe://td/etl/x', ['db.read'], extra)));
+      expect(d.code).toBe('policy-initiator-unproven');
+      expect(d.rule).toBe('guarded');
+      expect(d.message).toContain('only asserted by its sender');
+      expect(d.message).toContain('remove rules[0].initiators');
+    }
   });
 
-  it('an unlisted initiator is denied, naming the list and the field', () => {
-    const d = denied(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { initiator: 'mallory@example.org' })));
-    expect(d.code).toBe('policy-initiator-not-allowed');
-    expect(d.rule).toBe('guarded');
-    expect(d.message).toContain('initiator mallory@example.org is not in the allow-list');
-    expect(d.message).toContain('alice@example.org, bob@example.org');
-    expect(d.message).toContain('rules[0].initiators');
-  });
-
-  it('matching is exact', () => {
-    expect(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { initiator: 'Alice@example.org' })).allowed).toBe(false);
+  it('an unlisted (and so unproven) initiator is refused the same way', () => {
+    const d = denied(p.evaluate(req('spiffe://td/etl/x', ['db.read'], { initiator: 'mallory@example.org', initiatorProof: 'asserted' })));
+    expect(d.code).toBe('policy-initiator-unproven');
   });
 
   it('a missing initiator is denied when the rule lists initiators', () => {
     const d = denied(p.evaluate(req('spiffe://td/etl/x', ['db.read'])));
     expect(d.code).toBe('policy-initiator-not-allowed');
     expect(d.message).toContain('the request named none');
+    expect(d.message).toContain('remove rules[0].initiators');
   });
 
   it('without a list any initiator, or none, is allowed', () => {
     expect(p.evaluate(req('spiffe://td/reports/x', ['db.read'])).allowed).toBe(true);
     expect(p.evaluate(req('spiffe://td/reports/x', ['db.read'], { initiator: 'anyone' })).allowed).toBe(true);
+  });
+});
+
+describe('endedBy: who besides the workload may end its tasks', () => {
+  const p = policy([
+    rule('etl', 'spiffe://td/etl/*', ['db.read'], { endedBy: ['spiffe://td/engines/sfn', 'spiffe://td/engines/argo/*'] }),
+    rule('etl-special', 'spiffe://td/etl/special', ['db.read']),
+    rule('other-td', 'spiffe://other/*', ['db.read'], { endedBy: ['spiffe://td/engines/sfn'] }),
+  ]);
+
+  it('an engine matching the rule endedBy patterns may end; others may not, with the field to change', () => {
+    expect(p.mayEnd('spiffe://td/engines/sfn', 'spiffe://td/etl/x')).toEqual({ allowed: true });
+    expect(p.mayEnd('spiffe://td/engines/argo/prod', 'spiffe://td/etl/x')).toEqual({ allowed: true });
+    const no = p.mayEnd('spiffe://td/etl/y', 'spiffe://td/etl/x');
+    expect(no.allowed).toBe(false);
+    expect(no.allowed === false && no.message).toContain('rules[0].endedBy');
+  });
+
+  it('the most specific rule decides, as for starts: a narrower rule without endedBy allows no engine', () => {
+    const no = p.mayEnd('spiffe://td/engines/sfn', 'spiffe://td/etl/special');
+    expect(no.allowed === false && no.message).toContain('which lists none');
+  });
+
+  it('a workload no rule matches, or an invalid ender, may not be ended by anyone else', () => {
+    expect(p.mayEnd('spiffe://td/engines/sfn', 'spiffe://td/nobody/x').allowed).toBe(false);
+    expect(p.mayEnd('not a spiffe id', 'spiffe://td/etl/x').allowed).toBe(false);
+    // An engine may be in another trust domain, when the rule says so.
+    expect(p.mayEnd('spiffe://td/engines/sfn', 'spiffe://other/w')).toEqual({ allowed: true });
+  });
+
+  it('endedBy patterns are checked like spiffeId, and an empty list is refused', () => {
+    expect(() => policy([rule('bad', 'spiffe://td/etl/*', ['db.read'], { endedBy: ['https://td/x'] })])).toThrow();
+    expect(() => policy([rule('empty', 'spiffe://td/etl/*', ['db.read'], { endedBy: [] })])).toThrow(/must not be empty/);
   });
 });
 

@@ -113,7 +113,7 @@ describe('hostile input, property-based from the schemas', () => {
     await fc.assert(
       fc.asyncProperty(
         ended,
-        fc.record({ k: fc.oneof(hostileKey, fc.constantFrom('taskId', 'outcome')), v: hostileValue }),
+        fc.record({ k: fc.oneof(hostileKey, fc.constantFrom('taskId', 'outcome', 'svid')), v: hostileValue }),
         async (raw, { k, v }) => {
           const d = withOwnKey(uniqueTask(raw), k, v);
           fc.pre(!TaskEndedSchema.safeParse(d).success);
@@ -124,6 +124,19 @@ describe('hostile input, property-based from the schemas', () => {
         },
       ),
       { numRuns: 120 },
+    );
+    nothingIssued();
+  });
+
+  it('well-formed Task Ended details whose SVID nobody trusted signed are refused end-unauthenticated and leave no tombstone', async () => {
+    await fc.assert(
+      fc.asyncProperty(ended, async (raw) => {
+        const d = uniqueTask(raw);
+        const r = await broker.lifecycle.taskEnded(d);
+        expect(r).toMatchObject({ status: 'rejected', code: 'end-unauthenticated' });
+        expect(await h.rt.ledger.getLease(d.taskId as string)).toBeUndefined();
+      }),
+      { numRuns: 60 },
     );
     nothingIssued();
   });
@@ -312,14 +325,15 @@ describe('hostile input, hand-written', () => {
       expect(d.reason.length).toBeLessThanOrEqual(MAX_REASON + 20);
     }
     const invalid = seen.filter((e) => e.type === DETAIL_TYPES.leaseDenied && e.detail.reason?.code === 'invalid-event');
-    expect(invalid.length).toBe(cases.length);
+    // Every malformed start and both malformed ends get a reasoned rejection.
+    expect(invalid.length).toBe(cases.length + 2);
     for (const e of invalid) expect(e.detail.reason?.message.length).toBeLessThanOrEqual(MAX_REASON);
     expect(broker.recorder.issues.size).toBe(1);
     expect(await h.rt.ledger.getLease('hostile-burst-misrouted')).toBeUndefined();
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
 
     // The good lease is intact and ends normally.
-    expect((await broker.lifecycle.taskEnded({ taskId: 'hostile-burst-good', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await broker.lifecycle.taskEnded(await h.ended('hostile-burst-good', 'succeeded'))).status).toBe('closed');
     expect(await h.roles()).toEqual([]);
   });
 });

@@ -52,7 +52,7 @@ describe('PostgreSQL stopped during revocations, the delay queue retrying', () =
       const session = await connectWith(secrets[0] as Record<string, string>);
 
       await demoPostgres(h.rt).stopServer();
-      for (const taskId of TASKS) expect((await h.rt.broker.taskEnded({ taskId, outcome: 'succeeded' })).status).toBe('open-debt');
+      for (const taskId of TASKS) expect((await h.rt.broker.taskEnded(await h.ended(taskId, 'succeeded'))).status).toBe('open-debt');
       await sleep(OUTAGE_MS);
       // Retried all through the outage by the queue alone.
       const during = await cred('requeue-1');
@@ -102,6 +102,6 @@ describe('PostgreSQL stopped during revocations, the delay queue retrying', () =
     expect(report.openDebt.count).toBe(0);
     expect(h.rt.metrics.openDebtGauge).toMatchObject({ count: 0, oldestMs: 0 });
     expect(h.rt.metrics.blastRadiusGauges.get(WRITER)).toMatchObject({ credentials: 1, targets: 1 });
-    expect((await h.rt.broker.taskEnded({ taskId: 'requeue-live', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await h.rt.broker.taskEnded(await h.ended('requeue-live', 'succeeded', WRITER))).status).toBe('closed');
   });
 });

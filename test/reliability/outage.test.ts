@@ -52,7 +52,7 @@ describe('PostgreSQL stopped during revocations', () => {
     await demoPostgres(h.rt).stopServer();
     const endedAt = h.clock.now();
     for (const taskId of TASKS) {
-      expect((await h.rt.lifecycle.taskEnded({ taskId, outcome: 'succeeded' })).status).toBe('open-debt');
+      expect((await h.rt.lifecycle.taskEnded(await h.ended(taskId, 'succeeded'))).status).toBe('open-debt');
     }
     for (const taskId of TASKS) {
       const record = await h.rt.ledger.getLease(taskId);

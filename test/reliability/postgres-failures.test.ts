@@ -69,7 +69,7 @@ describe('revocation when the role owns objects and holds privileges elsewhere',
     await c.query('INSERT INTO reports.totals VALUES (1)');
     await c.end();
 
-    const ended = await h.rt.lifecycle.taskEnded({ taskId: 'pgf-owner', outcome: 'succeeded' });
+    const ended = await h.rt.lifecycle.taskEnded(await h.ended('pgf-owner', 'succeeded', WRITER));
     expect(ended.status).toBe('closed');
     expect(ended.status === 'closed' && ended.credentials.every((x) => x.state === 'verified')).toBe(true);
     expect(await h.roles()).toEqual([]);
@@ -100,7 +100,7 @@ describe('open sessions survive NOLOGIN and DROP ROLE unless terminated', () => 
       (await h.admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [secret.username]))[0]?.n,
     ).toBe(3);
 
-    expect((await h.rt.lifecycle.taskEnded({ taskId: 'pgf-sessions', outcome: 'cancelled' })).status).toBe('closed');
+    expect((await h.rt.lifecycle.taskEnded(await h.ended('pgf-sessions', 'cancelled'))).status).toBe('closed');
     expect(await sleeping).toBeInstanceOf(Error);
     await expect(idle.query('SELECT 1')).rejects.toThrow();
     await expect(inTx.query('SELECT 1')).rejects.toThrow();
@@ -118,7 +118,7 @@ describe('a non-idempotent drop after a failover', () => {
     const secret = await secretOf('pgf-gone');
     // The drop already happened (on the old primary, or by a DBA) before our revoke runs.
     await h.admin(`DROP ROLE ${secret.username}`);
-    expect((await h.rt.lifecycle.taskEnded({ taskId: 'pgf-gone', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await h.rt.lifecycle.taskEnded(await h.ended('pgf-gone', 'succeeded'))).status).toBe('closed');
     expect((await credOf('pgf-gone'))?.state).toBe('verified');
   });
 
@@ -127,7 +127,7 @@ describe('a non-idempotent drop after a failover', () => {
     const secret = await secretOf('pgf-failover');
     inj.force('crash-after-target-call', 'orders-db.revoke', 'pgf-failover');
     await expect(
-      inj.invoke('task-ended', () => broker.lifecycle.taskEnded({ taskId: 'pgf-failover', outcome: 'succeeded' })),
+      inj.invoke('task-ended', async () => broker.lifecycle.taskEnded(await h.ended('pgf-failover', 'succeeded'))),
     ).rejects.toBeInstanceOf(CrashError);
     // The role is gone but the ledger never heard: the lease is ending and locked by the dead worker.
     expect(await h.roles()).not.toContain(secret.username);
@@ -217,7 +217,7 @@ describe('orphaned roles', () => {
     // A role re-created under the name of a credential the ledger has verified.
     expect((await h.rt.lifecycle.taskStarted(await h.started('pgf-zombie'))).status).toBe('issued');
     const zombie = (await secretOf('pgf-zombie')).username as string;
-    expect((await h.rt.lifecycle.taskEnded({ taskId: 'pgf-zombie', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await h.rt.lifecycle.taskEnded(await h.ended('pgf-zombie', 'succeeded'))).status).toBe('closed');
     await h.admin(`CREATE ROLE ${zombie} LOGIN PASSWORD 'zombie-pass' IN ROLE orders_read`);
     // Roles that are not ours.
     await h.admin("CREATE ROLE app_user LOGIN PASSWORD 'app-user-pass'");
@@ -240,7 +240,7 @@ describe('orphaned roles', () => {
     expect(others.map((r) => r.rolname).sort()).toEqual(['app_user', 'tl_human']);
 
     // The missing credential's lease still ends cleanly: revoking a role that is gone succeeds.
-    expect((await h.rt.lifecycle.taskEnded({ taskId: 'pgf-missing', outcome: 'succeeded' })).status).toBe('closed');
+    expect((await h.rt.lifecycle.taskEnded(await h.ended('pgf-missing', 'succeeded'))).status).toBe('closed');
     expect((await broker.reap({ reconcileEveryRuns: 1 })).reconcile).toMatchObject({ orphans: [], missing: [] });
     expect(await h.roles()).toEqual([]);
   });

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { DETAIL_TYPES } from '../../shared/events/schemas.ts';
-import type { Grant, TaskStarted } from '../../shared/events/schemas.ts';
+import type { Grant, TaskEnded, TaskStarted } from '../../shared/events/schemas.ts';
 import type { BusEvent } from '../../shared/events/routing.ts';
 import type { LifecycleLogger, LifecycleOptions } from '../../shared/lease/lifecycle.ts';
 import type { ReaperOptions, ReaperReport } from '../../shared/lease/reaper.ts';
@@ -25,6 +25,8 @@ export interface Harness {
   /** One reaper run of the runtime's broker (its state keeps rate limits and cadence across runs). */
   reap(options?: Partial<ReaperOptions>): Promise<ReaperReport>;
   started(taskId: string, workload?: string, grants?: Grant[], maxDurationSeconds?: number): Promise<TaskStarted>;
+  /** An authenticated Task Ended, signed by `workload` (the reader by default) with a fresh SVID. */
+  ended(taskId: string, outcome?: TaskEnded['outcome'], workload?: string): Promise<TaskEnded>;
   admin<R extends pg.QueryResultRow>(sql: string, params?: unknown[], database?: string): Promise<R[]>;
   /** Managed roles currently in pg_roles. */
   roles(): Promise<string[]>;
@@ -84,6 +86,7 @@ export async function startHarness(
       maxDurationSeconds,
       initiator: 'reliability@tasklease.local',
     }),
+    ended: async (taskId, outcome = 'succeeded', workload = READER) => ({ taskId, outcome, svid: await rt.mintSvid(workload, 3_600) }),
     admin,
     roles: async () =>
       (await admin<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).map((r) => r.rolname),

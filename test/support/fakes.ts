@@ -23,6 +23,7 @@ import type {
   EventPublisher,
   IssueContext,
   IssuedCredential,
+  EndDecision,
   PolicyDecision,
   PolicyEvaluator,
   PolicyRequest,
@@ -436,10 +437,15 @@ export class FakeSvidVerifier implements SvidVerifier {
   }
 }
 
-/** Allows everything (rule `fake-rule`) unless `decide` is set; records every request. */
+/**
+ * Allows everything (rule `fake-rule`) unless `decide` is set; records every request. Ends by
+ * anyone but the workload are refused unless `endedBy[workload]` lists the ender.
+ */
 export class FakePolicy implements PolicyEvaluator {
   readonly requests: PolicyRequest[] = [];
   decide?: (request: PolicyRequest) => PolicyDecision;
+  /** Engine SPIFFE IDs allowed to end each workload's tasks (a rule's `endedBy`). */
+  readonly endedBy: Record<string, string[]> = {};
   maxLeaseSeconds = 3_600;
   readerPrincipal?: string;
 
@@ -452,6 +458,12 @@ export class FakePolicy implements PolicyEvaluator {
       maxLeaseSeconds: this.maxLeaseSeconds,
       ...(this.readerPrincipal ? { readerPrincipal: this.readerPrincipal } : {}),
     };
+  }
+
+  mayEnd(ender: string, workload: string): EndDecision {
+    return this.endedBy[workload]?.includes(ender)
+      ? { allowed: true }
+      : { allowed: false, message: `${ender} may not end tasks of ${workload} (fake policy)` };
   }
 
   /** From now on, refuse with `code`. */
@@ -480,7 +492,8 @@ export interface FakePorts {
   deps(options?: Partial<LifecycleOptions>): LifecycleDeps;
   /** A valid `Task Started` detail for `taskId` (one read grant on orders-db by default). */
   started(taskId: string, overrides?: Partial<TaskStarted>): TaskStarted;
-  ended(taskId: string, outcome?: TaskEnded['outcome']): TaskEnded;
+  /** A valid, authenticated `Task Ended` detail: signed by the lease's workload unless `by` says who. */
+  ended(taskId: string, outcome?: TaskEnded['outcome'], by?: { spiffeId?: string; svid?: string }): TaskEnded;
 }
 
 export function createFakePorts(options: { now?: number; targets?: string[] } = {}): FakePorts {
@@ -514,6 +527,10 @@ export function createFakePorts(options: { now?: number; targets?: string[] } = 
       maxDurationSeconds: 600,
       ...overrides,
     }),
-    ended: (taskId, outcome = 'succeeded') => ({ taskId, outcome }),
+    ended: (taskId, outcome = 'succeeded', by = {}) => ({
+      taskId,
+      outcome,
+      svid: by.svid ?? fakeSvid(by.spiffeId ?? FAKE_WORKLOAD, { jti: `jti-end-${taskId}` }),
+    }),
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidEventError } from '../../../shared/lease/errors.ts';
 import { LeaseLifecycle } from '../../../shared/lease/lifecycle.ts';
-import { createFakePorts, FAKE_T0 as T0 } from '../../support/fakes.ts';
+import { createFakePorts, FAKE_T0 as T0, FAKE_WORKLOAD } from '../../support/fakes.ts';
 
 async function active(taskId = 'e1') {
   const f = createFakePorts();
@@ -108,7 +108,8 @@ describe('Task Ended for anything else', () => {
     expect(await core.taskEnded(f.ended('x1'))).toEqual({ status: 'tombstoned', taskId: 'x1' });
     expect(f.ledger.writesOf('createLease')).toHaveLength(2);
     expect(f.ledger.ttlOf('x1')).toBeGreaterThan(0);
-    expect(f.log.lines.map((l) => l.message)).toContain('Task Ended before Task Started: tombstone left, a late start will be denied');
+    expect(f.log.lines.map((l) => l.message)).toContain('Task Ended before Task Started: tombstone left, bound to its ender');
+    expect(await f.ledger.lease('x1')).toMatchObject({ state: 'closed', tombstone: true, endedBy: FAKE_WORKLOAD });
   });
 
   it('a denial that is not reopenable (issue-failed) stays as it is', async () => {

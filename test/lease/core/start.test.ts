@@ -72,10 +72,6 @@ describe('Task Started: issue', () => {
   });
 
   it.each([
-    [
-      'svid-invalid',
-      (f: ReturnType<typeof createFakePorts>) => f.started('d1', { svid: fakeSvid(FAKE_WORKLOAD, { deny: 'svid-invalid' }) }),
-    ],
     ['policy-no-rule', (f: ReturnType<typeof createFakePorts>) => (f.policy.denyAll('policy-no-rule'), f.started('d1'))],
     ['unknown-target', (f: ReturnType<typeof createFakePorts>) => f.started('d1', { grants: [{ target: 'nowhere', access: 'read' }] })],
   ] as const)('denies %s: a denied record, Lease Denied, the token failed, nothing issued', async (code, make) => {
@@ -132,7 +128,7 @@ describe('Task Started: reopenable denials', () => {
     await core.taskStarted(f.started('o3'));
     f.policy.decide = undefined;
     f.ledger.failNext('updateLease', async (ledger) => {
-      await ledger.updateLease('o3', ['denied'], { tombstone: true, outcome: 'cancelled', endedAt: T0 });
+      await ledger.updateLease('o3', ['denied'], { tombstone: true, endedBy: FAKE_WORKLOAD, outcome: 'cancelled', endedAt: T0 });
     });
     const r = await core.taskStarted(f.started('o3', { svid: fakeSvid(FAKE_WORKLOAD, { jti: 'again' }) }));
     expect(r).toMatchObject({ status: 'denied', code: 'task-already-ended' });
