@@ -5,15 +5,12 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { ROUTES } from '../shared/events/routing.ts';
+import { INPUT_DETAIL_TYPES, OUTPUT_DETAIL_TYPES, ROUTES } from '../shared/events/routing.ts';
 import type { RouteName } from '../shared/events/routing.ts';
 import { DETAIL_TYPES, EVENT_SOURCE } from '../shared/events/schemas.ts';
 import { pascal } from './names.ts';
 
-/** What workflow engines put: the detail-types the rules route. */
-export const INPUT_DETAIL_TYPES: string[] = ROUTES.map((r) => r.detailType);
-/** What only the broker puts (source `tasklease`): every other detail-type of the contract. */
-export const OUTPUT_DETAIL_TYPES: string[] = Object.values(DETAIL_TYPES).filter((t) => !INPUT_DETAIL_TYPES.includes(t));
+export { INPUT_DETAIL_TYPES, OUTPUT_DETAIL_TYPES } from '../shared/events/routing.ts';
 
 export interface BusBuilderProps {
   readonly busName: string;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { DETAIL_TYPES, EVENT_SOURCE } from '../shared/events/schemas.ts';
+import { EVENT_SOURCE } from '../shared/events/schemas.ts';
 import type { OutputEvent } from '../shared/events/schemas.ts';
-import { ROUTES } from '../shared/events/routing.ts';
+import { INPUT_DETAIL_TYPES, OUTPUT_DETAIL_TYPES, ROUTES } from '../shared/events/routing.ts';
 import type { BusEvent, RouteName } from '../shared/events/routing.ts';
 import { InvalidEventError, describeError } from '../shared/lease/errors.ts';
 import type { EventPublisher } from '../shared/lease/ports.ts';
@@ -38,9 +38,6 @@ export interface RejectedPut {
   source: string;
   refusal: PutRefusal;
 }
-
-const INPUT_DETAIL_TYPES: readonly string[] = ROUTES.map((r) => r.detailType);
-const OUTPUT_DETAIL_TYPES: readonly string[] = Object.values(DETAIL_TYPES).filter((t) => !INPUT_DETAIL_TYPES.includes(t));
 
 /** Why the bus refuses an event from `source`, or undefined when it takes it (the local bus policy). */
 export function refusalOf(detailType: string, source: string): PutRefusal | undefined {

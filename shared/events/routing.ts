@@ -11,6 +11,11 @@ export const ROUTES = [
 
 export type RouteName = (typeof ROUTES)[number]['name'];
 
+/** What workflow engines put: the detail-types the routes take. */
+export const INPUT_DETAIL_TYPES: string[] = ROUTES.map((r) => r.detailType);
+/** What only the broker puts (source `tasklease`): every other detail-type of the contract. */
+export const OUTPUT_DETAIL_TYPES: string[] = Object.values(DETAIL_TYPES).filter((t) => !INPUT_DETAIL_TYPES.includes(t));
+
 /** An EventBridge event as delivered to targets (the parts tasklease reads). */
 export interface BusEvent {
   id: string;
