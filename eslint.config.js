@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'cdk.out/**', 'test-output/**', 'bench/out/**', '**/*.d.ts'] },
+  { ignores: ['node_modules/**', '.venv-aws/**', 'cdk.out/**', 'test-output/**', 'bench/out/**', '**/*.d.ts'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // The emulated AWS account has its own runner and config (npm run test:aws).
+    exclude: ['test/aws-account/**', 'node_modules/**'],
     reporters: ['default', './test/support/summary-reporter.ts'],
     // Integration suites each boot their own embedded PostgreSQL/dynalite on free ports;
     // two cores, so keep parallelism modest.
