@@ -77,7 +77,13 @@ export type TaskStarted = z.infer<typeof TaskStartedSchema>;
 
 export const TaskEndedSchema = z
   // The SVID proves who ends the task: the lease's workload, or an engine its rule lists in endedBy.
-  .strictObject({ taskId: TaskIdSchema, outcome: OutcomeSchema, svid: SvidSchema })
+  .strictObject({
+    taskId: TaskIdSchema,
+    outcome: OutcomeSchema,
+    svid: SvidSchema,
+    /** When the task really ended, by the engine's clock (ms precision); checked against the broker's clock skew. */
+    endedAt: z.iso.datetime().optional(),
+  })
   .refine(withinDetailSize, { message: DETAIL_SIZE_MESSAGE });
 export type TaskEnded = z.infer<typeof TaskEndedSchema>;
 
@@ -101,6 +107,12 @@ export const DenialCodeSchema = z.enum([
   // A refused Task Ended (request: 'end'): nothing was ended or revoked.
   'end-unauthenticated',
   'end-not-allowed',
+  // The end's SVID already ended another task: an end SVID is bound to one task's end.
+  'end-svid-reused',
+  // An operator locked the workload (break-glass): no new lease until it is unlocked.
+  'workload-locked',
+  // The Step Functions task token already belongs to another task: a token is bound to one task.
+  'task-token-reused',
 ]);
 export type DenialCode = z.infer<typeof DenialCodeSchema>;
 
@@ -142,6 +154,9 @@ export const LeaseDeniedSchema = z.strictObject({
 });
 export type LeaseDenied = z.infer<typeof LeaseDeniedSchema>;
 
+export const EndedAtSourceSchema = z.enum(['engine', 'queue', 'broker', 'expiry', 'operator']);
+export type EndedAtSource = z.infer<typeof EndedAtSourceSchema>;
+
 export const RevokedCredentialSchema = z.strictObject({
   grant: GrantSchema,
   kind: z.string(),
@@ -150,6 +165,14 @@ export const RevokedCredentialSchema = z.strictObject({
   verifyAttempts: z.number().int(),
   trustDebtMs: z.number().nullable(),
   avoidedDebtMs: z.number().nullable(),
+  /** The split of the trust debt (ms), each null until known: end → broker starts work. */
+  pipelineMs: z.number().nullable().optional(),
+  /** Broker starts work → the target refuses the credential (`revokedAt`). */
+  revokeMs: z.number().nullable().optional(),
+  /** `revokedAt` → refusal proven (`verifiedAt`). */
+  proofMs: z.number().nullable().optional(),
+  /** End → `revokedAt`: the time an attacker holding the credential could really use it. */
+  exposureMs: z.number().nullable().optional(),
 });
 
 export const LeaseRevokedSchema = z.strictObject({
@@ -157,6 +180,12 @@ export const LeaseRevokedSchema = z.strictObject({
   workload: z.string(),
   outcome: z.union([OutcomeSchema, z.literal('expired')]),
   endedAt: IsoTime,
+  /** Where endedAt came from: the engine's own clock, the queue's arrival time, or the broker (expiry, operator). */
+  endedAtSource: EndedAtSourceSchema.optional(),
+  /** The engine's endedAt was outside the allowed clock skew and was clamped to the broker's window. */
+  endedAtClamped: z.boolean().optional(),
+  /** Who ended it: the verified SPIFFE ID of the ender, or `operator:<principal>` for a break-glass revoke. */
+  endedBy: z.string().optional(),
   credentials: z.array(RevokedCredentialSchema),
 });
 export type LeaseRevoked = z.infer<typeof LeaseRevokedSchema>;
