@@ -16,11 +16,14 @@
 import { createRequire } from 'node:module';
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import type { AwsStub } from 'aws-sdk-client-mock';
 import { GSIS, TABLE_KEYS } from '../../shared/ledger/table.ts';
 import type { GsiDefinition } from '../../shared/ledger/table.ts';
 
 type Item = Record<string, AttributeValue>;
+/** What the counter reads of an aws-sdk-client-mock stub: its sinon call history. */
+export interface MockHistory {
+  calls(): ReadonlyArray<{ args: readonly unknown[]; returnValue: unknown }>;
+}
 // dynalite's implementation of DynamoDB's item-size rule (attribute names + values, in bytes).
 const dynaliteDb = createRequire(import.meta.url)('dynalite/db/index.js') as { itemSize(item: Item): number };
 export const itemSize = (item: Item): number => dynaliteDb.itemSize(item);
@@ -153,7 +156,7 @@ export class SdkCallCounter {
   private readonly instrumented = new WeakSet<object>();
   private readonly images: DynamoDBClient;
   private restoreSend?: () => void;
-  private readonly mocks: Array<{ service: string; stub: AwsStub<object, object, object>; seen: number }> = [];
+  private readonly mocks: Array<{ service: string; stub: MockHistory; seen: number }> = [];
 
   /** `endpoint`: where the counted DynamoDB clients go (dynalite), read for the before/after images. */
   constructor(private readonly endpoint: string) {
@@ -172,14 +175,16 @@ export class SdkCallCounter {
   installDynamoDb(): this {
     const base = Object.getPrototypeOf(DynamoDBClient.prototype) as { send: (...args: unknown[]) => unknown };
     const original = base.send;
-    const self = this;
+    // An arrow function keeps `this` as the counter; the client arrives as `client`.
+    const instrument = (client: { config?: { serviceId?: string }; middlewareStack: Stack }) => {
+      if (client.config?.serviceId !== 'DynamoDB' || this.instrumented.has(client.middlewareStack)) return;
+      this.instrumented.add(client.middlewareStack);
+      // Ask for capacity before serialising; count after the document client has marshalled the input.
+      client.middlewareStack.add(askForCapacity, { step: 'initialize', priority: 'high', name: 'taskleaseCostCapacity' });
+      client.middlewareStack.add(this.dynamoMiddleware(), { step: 'build', priority: 'high', name: 'taskleaseCostCounter' });
+    };
     base.send = function (this: { config?: { serviceId?: string }; middlewareStack: Stack }, ...args: unknown[]) {
-      if (this.config?.serviceId === 'DynamoDB' && !self.instrumented.has(this.middlewareStack)) {
-        self.instrumented.add(this.middlewareStack);
-        // Ask for capacity before serialising; count after the document client has marshalled the input.
-        this.middlewareStack.add(askForCapacity, { step: 'initialize', priority: 'high', name: 'taskleaseCostCapacity' });
-        this.middlewareStack.add(self.dynamoMiddleware(), { step: 'build', priority: 'high', name: 'taskleaseCostCounter' });
-      }
+      instrument(this);
       return original.apply(this, args);
     };
     this.restoreSend = () => (base.send = original);
@@ -187,7 +192,7 @@ export class SdkCallCounter {
   }
 
   /** Counts a mocked service from its aws-sdk-client-mock history (calls made from now on). */
-  watchMock(service: string, stub: AwsStub<object, object, object>): this {
+  watchMock(service: string, stub: MockHistory): this {
     this.mocks.push({ service, stub, seen: stub.calls().length });
     return this;
   }
