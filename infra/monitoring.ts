@@ -155,7 +155,8 @@ export class TaskLeaseMonitoring extends Construct {
       new cloudwatch.TextWidget({
         markdown:
           '# tasklease: trust debt\n' +
-          '**Trust debt** = verified revoked − task ended (how long a credential stayed usable after its task). ' +
+          '**Trust debt** = verified revoked − task ended (how long a credential stayed usable after its task), ' +
+          'measured from the engine’s endedAt or the queue’s arrival time, split into pipeline + revoke + proof. ' +
           '**Avoided debt** = natural expiry − verified revoked (what TTL-only expiry would have left open).',
         width: 24,
         height: 2,
@@ -180,6 +181,27 @@ export class TaskLeaseMonitoring extends Construct {
         ],
         width: 12,
         height: 8,
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        // The part of the debt spent before the broker starts revoking: queueing and delivery (issue 13).
+        title: 'Pipeline delay (ms, task ended → revocation starts): p50 / p99',
+        left: [search(METRIC.pipelineDelay, 'p50', byTarget('p50')), search(METRIC.pipelineDelay, 'p99', byTarget('p99'))],
+        leftYAxis: { min: 0, label: 'ms', showUnits: false },
+        width: 12,
+        height: 6,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Trust debt split (ms, p99): revoke, proof; exposure = task ended → target refuses',
+        left: [
+          search(METRIC.revokeTime, 'p99', byTarget('revoke p99')),
+          search(METRIC.proofTime, 'p99', byTarget('proof p99')),
+          search(METRIC.exposure, 'p99', byTarget('exposure p99')),
+        ],
+        leftYAxis: { min: 0, label: 'ms', showUnits: false },
+        width: 12,
+        height: 6,
       }),
     );
     this.dashboard.addWidgets(

@@ -6,7 +6,13 @@ import type { BusEvent, RouteName } from '../shared/events/routing.ts';
 import { InvalidEventError, describeError } from '../shared/lease/errors.ts';
 import type { EventPublisher } from '../shared/lease/ports.ts';
 
-export type RouteHandler = (event: BusEvent) => Promise<unknown>;
+/** What the queue knows of a delivery, as SQS attributes do: when the event was put (the bus's clock, ms) and how often it was received. */
+export interface Delivery {
+  putAt: number;
+  receiveCount: number;
+}
+
+export type RouteHandler = (event: BusEvent, delivery: Delivery) => Promise<unknown>;
 
 export interface DeadLetter {
   route: RouteName;
@@ -21,6 +27,8 @@ export interface LocalBusOptions {
   /** Deliveries before a message is dead-lettered, like SQS maxReceiveCount. */
   maxReceiveCount: number;
   retryDelayMs: number;
+  /** The bus's clock (epoch ms): the put time a delivery carries. Default Date.now. */
+  now: () => number;
 }
 
 /** Why `put` refused an event; stable codes for tools, a message for people. */
@@ -65,6 +73,8 @@ interface Message {
   route: RouteName;
   event: BusEvent;
   receiveCount: number;
+  /** When the event was put: like SQS SentTimestamp, kept across redeliveries. */
+  putAt: number;
 }
 
 /**
@@ -86,7 +96,7 @@ export class LocalBus implements EventPublisher {
   private readonly opts: LocalBusOptions;
 
   constructor(options: Partial<LocalBusOptions> = {}) {
-    this.opts = { concurrency: 8, maxReceiveCount: 3, retryDelayMs: 50, ...options };
+    this.opts = { concurrency: 8, maxReceiveCount: 3, retryDelayMs: 50, now: Date.now, ...options };
     for (const r of ROUTES) {
       this.queues.set(r.name, []);
       this.inFlight.set(r.name, 0);
@@ -129,11 +139,12 @@ export class LocalBus implements EventPublisher {
   }
 
   private deliverToAll(detailType: string, detail: unknown, source: string): BusEvent {
-    const event: BusEvent = { id: randomUUID(), 'detail-type': detailType, source, time: new Date().toISOString(), detail };
+    const putAt = this.opts.now();
+    const event: BusEvent = { id: randomUUID(), 'detail-type': detailType, source, time: new Date(putAt).toISOString(), detail };
     for (const w of this.watchers) w(event);
     for (const r of ROUTES) {
       if (r.detailType === detailType) {
-        this.queues.get(r.name)?.push({ route: r.name, event, receiveCount: 0 });
+        this.queues.get(r.name)?.push({ route: r.name, event, receiveCount: 0, putAt });
         this.pump(r.name);
       }
     }
@@ -188,7 +199,7 @@ export class LocalBus implements EventPublisher {
   private async deliver(handler: RouteHandler, msg: Message): Promise<void> {
     msg.receiveCount++;
     try {
-      await handler(msg.event);
+      await handler(msg.event, { putAt: msg.putAt, receiveCount: msg.receiveCount });
     } catch (err) {
       // A malformed event fails the same way every time: straight to the dead letters.
       if (err instanceof InvalidEventError || msg.receiveCount >= this.opts.maxReceiveCount) {

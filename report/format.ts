@@ -9,6 +9,8 @@ const INSTANT_KEYS = new Set([
   'requestedAt',
   'issuedAt',
   'endedAt',
+  'revokeStartedAt',
+  'revokedAt',
   'verifiedAt',
   'naturalExpiry',
   'peakCredentialsAt',
@@ -41,9 +43,17 @@ const CREDENTIAL_COLUMNS = [
   'state',
   'issuedAt',
   'endedAt',
+  'endedAtSource',
+  'endedAtClamped',
+  'revokeStartedAt',
+  'revokedAt',
   'verifiedAt',
   'naturalExpiry',
   'trustDebtMs',
+  'pipelineMs',
+  'revokeMs',
+  'proofMs',
+  'exposureMs',
   'avoidedDebtMs',
   'openDebtMs',
   'verifyAttempts',
@@ -95,6 +105,14 @@ export function reportToCsv(report: Report, kind: CsvRowKind = 'credentials'): s
           'trustDebtP90Ms',
           'trustDebtP99Ms',
           'trustDebtMaxMs',
+          'pipelineP50Ms',
+          'pipelineP99Ms',
+          'revokeP50Ms',
+          'revokeP99Ms',
+          'proofP50Ms',
+          'proofP99Ms',
+          'exposureP50Ms',
+          'exposureP99Ms',
           'avoidedDebtP50Ms',
           'avoidedDebtMinMs',
           'openDebtCount',
@@ -113,6 +131,14 @@ export function reportToCsv(report: Report, kind: CsvRowKind = 'credentials'): s
             trustDebtP90Ms: s.trustDebtMs.p90,
             trustDebtP99Ms: s.trustDebtMs.p99,
             trustDebtMaxMs: s.trustDebtMs.max,
+            pipelineP50Ms: s.split.pipelineMs.p50,
+            pipelineP99Ms: s.split.pipelineMs.p99,
+            revokeP50Ms: s.split.revokeMs.p50,
+            revokeP99Ms: s.split.revokeMs.p99,
+            proofP50Ms: s.split.proofMs.p50,
+            proofP99Ms: s.split.proofMs.p99,
+            exposureP50Ms: s.split.exposureMs.p50,
+            exposureP99Ms: s.split.exposureMs.p99,
             avoidedDebtP50Ms: s.avoidedDebtMs.p50,
             avoidedDebtMinMs: s.avoidedDebtMs.min,
             openDebtCount: report.openDebt.count,
@@ -177,6 +203,15 @@ export function reportToText(report: Report, options: TextOptions = {}): string 
   out.push('Trust debt (task ended → credential proven rejected)');
   const p = s.trustDebtMs;
   out.push(`  p50 ${ms(p.p50)}   p90 ${ms(p.p90)}   p99 ${ms(p.p99)}   max ${ms(p.max)}   total ${ms(report.totals.trustDebtMs)}`);
+  const sp = s.split;
+  out.push(
+    `  split p50/p99: pipeline (end → revoke starts) ${ms(sp.pipelineMs.p50)}/${ms(sp.pipelineMs.p99)}, revoke (→ target refuses) ${ms(sp.revokeMs.p50)}/${ms(sp.revokeMs.p99)}, proof (→ proven) ${ms(sp.proofMs.p50)}/${ms(sp.proofMs.p99)}`,
+  );
+  out.push(
+    `  exposure (end → target refuses: really usable) p50 ${ms(sp.exposureMs.p50)}, p99 ${ms(sp.exposureMs.p99)}, max ${ms(sp.exposureMs.max)}`,
+  );
+  const sources = endSources(report.credentials);
+  if (sources) out.push(`  end measured from: ${sources}`);
   out.push(
     `  avoided debt (what TTL-only expiry would have left open): p50 ${ms(s.avoidedDebtMs.p50)}, min ${ms(s.avoidedDebtMs.min)}, total ${ms(report.totals.avoidedDebtMs)}`,
   );
@@ -239,7 +274,22 @@ export function reportToText(report: Report, options: TextOptions = {}): string 
   if (shown.length > 0) {
     out.push(
       ...table(
-        ['task', 'grant', 'workload', 'state', 'issued', 'ended', 'verified', 'trust debt', 'avoided debt'],
+        [
+          'task',
+          'grant',
+          'workload',
+          'state',
+          'issued',
+          'ended',
+          'from',
+          'verified',
+          'trust debt',
+          'pipeline',
+          'revoke',
+          'proof',
+          'exposure',
+          'avoided debt',
+        ],
         shown.map((r) => [
           r.taskId,
           r.grant,
@@ -247,14 +297,33 @@ export function reportToText(report: Report, options: TextOptions = {}): string 
           r.state,
           at(r.issuedAt),
           at(r.endedAt),
+          r.endedAtSource === undefined ? '—' : `${r.endedAtSource}${r.endedAtClamped ? ' (clamped)' : ''}`,
           at(r.verifiedAt),
           r.trustDebtMs !== undefined ? ms(r.trustDebtMs) : r.openDebtMs !== undefined ? `open ${ms(r.openDebtMs)}` : '—',
+          ms(r.pipelineMs),
+          ms(r.revokeMs),
+          ms(r.proofMs),
+          ms(r.exposureMs),
           ms(r.avoidedDebtMs),
         ]),
-        ['left', 'left', 'left', 'left', 'left', 'left', 'left', 'right', 'right'],
+        ['left', 'left', 'left', 'left', 'left', 'left', 'left', 'left', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
     );
   }
   if (shown.length < report.credentials.length) out.push(`  … ${report.credentials.length - shown.length} more (--limit 0 shows all)`);
   return `${out.join('\n')}\n`;
+}
+
+/** How many credentials' ends came from each source (engine, queue, …), clamped ones called out. */
+function endSources(rows: readonly CredentialRow[]): string {
+  const counts = new Map<string, number>();
+  for (const r of rows) {
+    if (r.endedAtSource === undefined) continue;
+    const key = r.endedAtClamped ? `${r.endedAtSource} (clamped)` : r.endedAtSource;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
 }

@@ -1,7 +1,7 @@
 import { grantKey } from '../shared/events/schemas.ts';
 import type { Ledger } from '../shared/lease/ports.ts';
 import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
-import { openDebt, summarizeDebt } from '../shared/lease/trust-debt.ts';
+import { debtSplit, openDebt, summarizeDebt } from '../shared/lease/trust-debt.ts';
 import type { DebtSummary } from '../shared/lease/trust-debt.ts';
 import { blastRadius } from '../shared/metrics/blast-radius.ts';
 import type { WorkloadBlastRadius } from '../shared/metrics/blast-radius.ts';
@@ -25,9 +25,22 @@ export interface CredentialRow {
   state: CredentialRecord['state'];
   issuedAt?: number;
   endedAt?: number;
+  /** Where endedAt came from (the lease's: engine, queue, broker, expiry, operator). */
+  endedAtSource?: LeaseRecord['endedAtSource'];
+  /** The engine's endedAt was outside the accepted window and was clamped. */
+  endedAtClamped?: boolean;
+  /** The broker started revoking / the target refused it (the driver's revoke returned). */
+  revokeStartedAt?: number;
+  revokedAt?: number;
   verifiedAt?: number;
   naturalExpiry?: number;
   trustDebtMs?: number;
+  /** The split of the trust debt (trust-debt.ts `debtSplit`): end → revoke starts → target refuses → proven. */
+  pipelineMs?: number;
+  revokeMs?: number;
+  proofMs?: number;
+  /** End → the target refuses it: how long it was really usable after its task. */
+  exposureMs?: number;
   avoidedDebtMs?: number;
   /** Age of the debt while the credential is no longer needed and not yet proven rejected (trust-debt.ts `openDebt`). */
   openDebtMs?: number;
@@ -83,7 +96,8 @@ export interface BuildReportOptions {
 
 const credKey = (c: Pick<CredentialRecord, 'taskId' | 'grant'>) => `${c.taskId}\u0000${grantKey(c.grant)}`;
 
-export function credentialRow(c: CredentialRecord, now: number): CredentialRow {
+export function credentialRow(c: CredentialRecord, now: number, lease?: LeaseRecord): CredentialRow {
+  const split = debtSplit(c);
   return {
     taskId: c.taskId,
     grant: grantKey(c.grant),
@@ -93,9 +107,17 @@ export function credentialRow(c: CredentialRecord, now: number): CredentialRow {
     state: c.state,
     issuedAt: c.issuedAt,
     endedAt: c.endedAt,
+    endedAtSource: lease?.endedAtSource,
+    endedAtClamped: lease?.endedAtClamped,
+    revokeStartedAt: c.revokeStartedAt,
+    revokedAt: c.revokedAt,
     verifiedAt: c.verifiedAt,
     naturalExpiry: c.naturalExpiry,
     trustDebtMs: c.trustDebtMs,
+    pipelineMs: split.pipelineMs,
+    revokeMs: split.revokeMs,
+    proofMs: split.proofMs,
+    exposureMs: split.exposureMs,
     avoidedDebtMs: c.avoidedDebtMs,
     openDebtMs: openDebt(c, now),
     verifyAttempts: c.verifyAttempts,
@@ -129,11 +151,12 @@ export function buildReport(all: readonly LeaseWithCredentials[], options: Build
   }
   const currentCreds = [...current.values()];
 
+  const leaseOf = new Map(all.map((l) => [l.lease.taskId, l.lease]));
   const rows = creds
-    .map((c) => credentialRow(c, now))
+    .map((c) => credentialRow(c, now, leaseOf.get(c.taskId)))
     .sort((a, b) => rankDebt(b) - rankDebt(a) || a.taskId.localeCompare(b.taskId) || a.grant.localeCompare(b.grant));
   const open = currentCreds
-    .map((c) => credentialRow(c, now))
+    .map((c) => credentialRow(c, now, leaseOf.get(c.taskId)))
     .filter((r) => r.openDebtMs !== undefined)
     .sort((a, b) => (b.openDebtMs as number) - (a.openDebtMs as number) || a.taskId.localeCompare(b.taskId));
 

@@ -23,6 +23,17 @@ export function parseEventBridgeBody(body: string, expectedDetailType: string): 
 }
 
 /**
+ * When the message reached its queue (SQS `SentTimestamp`, epoch ms), the earliest instant the
+ * broker can prove for an event: a `Task Ended` without the engine's own `endedAt` is measured
+ * from it (the envelope's `time` has only second precision). Undefined when absent or unreadable.
+ */
+export function queuedAtOf(record: Pick<SQSRecord, 'attributes'>): number | undefined {
+  const raw = (record.attributes as Partial<SQSRecord['attributes']> | undefined)?.SentTimestamp;
+  if (typeof raw !== 'string' || !/^\d{1,16}$/.test(raw)) return undefined;
+  return Number(raw);
+}
+
+/**
  * A JSON body validated by `schema`; InvalidEventError otherwise, never quoting the body. Strict:
  * a duplicate key anywhere (envelope or detail) is refused, since parsers disagree on which copy counts.
  */

@@ -22,6 +22,9 @@ export interface LeaseView {
   issuedAt?: number;
   expiresAt?: number;
   endedAt?: number;
+  /** Where endedAt came from (engine, queue, broker, expiry, operator) and whether an engine's time was clamped. */
+  endedAtSource?: LeaseRecord['endedAtSource'];
+  endedAtClamped?: boolean;
   outcome?: string;
   denial?: { code: string; message: string };
   credentials: CredentialRow[];
@@ -96,6 +99,8 @@ function leaseView(lease: LeaseRecord, credentials: CredentialRow[]): LeaseView 
     issuedAt: lease.issuedAt,
     expiresAt: lease.expiresAt,
     endedAt: lease.endedAt,
+    endedAtSource: lease.endedAtSource,
+    endedAtClamped: lease.endedAtClamped,
     outcome: lease.outcome,
     denial: lease.denial ? { code: lease.denial.code, message: lease.denial.message } : undefined,
     credentials,

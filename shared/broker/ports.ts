@@ -28,7 +28,7 @@ export interface BrokerPorts extends Omit<LifecycleDeps, 'targets' | 'options'> 
 
 export interface BrokerOptions {
   /** The config's runtime settings (verify budget, reaper interval) and rules (their longest lease); a TaskLeaseConfig fits. */
-  config: { settings: RuntimeSettings; rules: ReadonlyArray<{ maxLeaseSeconds: number }> };
+  config: { settings: RuntimeSettings; rules: ReadonlyArray<{ maxLeaseSeconds: number }>; clockSkewSeconds?: number };
   /**
    * Verification budget of one call, for event handlers and the reaper alike. Default:
    * `settings.verifyDeadlineSeconds`.

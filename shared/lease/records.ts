@@ -1,4 +1,4 @@
-import type { DenialCode, Grant, InitiatorProof, Outcome, Workflow } from '../events/schemas.ts';
+import type { DenialCode, EndedAtSource, Grant, InitiatorProof, Outcome, Workflow } from '../events/schemas.ts';
 
 export type LeaseState = 'issuing' | 'active' | 'ending' | 'closed' | 'denied';
 export type CredentialState = 'intent' | 'issued' | 'revoking' | 'verified' | 'still-valid';
@@ -20,7 +20,12 @@ export interface LeaseRecord {
   requestedAt: number;
   issuedAt?: number;
   expiresAt?: number;
+  /** When the task ended: the instant its trust debt is measured from (trust-debt.ts `endTimeOf`). */
   endedAt?: number;
+  /** Where endedAt came from: the engine, the queue's arrival time, the broker, expiry, an operator. */
+  endedAtSource?: EndedAtSource;
+  /** The engine's endedAt was outside the accepted window (clock skew, before issue) and was clamped. */
+  endedAtClamped?: boolean;
   outcome?: EndOutcome;
   /**
    * A `Task Ended` that arrived before any `Task Started` (or ended a refused one): a late start
@@ -70,12 +75,19 @@ export interface CredentialRecord {
   verifiedAt?: number;
   verifyAttempts: number;
   trustDebtMs?: number;
+  /** The broker started revoking it (first attempt). */
   avoidedDebtMs?: number;
+  /** The target refuses it: when the driver's revoke returned. */
   lastError?: string;
   /**
    * When the reaper should look at this credential next: its place in the ledger's open index
    * (transitions.ts); absent once verified.
    */
+  /** The split of trustDebtMs (trust-debt.ts `debtSplit`), stored with the proof. */
+  pipelineMs?: number;
+  revokeMs?: number;
+  proofMs?: number;
+  exposureMs?: number;
   nextCheckAt?: number;
 }
 

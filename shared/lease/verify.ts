@@ -6,7 +6,7 @@ import { describeError } from './errors.ts';
 import type { VerifyResult } from './ports.ts';
 import type { CredentialRecord } from './records.ts';
 import { CREDENTIAL_TRANSITIONS, transitionCredential } from './transitions.ts';
-import { avoidedDebtMs, openDebt, trustDebtMs } from './trust-debt.ts';
+import { avoidedDebtMs, debtSplit, openDebt } from './trust-debt.ts';
 
 /**
  * Revokes one credential on its target and retries verification with backoff until the
@@ -108,25 +108,21 @@ export async function revokeAndVerify(
     return recordOpen(core, current, `secret ${secretName} still exists after delete`, 'revoking');
   }
   const verifiedAt = clock.now();
-  const debt = trustDebtMs(verifiedAt, current.endedAt as number);
-  const avoided = avoidedDebtMs(cred.naturalExpiry, verifiedAt);
-  const verified: CredentialRecord = {
-    ...current,
-    state: CREDENTIAL_TRANSITIONS.verify.to,
-    verifiedAt,
-    trustDebtMs: debt,
-    avoidedDebtMs: avoided,
-    lastError: undefined,
-    nextCheckAt: undefined,
-  };
-  await transitionCredential(ledger, 'verify', cred, {
+  const { trustDebtMs, pipelineMs, revokeMs, proofMs, exposureMs } = debtSplit({ ...current, verifiedAt });
+  const proof = {
     revokedAt: current.revokedAt,
     verifyAttempts: current.verifyAttempts,
     verifiedAt,
-    trustDebtMs: debt,
-    avoidedDebtMs: avoided,
+    trustDebtMs,
+    avoidedDebtMs: avoidedDebtMs(cred.naturalExpiry, verifiedAt),
+    pipelineMs,
+    revokeMs,
+    proofMs,
+    exposureMs,
     lastError: undefined,
-  });
+  };
+  const verified: CredentialRecord = { ...current, ...proof, state: CREDENTIAL_TRANSITIONS.verify.to, nextCheckAt: undefined };
+  await transitionCredential(ledger, 'verify', cred, proof);
   observer?.verified?.(verified);
   return verified;
 }

@@ -55,12 +55,12 @@ function cred(taskId: string, workload: string, target: string, access: string, 
 /**
  * Known timestamps; every figure below is worked out by hand in report.test.ts.
  *
- * | task | workload | credential          | issued     | ended       | verified    | debt |
- * | t0   | B        | orders-db.read      | −1d+100    | −1d+1000    | (revoking)  | open |
- * | t1   | A        | orders-db.read      | +100       | +1000       | +1250       | 250  |
- * | t1   | A        | billing-db.read     | +120       | +1000       | +1400       | 400  |
- * | t2   | A        | orders-db.write     | +600       | +2000       | +2100       | 100  |
- * | t3   | B        | orders-db.read      | +1m+50     | +1m+5000    | +1m+5900    | 900  |
+ * | task | workload | credential          | issued     | ended       | verified    | debt | pipeline/revoke/proof, exposure |
+ * | t0   | B        | orders-db.read      | −1d+100    | −1d+1000    | (revoking)  | open |                                 |
+ * | t1   | A        | orders-db.read      | +100       | +1000 eng.  | +1250       | 250  | 100/50/100, 150                 |
+ * | t1   | A        | billing-db.read     | +120       | +1000 eng.  | +1400       | 400  | 100/200/100, 300                |
+ * | t2   | A        | orders-db.write     | +600       | +2000 queue | +2100       | 100  | 20/30/50, 50                    |
+ * | t3   | B        | orders-db.read      | +1m+50     | +1m+5000 eng. clamped | +1m+5900 | 900 | 300/100/500, 400          |
  * | t4   | B        | orders-db.read      | +2m+100    | +2m+3000    | (still-valid) | open |
  * | t5   | A        | denied policy-grant-not-allowed                                   |
  * | t6   | —        | denied svid-invalid                                               |
@@ -95,11 +95,24 @@ export function fixtureLeases(): LeaseWithCredentials[] {
         ],
         issuedAt: T0 + 130,
         endedAt: T0 + 1000,
+        endedAtSource: 'engine',
         outcome: 'succeeded',
       }),
       credentials: [
-        cred('t1', A, 'billing-db', 'read', { issuedAt: T0 + 120, endedAt: T0 + 1000, verifiedAt: T0 + 1400 }),
-        cred('t1', A, 'orders-db', 'read', { issuedAt: T0 + 100, endedAt: T0 + 1000, verifiedAt: T0 + 1250 }),
+        cred('t1', A, 'billing-db', 'read', {
+          issuedAt: T0 + 120,
+          endedAt: T0 + 1000,
+          revokeStartedAt: T0 + 1100,
+          revokedAt: T0 + 1300,
+          verifiedAt: T0 + 1400,
+        }),
+        cred('t1', A, 'orders-db', 'read', {
+          issuedAt: T0 + 100,
+          endedAt: T0 + 1000,
+          revokeStartedAt: T0 + 1100,
+          revokedAt: T0 + 1150,
+          verifiedAt: T0 + 1250,
+        }),
       ],
     },
     {
@@ -107,16 +120,36 @@ export function fixtureLeases(): LeaseWithCredentials[] {
         grants: [{ target: 'orders-db', access: 'write' }],
         issuedAt: T0 + 600,
         endedAt: T0 + 2000,
+        endedAtSource: 'queue',
         outcome: 'succeeded',
       }),
       credentials: [
-        cred('t2', A, 'orders-db', 'write', { issuedAt: T0 + 600, endedAt: T0 + 2000, verifiedAt: T0 + 2100, verifyAttempts: 2 }),
+        cred('t2', A, 'orders-db', 'write', {
+          issuedAt: T0 + 600,
+          endedAt: T0 + 2000,
+          revokeStartedAt: T0 + 2020,
+          revokedAt: T0 + 2050,
+          verifiedAt: T0 + 2100,
+          verifyAttempts: 2,
+        }),
       ],
     },
     {
-      lease: lease('t3', B, T0 + MINUTE, { issuedAt: T0 + MINUTE + 50, endedAt: T0 + MINUTE + 5000, outcome: 'succeeded' }),
+      lease: lease('t3', B, T0 + MINUTE, {
+        issuedAt: T0 + MINUTE + 50,
+        endedAt: T0 + MINUTE + 5000,
+        endedAtSource: 'engine',
+        endedAtClamped: true,
+        outcome: 'succeeded',
+      }),
       credentials: [
-        cred('t3', B, 'orders-db', 'read', { issuedAt: T0 + MINUTE + 50, endedAt: T0 + MINUTE + 5000, verifiedAt: T0 + MINUTE + 5900 }),
+        cred('t3', B, 'orders-db', 'read', {
+          issuedAt: T0 + MINUTE + 50,
+          endedAt: T0 + MINUTE + 5000,
+          revokeStartedAt: T0 + MINUTE + 5300,
+          revokedAt: T0 + MINUTE + 5400,
+          verifiedAt: T0 + MINUTE + 5900,
+        }),
       ],
     },
     {

@@ -109,6 +109,31 @@ describe('report figures from ledger items with known timestamps', () => {
     });
   });
 
+  it('splits the proven debt: pipeline + revoke + proof = trust debt per credential; exposure = end → target refuses', () => {
+    const verified = r.credentials.filter((c) => c.state === 'verified');
+    expect(verified.map((c) => [c.taskId, c.grant, c.pipelineMs, c.revokeMs, c.proofMs, c.exposureMs])).toEqual([
+      ['t3', 'orders-db.read', 300, 100, 500, 400],
+      ['t1', 'billing-db.read', 100, 200, 100, 300],
+      ['t1', 'orders-db.read', 100, 50, 100, 150],
+      ['t2', 'orders-db.write', 20, 30, 50, 50],
+    ]);
+    for (const c of verified) {
+      expect((c.pipelineMs as number) + (c.revokeMs as number) + (c.proofMs as number)).toBe(c.trustDebtMs);
+      expect(c.exposureMs).toBe((c.pipelineMs as number) + (c.revokeMs as number));
+    }
+    // Nearest rank over 4 values: p50 is the 2nd smallest, p99 the largest.
+    expect(r.summary.split).toEqual({
+      pipelineMs: { p50: 100, p99: 300, max: 300 },
+      revokeMs: { p50: 50, p99: 200, max: 200 },
+      proofMs: { p50: 100, p99: 500, max: 500 },
+      exposureMs: { p50: 150, p99: 400, max: 400 },
+    });
+    expect(r.credentials.find((c) => c.taskId === 't3')).toMatchObject({ endedAtSource: 'engine', endedAtClamped: true });
+    expect(r.credentials.find((c) => c.taskId === 't2')).toMatchObject({ endedAtSource: 'queue' });
+    // Still open: no proof, so no split beyond what is known.
+    expect(r.credentials.find((c) => c.taskId === 't4')).toMatchObject({ pipelineMs: undefined, proofMs: undefined });
+  });
+
   it('prints the same percentiles the demo prints from the same ledger', async () => {
     const demo = resultFromLedger(await ledger.listLeases({}), 0);
     expect(demo.trustDebtMs).toEqual({ p50: r.summary.trustDebtMs.p50, p99: r.summary.trustDebtMs.p99, max: r.summary.trustDebtMs.max });
@@ -185,13 +210,18 @@ describe('report figures from ledger items with known timestamps', () => {
     const text = reportToText(r);
     expect(text).toContain('leases 9 (active 1, closed 3, denied 3, ending 2); credentials 7, verified rejected 4, not yet verified 3');
     expect(text).toContain('p50 250 ms   p90 900 ms   p99 900 ms   max 900 ms   total 1.65 s');
+    expect(text).toContain(
+      'split p50/p99: pipeline (end → revoke starts) 100 ms/300 ms, revoke (→ target refuses) 50 ms/200 ms, proof (→ proven) 100 ms/500 ms',
+    );
+    expect(text).toContain('exposure (end → target refuses: really usable) p50 150 ms, p99 400 ms, max 400 ms');
+    expect(text).toContain('end measured from: engine 2, engine (clamped) 1, queue 1');
     expect(text).toContain('Open debt: 2 credential(s), oldest 1d 00h');
     expect(text).toContain('Denials: 3 — policy-grant-not-allowed 2, svid-invalid 1');
     const rows = text.split('\n');
     const worst = rows.findIndex((l) => l.startsWith('Credentials, worst debt first'));
     expect(rows[worst]).toContain('(7 of 7; times UTC)');
     expect(rows[worst + 3]).toMatch(/^ {2}t0 +orders-db\.read .* open 1d 00h/);
-    expect(rows[worst + 5]).toMatch(/^ {2}t3 +orders-db\.read .*900 ms +14m 54s$/);
+    expect(rows[worst + 5]).toMatch(/^ {2}t3 +orders-db\.read .* engine \(clamped\) .*900 ms +300 ms +100 ms +500 ms +400 ms +14m 54s$/);
     expect(reportToText(r, { limit: 2 })).toContain('… 5 more (--limit 0 shows all)');
   });
 });
@@ -310,7 +340,7 @@ describe('tasklease report (CLI in a child process, against dynalite)', () => {
     const { stdout, code } = await cli('report', ...conn(), '--csv');
     expect(code).toBe(0);
     expect(stdout.split('\r\n')[0]).toBe(
-      'taskId,grant,target,kind,workload,state,issuedAt,endedAt,verifiedAt,naturalExpiry,trustDebtMs,avoidedDebtMs,openDebtMs,verifyAttempts,lastError',
+      'taskId,grant,target,kind,workload,state,issuedAt,endedAt,endedAtSource,endedAtClamped,revokeStartedAt,revokedAt,verifiedAt,naturalExpiry,trustDebtMs,pipelineMs,revokeMs,proofMs,exposureMs,avoidedDebtMs,openDebtMs,verifyAttempts,lastError',
     );
     const rows = records(stdout);
     // t8's lease expired (T0 + 21 min) without a Task Ended long before the CLI's wall-clock now:
@@ -323,6 +353,13 @@ describe('tasklease report (CLI in a child process, against dynalite)', () => {
       workload: B,
       state: 'verified',
       trustDebtMs: '900',
+      pipelineMs: '300',
+      revokeMs: '100',
+      proofMs: '500',
+      exposureMs: '400',
+      endedAtSource: 'engine',
+      endedAtClamped: 'true',
+      revokedAt: iso(T0 + MINUTE + 5400),
       avoidedDebtMs: '894150',
       issuedAt: iso(T0 + MINUTE + 50),
       openDebtMs: '',

@@ -79,6 +79,11 @@ function renderHeadline(d) {
   setMetric('metric-p99', s.trustDebtMs.p99);
   setMetric('metric-max', s.trustDebtMs.max);
   setMetric('metric-avoided', s.avoidedDebtMs.p50);
+  // Where the debt went (trust-debt.ts debtSplit, computed by the server).
+  setMetric('metric-pipeline', s.split?.pipelineMs.p50);
+  setMetric('metric-revoke', s.split?.revokeMs.p50);
+  setMetric('metric-proof', s.split?.proofMs.p50);
+  setMetric('metric-exposure', s.split?.exposureMs.p99);
   const open = d.openDebt;
   const oldest = open.count > 0 ? (open.oldestMs ?? 0) + (serverNow() - d.generatedAt) : undefined;
   setMetric('metric-open', open.count, String(open.count));
@@ -198,6 +203,10 @@ function credentialBar(c, y, x, inPlot, now) {
     'data-grant': c.grant,
     'data-state': c.state,
     'data-trust-debt-ms': c.trustDebtMs ?? '',
+    'data-pipeline-ms': c.pipelineMs ?? '',
+    'data-revoke-ms': c.revokeMs ?? '',
+    'data-proof-ms': c.proofMs ?? '',
+    'data-exposure-ms': c.exposureMs ?? '',
   });
   const mid = y + CRED_H / 2;
   const top = mid - BAR_H / 2;
@@ -218,6 +227,11 @@ function credentialBar(c, y, x, inPlot, now) {
     const debtEnd = verified ?? now;
     xDebtEnd = Math.max(x(debtEnd), xUseEnd + 1.5);
     g.append(svg('rect', { class: open ? 'seg-open' : 'seg-debt', x: xUseEnd, y: top, width: xDebtEnd - xUseEnd, height: BAR_H, rx: 1 }));
+    // The exposure inside it: ended → the target refuses (the rest is proving it).
+    if (c.revokedAt !== undefined && c.revokedAt > ended) {
+      const xRevoked = Math.min(Math.max(x(c.revokedAt), xUseEnd + 1), xDebtEnd);
+      g.append(svg('rect', { class: 'seg-exposure', x: xUseEnd, y: top, width: xRevoked - xUseEnd, height: BAR_H, rx: 1 }));
+    }
     debtText = open ? `open ${fmtDuration(Math.max(0, now - ended))}` : fmtDuration(c.trustDebtMs);
   }
   if (verified !== undefined)
@@ -251,11 +265,18 @@ function credentialBar(c, y, x, inPlot, now) {
     `${c.taskId} · ${c.grant} (${c.kind} on ${c.target})`,
     `state ${c.state}, verification attempts ${c.verifyAttempts}`,
     `issued ${fmtClock(c.issuedAt)}`,
-    `task ended ${fmtClock(c.endedAt)}`,
+    `task ended ${fmtClock(c.endedAt)}${c.endedAtSource ? ` (from ${c.endedAtSource}${c.endedAtClamped ? ', clamped' : ''})` : ''}`,
+    `revoke started ${fmtClock(c.revokeStartedAt)}, target refuses ${fmtClock(c.revokedAt)}`,
     `proven rejected ${fmtClock(c.verifiedAt)}`,
     `trust debt ${fmtDuration(c.trustDebtMs ?? c.openDebtMs)}${c.trustDebtMs === undefined && c.openDebtMs !== undefined ? ' (open)' : ''}`,
     `natural expiry ${fmtClock(c.naturalExpiry)}; avoided ${fmtDuration(c.avoidedDebtMs)}`,
   ];
+  if (c.trustDebtMs !== undefined)
+    lines.splice(
+      7,
+      0,
+      `split: pipeline ${fmtDuration(c.pipelineMs)} + revoke ${fmtDuration(c.revokeMs)} + proof ${fmtDuration(c.proofMs)}; exposure ${fmtDuration(c.exposureMs)}`,
+    );
   if (c.lastError) lines.push(`last error: ${c.lastError}`);
   g.prepend(svg('title', {}, lines.join('\n')));
   return g;
