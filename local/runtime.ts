@@ -8,6 +8,7 @@ import type { TaskCallback } from '../shared/lease/ports.ts';
 import type { Clock } from '../shared/lease/ports.ts';
 import { systemClock } from '../shared/lease/ports.ts';
 import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
+import { DynamoDbWorkloadLocks } from '../shared/ledger/dynamodb-locks.ts';
 import { DynamoDbLock } from '../shared/ledger/lock.ts';
 import { loadConfig } from '../shared/policy/config.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
@@ -118,7 +119,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     await bundles.loadAll();
     const ledger = new DynamoDbLedger(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName, { now: () => clock.now() });
     const secrets = new MemorySecretStore();
-    const bus = new LocalBus({ concurrency: busConcurrency });
+    const bus = new LocalBus({ concurrency: busConcurrency, now: () => clock.now() });
     const queue = options.reverify === false ? undefined : new LocalReverifyQueue({ log: options.log, ...options.reverify });
     if (queue) stops.push(() => queue.close());
     const metrics = new GaugeRecorder(() => clock.now());
@@ -132,15 +133,17 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
         policy: new ConfigPolicy(config),
         clock,
         callback: options.callback,
+        locks: new DynamoDbWorkloadLocks(DynamoDBDocumentClient.from(dynamo.client), dynamo.tableName),
         reverify: queue,
-        observer: options.observer,
+        observer: withRecorder(options.observer, metrics),
         metrics,
         log: options.log,
       },
       { config, lifecycle: options.lifecycle, reaper: options.reaper },
     );
     bus.on('task-started', (e) => broker.taskStarted(e.detail));
-    bus.on('task-ended', (e) => broker.taskEnded(e.detail));
+    // The put time is the end an engine's Task Ended without endedAt is measured from (as SQS SentTimestamp in AWS).
+    bus.on('task-ended', (e, delivery) => broker.taskEnded(e.detail, { queuedAt: delivery.putAt }));
     queue?.on((message) => broker.reverifyDue(message));
 
     const reap = (o?: Partial<ReaperOptions>) => broker.reap(o);
@@ -180,4 +183,19 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     await stopAll();
     throw err;
   }
+}
+
+/** The caller's observer, with the metrics recorder seeing every proof (trust debt and its split) too. */
+function withRecorder(observer: LifecycleObserver | undefined, recorder: GaugeRecorder): LifecycleObserver {
+  return {
+    issued: (lease, credentials, latencyMs) => observer?.issued?.(lease, credentials, latencyMs),
+    denied: (code, lease) => observer?.denied?.(code, lease),
+    verified: (credential) => {
+      recorder.verified(credential);
+      observer?.verified?.(credential);
+    },
+    stillValid: (credential) => observer?.stillValid?.(credential),
+    revocationFailed: (credential, error) => observer?.revocationFailed?.(credential, error),
+    ended: (lease) => observer?.ended?.(lease),
+  };
 }

@@ -2,12 +2,14 @@ import type { Outcome } from '../events/schemas.ts';
 import { createCore } from './context.ts';
 import type { Core, EndResult, LifecycleDeps, StartResult } from './context.ts';
 import { endLease, revokeLease, taskEnded } from './end.ts';
+import type { EndArrival, EndOptions } from './end.ts';
 import type { CredentialRecord, EndOutcome, LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
 import { taskStarted } from './start.ts';
 import { revokeAndVerify } from './verify.ts';
 
 export { DEFAULT_LIFECYCLE_OPTIONS, secretNameFor } from './context.ts';
+export type { EndArrival, EndOptions } from './end.ts';
 export type {
   EndResult,
   LifecycleDeps,
@@ -43,13 +45,13 @@ export class LeaseLifecycle {
    * Answers a `Task Ended` detail: only an authenticated end (its SVID names the lease's workload
    * or an engine its rule allows) ends anything. Throws InvalidEventError for a malformed one.
    */
-  taskEnded(raw: unknown): Promise<EndResult> {
-    return taskEnded(this.core, raw);
+  taskEnded(raw: unknown, arrival?: EndArrival): Promise<EndResult> {
+    return taskEnded(this.core, raw, arrival);
   }
 
   /** Ends a lease (from an authenticated `Task Ended` with its `ender`, or the reaper with outcome `expired`). */
-  endLease(taskId: string, outcome: EndOutcome, endedAt: number, ender?: string): Promise<EndResult> {
-    return endLease(this.core, taskId, outcome, endedAt, ender);
+  endLease(taskId: string, outcome: EndOutcome, endedAt: number, ender?: string, options?: EndOptions): Promise<EndResult> {
+    return endLease(this.core, taskId, outcome, endedAt, ender, options);
   }
 
   /** Revokes and verifies every credential of an `ending` lease we hold the lock of. */

@@ -165,3 +165,52 @@ describe('reap', () => {
     expect(await broker.reap()).toMatchObject({ openDebt: { count: 0 } });
   });
 });
+
+describe('the real end through the broker (issue 13)', () => {
+  it('taskEnded takes the queue arrival; without the engine’s endedAt it is the end the debt runs from', async () => {
+    const { f, broker } = setup();
+    await broker.taskStarted(f.started('t-end-q'));
+    f.clock.advance(2_000);
+    const queuedAt = f.clock.now() - 750;
+    await broker.taskEnded(f.ended('t-end-q'), { queuedAt });
+    expect(await f.ledger.lease('t-end-q')).toMatchObject({ endedAt: queuedAt, endedAtSource: 'queue' });
+    expect(await f.ledger.credential('t-end-q')).toMatchObject({ trustDebtMs: 750, pipelineMs: 750 });
+  });
+
+  it('the engine’s endedAt is bounded by the config’s clockSkewSeconds', async () => {
+    const { f, broker } = setup({ config: { ...CONFIG, clockSkewSeconds: 2 } });
+    await broker.taskStarted(f.started('t-end-skew'));
+    f.clock.advance(1_000);
+    const now = f.clock.now();
+    await broker.taskEnded({ ...f.ended('t-end-skew'), endedAt: new Date(now + 10_000).toISOString() });
+    expect(await f.ledger.lease('t-end-skew')).toMatchObject({ endedAt: now + 2_000, endedAtSource: 'engine', endedAtClamped: true });
+  });
+
+  it('the metrics recorder holds each proof’s trust debt and split under the CloudWatch names', () => {
+    const metrics = new GaugeRecorder();
+    const cred = { endedAt: 1_000, revokeStartedAt: 1_040, revokedAt: 1_045, verifiedAt: 1_060 };
+    metrics.verified({ ...createFakeCredential(), ...cred });
+    expect(Object.fromEntries(metrics.samples)).toEqual({
+      TrustDebtMs: [60],
+      PipelineDelayMs: [40],
+      RevokeMs: [5],
+      ProofMs: [15],
+      ExposureMs: [45],
+    });
+    expect(metrics.splitPercentiles('pipelineMs')).toEqual({ count: 1, p50: 40, p99: 40 });
+  });
+});
+
+function createFakeCredential() {
+  return {
+    taskId: 't',
+    grant: GRANT,
+    target: FAKE_TARGET,
+    kind: 'fake',
+    externalId: 'x',
+    state: 'verified' as const,
+    workload: FAKE_WORKLOAD,
+    intentAt: 0,
+    verifyAttempts: 1,
+  };
+}

@@ -139,6 +139,11 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard page in headless Chromium, live durin
     expect(await value('metric-max')).toBe(String(s.trustDebtMs.max));
     expect(await value('metric-avoided')).toBe(String(s.avoidedDebtMs.p50));
     expect(await value('metric-open')).toBe('0');
+    // Where the debt went (issue 13): the split cards carry the same figures as the report.
+    expect(await value('metric-pipeline')).toBe(String(s.split.pipelineMs.p50));
+    expect(await value('metric-revoke')).toBe(String(s.split.revokeMs.p50));
+    expect(await value('metric-proof')).toBe(String(s.split.proofMs.p50));
+    expect(await value('metric-exposure')).toBe(String(s.split.exposureMs.p99));
     // The demo printed the same numbers.
     expect([s.trustDebtMs.p50, s.trustDebtMs.p99, s.trustDebtMs.max]).toEqual([
       result.trustDebtMs.p50,

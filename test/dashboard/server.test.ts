@@ -137,6 +137,17 @@ describe('dashboard server', () => {
       expect(res.body).not.toContain(s);
   });
 
+  it('/api/ledger: the trust-debt split and where each end came from (issue 13)', async () => {
+    const d = await dashboard({ maxLeases: 9 });
+    const data = JSON.parse((await get(`${d.url}api/ledger`)).body) as DashboardData;
+    expect(data.summary.split.pipelineMs).toEqual({ p50: 100, p99: 300, max: 300 });
+    expect(data.summary.split.exposureMs).toEqual({ p50: 150, p99: 400, max: 400 });
+    const t3 = data.leases.find((l) => l.taskId === 't3');
+    expect(t3).toMatchObject({ endedAtSource: 'engine', endedAtClamped: true });
+    expect(t3?.credentials[0]).toMatchObject({ pipelineMs: 300, revokeMs: 100, proofMs: 500, exposureMs: 400, trustDebtMs: 900 });
+    expect(data.leases.find((l) => l.taskId === 't2')).toMatchObject({ endedAtSource: 'queue' });
+  });
+
   it('pushes a new snapshot over Server-Sent Events when the ledger changes (polling without a bus)', async () => {
     const d = await dashboard({ pollMs: 100 });
     const id = `late-${randomUUID().slice(0, 8)}`;

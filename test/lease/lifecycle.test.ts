@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DETAIL_TYPES } from '../../shared/events/schemas.ts';
 import type { BusEvent } from '../../shared/events/routing.ts';
-import type { TaskStarted } from '../../shared/events/schemas.ts';
+import type { LeaseRevoked, TaskStarted } from '../../shared/events/schemas.ts';
 import { startLocalRuntime } from '../../local/runtime.ts';
 import type { LocalRuntime } from '../../local/runtime.ts';
 import { waitForEvent } from '../../demo/demo.ts';
@@ -320,6 +320,39 @@ describe('lease lifecycle on embedded PostgreSQL + dynalite', () => {
     expect(await rt.ledger.getLease('life-bus-junk')).toBeUndefined();
     await secretOf('life-bus-good');
     expect((await rt.lifecycle.taskEnded(await endOf('life-bus-good', READER, 'succeeded'))).status).toBe('closed');
+  });
+
+  it('a Task Ended put on the bus is measured from its put time; the engine’s own endedAt wins when it sends one (issue 13)', async () => {
+    const ended = (taskId: string) =>
+      waitForEvent(rt.bus, (e) => e['detail-type'] === DETAIL_TYPES.leaseRevoked && (e.detail as { taskId: string }).taskId === taskId);
+    await rt.lifecycle.taskStarted(await started('life-end-queue', READER));
+    await secretOf('life-end-queue');
+    const byQueue = ended('life-end-queue');
+    const put = rt.bus.put(DETAIL_TYPES.taskEnded, await endOf('life-end-queue', READER));
+    const revoked = (await byQueue.promise).detail as LeaseRevoked;
+    if (!put.accepted) throw new Error('Task Ended refused by the bus');
+    const putAt = Date.parse(put.event.time);
+    expect(revoked).toMatchObject({ endedAt: put.event.time, endedAtSource: 'queue', endedBy: READER });
+    const [c] = revoked.credentials;
+    // A real PostgreSQL revoke and proof: each part is there, and the parts add up to the debt.
+    expect(c).toMatchObject({ verified: true });
+    expect(c!.pipelineMs! + c!.revokeMs! + c!.proofMs!).toBe(c!.trustDebtMs);
+    expect(c!.exposureMs).toBe(c!.pipelineMs! + c!.revokeMs!);
+    const cred = (await rt.ledger.getLease('life-end-queue'))?.credentials[0];
+    expect(cred).toMatchObject({ endedAt: putAt, trustDebtMs: c!.trustDebtMs, pipelineMs: c!.pipelineMs, exposureMs: c!.exposureMs });
+    expect(cred!.revokedAt! - cred!.revokeStartedAt!).toBe(c!.revokeMs);
+    // The local metrics recorder published the same split.
+    expect(rt.metrics.samples.get('PipelineDelayMs')).toContain(c!.pipelineMs);
+
+    await rt.lifecycle.taskStarted(await started('life-end-engine', READER));
+    // The engine says the task ended 50 ms after its lease was issued (never before: that would be clamped).
+    const issuedAt = (await rt.ledger.getLease('life-end-engine'))?.lease.issuedAt as number;
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    const endedAt = issuedAt + 50;
+    const byEngine = ended('life-end-engine');
+    rt.bus.put(DETAIL_TYPES.taskEnded, { ...(await endOf('life-end-engine', READER)), endedAt: new Date(endedAt).toISOString() });
+    expect((await byEngine.promise).detail).toMatchObject({ endedAt: new Date(endedAt).toISOString(), endedAtSource: 'engine' });
+    expect((await rt.ledger.getLease('life-end-engine'))?.credentials[0]?.trustDebtMs).toBeGreaterThanOrEqual(70);
   });
 
   it('no issued password appears in logs, events or ledger items', async () => {

@@ -120,3 +120,22 @@ describe('LocalBus.publish (the broker’s EventPublisher)', () => {
     expect(bus.rejected).toEqual([]);
   });
 });
+
+describe('LocalBus deliveries carry the put time (issue 13)', () => {
+  it('by the bus’s clock, kept across redeliveries like SQS SentTimestamp', async () => {
+    let t = 1_700_000_000_123;
+    bus = new LocalBus({ now: () => t, retryDelayMs: 1 });
+    const deliveries: Array<{ putAt: number; receiveCount: number; time: string }> = [];
+    bus.on('task-ended', async (e, d) => {
+      deliveries.push({ ...d, time: e.time });
+      t += 500;
+      if (d.receiveCount === 1) throw new Error('transient');
+    });
+    bus.put(DETAIL_TYPES.taskEnded, { taskId: 'x' });
+    await bus.drained();
+    expect(deliveries).toEqual([
+      { putAt: 1_700_000_000_123, receiveCount: 1, time: '2023-11-14T22:13:20.123Z' },
+      { putAt: 1_700_000_000_123, receiveCount: 2, time: '2023-11-14T22:13:20.123Z' },
+    ]);
+  });
+});
