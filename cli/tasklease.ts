@@ -22,6 +22,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import('./commands/report.ts'),
   },
   { name: 'dashboard', summary: 'serve the timeline page over a ledger on 127.0.0.1', load: () => import('./commands/dashboard.ts') },
+  {
+    name: 'revoke',
+    summary: 'break-glass: revoke a task or a workload now (and lock the workload), prove it',
+    load: () => import('./commands/revoke.ts'),
+  },
+  { name: 'unlock', summary: 'lift a break-glass workload lock', load: () => import('./commands/unlock.ts') },
 ];
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;

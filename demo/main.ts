@@ -1,3 +1,5 @@
+import { OPERATOR_FILE, startOperatorEndpoint } from '../local/operator-http.ts';
+import type { OperatorEndpoint } from '../local/operator-http.ts';
 import { parseArgs } from 'node:util';
 import { DETAIL_TYPES, grantKey } from '../shared/events/schemas.ts';
 import { summarizeDebt } from '../shared/lease/trust-debt.ts';
@@ -172,6 +174,7 @@ async function main(): Promise<number> {
   progress("tasklease local: starting dynalite, the configured targets' local services and the local SPIFFE issuer…");
   const rt = await startLocalRuntime({ configPath: values.config, log: values.verbose ? consoleLogger(progress) : undefined });
   let dashboard: DashboardHandle | undefined;
+  let operator: OperatorEndpoint | undefined;
   /** Set while `--hold` keeps serving after the run: Ctrl-C then ends main() normally. */
   let releaseHold: (() => void) | undefined;
   let stopping = false;
@@ -228,12 +231,16 @@ async function main(): Promise<number> {
       progress('');
       progress(`--hold: still serving until Ctrl-C. Dashboard ${dashboard.url}`);
       progress(`  report on this ledger: npx tasklease report --endpoint ${rt.dynamo.endpoint} --table ${rt.dynamo.tableName}`);
+      // Break-glass against this runtime: its token goes to a 0600 file, never to the terminal.
+      operator = await startOperatorEndpoint(rt.broker, { file: OPERATOR_FILE });
+      progress(`  break-glass: npx tasklease revoke --workload SPIFFE_ID --reason TEXT   (endpoint and token in ${OPERATOR_FILE})`);
       await new Promise<void>((resolve) => (releaseHold = resolve));
     }
     return ok ? 0 : 1;
   } finally {
     // Before rt.stop(), so the page does not poll a stopped ledger.
     await dashboard?.close().catch(() => undefined);
+    await operator?.close().catch(() => undefined);
     await rt.stop();
   }
 }

@@ -3,7 +3,7 @@ import type { DenialCode, TaskStarted } from '../events/schemas.ts';
 import type { Core } from './context.ts';
 import { describeError, InvalidEventError } from './errors.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
-import { openDebt } from './trust-debt.ts';
+import { debtSplit, openDebt } from './trust-debt.ts';
 
 /*
  * Every output event of the core (Lease Issued, Lease Denied, Lease Revoked, Revocation Failed)
@@ -88,7 +88,7 @@ export async function announceEndRejected(
   core: Core,
   taskId: string,
   ender: string | undefined,
-  code: 'end-unauthenticated' | 'end-not-allowed',
+  code: 'end-unauthenticated' | 'end-not-allowed' | 'end-svid-reused',
   message: string,
 ): Promise<void> {
   core.deps.observer?.denied?.(code, { taskId, workload: ender });
@@ -134,15 +134,26 @@ export async function announceRevoked(core: Core, lease: LeaseRecord, endedAt: n
       workload: lease.workload ?? '',
       outcome: lease.outcome === 'issue-failed' || lease.outcome === undefined ? 'failed' : lease.outcome,
       endedAt: iso(endedAt),
-      credentials: credentials.map((c) => ({
-        grant: c.grant,
-        kind: c.kind,
-        state: c.state,
-        verified: c.state === 'verified',
-        verifyAttempts: c.verifyAttempts,
-        trustDebtMs: c.trustDebtMs ?? null,
-        avoidedDebtMs: c.avoidedDebtMs ?? null,
-      })),
+      ...(lease.endedAtSource ? { endedAtSource: lease.endedAtSource } : {}),
+      ...(lease.endedAtClamped ? { endedAtClamped: true } : {}),
+      ...(lease.endedBy ? { endedBy: lease.endedBy } : {}),
+      credentials: credentials.map((c) => {
+        // The split from the credential's instants (trust-debt.ts): one arithmetic everywhere.
+        const split = debtSplit(c);
+        return {
+          grant: c.grant,
+          kind: c.kind,
+          state: c.state,
+          verified: c.state === 'verified',
+          verifyAttempts: c.verifyAttempts,
+          trustDebtMs: c.trustDebtMs ?? null,
+          avoidedDebtMs: c.avoidedDebtMs ?? null,
+          pipelineMs: split.pipelineMs ?? null,
+          revokeMs: split.revokeMs ?? null,
+          proofMs: split.proofMs ?? null,
+          exposureMs: split.exposureMs ?? null,
+        };
+      }),
     },
   });
 }

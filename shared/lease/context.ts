@@ -1,6 +1,16 @@
 import { grantKey } from '../events/schemas.ts';
 import type { DenialCode, Grant } from '../events/schemas.ts';
-import type { Clock, EventPublisher, Ledger, PolicyEvaluator, SecretStore, SvidVerifier, TargetRegistry, TaskCallback } from './ports.ts';
+import type {
+  Clock,
+  EventPublisher,
+  Ledger,
+  PolicyEvaluator,
+  SecretStore,
+  SvidVerifier,
+  TargetRegistry,
+  TaskCallback,
+  WorkloadLocks,
+} from './ports.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 
 /*
@@ -40,6 +50,8 @@ export interface LifecycleOptions {
   verifyMaxDelayMs: number;
   /** Retry delay cap for a revocation that keeps failing (it is never given up). */
   retryMaxDelayMs: number;
+  /** How far an engine's own `endedAt` may lie past the event's arrival (the config's clockSkewSeconds). */
+  clockSkewMs: number;
 }
 
 export const DEFAULT_LIFECYCLE_OPTIONS: LifecycleOptions = {
@@ -48,6 +60,7 @@ export const DEFAULT_LIFECYCLE_OPTIONS: LifecycleOptions = {
   verifyInitialDelayMs: 20,
   verifyMaxDelayMs: 2_000,
   retryMaxDelayMs: 5 * 60_000,
+  clockSkewMs: 30_000,
 };
 
 export interface LifecycleDeps {
@@ -59,6 +72,8 @@ export interface LifecycleDeps {
   policy: PolicyEvaluator;
   clock: Clock;
   callback?: TaskCallback;
+  /** Break-glass workload locks; without it no workload can be locked. */
+  locks?: WorkloadLocks;
   reverify?: ReverifyScheduler;
   log?: LifecycleLogger;
   observer?: LifecycleObserver;

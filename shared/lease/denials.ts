@@ -15,6 +15,8 @@ export const REOPENABLE_DENIALS: ReadonlySet<DenialCode> = new Set<DenialCode>([
   'policy-duration-exceeded',
   'policy-initiator-not-allowed',
   'unknown-target',
+  // Unlocking the workload lets the same task id start.
+  'workload-locked',
 ]);
 
 export function isReopenable(found: LeaseWithCredentials): boolean {

@@ -5,8 +5,11 @@ import { announceEndRejected, announceInvalid, announceRevoked } from './announc
 import type { Core, EndResult } from './context.ts';
 import { isReopenable } from './denials.ts';
 import { DenialError } from './errors.ts';
+import type { VerifiedWorkload } from './ports.ts';
 import type { CredentialRecord, EndOutcome, LeaseRecord } from './records.ts';
 import { isFinishedCredential, LEASE_TRANSITIONS, newLease, transitionLease } from './transitions.ts';
+import { endTimeOf, notBeforeIssue } from './trust-debt.ts';
+import type { EndTime } from './trust-debt.ts';
 import { revokeAndVerify } from './verify.ts';
 
 /**
@@ -16,7 +19,9 @@ import { revokeAndVerify } from './verify.ts';
  * refused (`Lease Denied`, request `end`). Throws InvalidEventError for a malformed detail, after
  * announcing it the same way.
  */
-export async function taskEnded(core: Core, raw: unknown): Promise<EndResult> {
+export async function taskEnded(core: Core, raw: unknown, arrival: EndArrival = {}): Promise<EndResult> {
+  // Read first: the end is measured from before the broker's own work on it.
+  const receivedAt = core.deps.clock.now();
   let detail: TaskEnded;
   try {
     detail = parseDetail(TaskEndedSchema, raw, 'Task Ended');
@@ -24,17 +29,28 @@ export async function taskEnded(core: Core, raw: unknown): Promise<EndResult> {
     await announceInvalid(core, raw, err, 'end');
     throw err;
   }
-  let ender: string;
+  let verified: VerifiedWorkload;
   try {
-    ender = (await core.deps.identity.verify(detail.svid)).spiffeId;
+    verified = await core.deps.identity.verify(detail.svid);
   } catch (err) {
     // A trust bundle that cannot be fetched is not the sender's fault: thrown, so the end is retried.
     if (!(err instanceof DenialError)) throw err;
     const message = `the Task Ended SVID was refused (${err.denial}: ${err.message}); nothing was ended or revoked`;
     return rejectEnd(core, detail.taskId, undefined, 'end-unauthenticated', message);
   }
-  return endLease(core, detail.taskId, detail.outcome, core.deps.clock.now(), ender);
+  const ender = verified.spiffeId;
+  // An end SVID is bound to one task's end (its own namespace, apart from the start's single-use
+  // claim, so the start's SVID may end its task): copied off the bus, it ends nothing else.
+  if (!(await core.deps.ledger.claimSvid(`${END_CLAIM_PREFIX}${verified.replayKey}`, detail.taskId, verified.expiresAt))) {
+    const message = 'this JWT-SVID already ended another task; an end SVID ends one task only: mint a fresh SVID per Task Ended';
+    return rejectEnd(core, detail.taskId, ender, 'end-svid-reused', `${message}; nothing was ended or revoked`);
+  }
+  const end = endTimeOf({ claimed: detail.endedAt, queuedAt: arrival.queuedAt, now: receivedAt, skewMs: core.opts.clockSkewMs });
+  return endLease(core, detail.taskId, detail.outcome, end.endedAt, ender, { endTime: end });
 }
+
+/** Claims of end SVIDs live beside the start's replay claims, under their own prefix. */
+export const END_CLAIM_PREFIX = 'end:';
 
 /** May the verified `ender` end `workload`'s tasks? The workload itself, or an engine its rule allows. */
 export function mayEnd(core: Core, ender: string, workload: string): { allowed: true } | { allowed: false; message: string } {
@@ -45,11 +61,32 @@ async function rejectEnd(
   core: Core,
   taskId: string,
   ender: string | undefined,
-  code: 'end-unauthenticated' | 'end-not-allowed',
+  code: 'end-unauthenticated' | 'end-not-allowed' | 'end-svid-reused',
   message: string,
 ): Promise<EndResult> {
   await announceEndRejected(core, taskId, ender, code, message);
   return { status: 'rejected', taskId, code, message };
+}
+
+export interface EndOptions {
+  /**
+   * A break-glass end by an operator (`ender` is `operator:<principal>`): no endedBy rule applies,
+   * and it never leaves a tombstone; `reason` is recorded on the lease.
+   */
+  operator?: { reason: string };
+  /** Where `endedAt` came from (trust-debt.ts `endTimeOf`); default: `operator` for an operator, `expiry` with no ender, else `broker`. */
+  endTime?: Pick<EndTime, 'source' | 'clamped'>;
+}
+
+/** What the runtime knows of a `Task Ended`'s arrival: when it reached the broker's queue (epoch ms). */
+export interface EndArrival {
+  queuedAt?: number;
+}
+
+/** The lease fields of an end: when, from what source, and whether an engine's time was clamped (never before issue). */
+function endFields(end: EndTime, lease?: LeaseRecord): Pick<LeaseRecord, 'endedAt' | 'endedAtSource' | 'endedAtClamped'> {
+  const bounded = lease ? notBeforeIssue(end, lease.issuedAt ?? lease.requestedAt) : end;
+  return { endedAt: bounded.endedAt, endedAtSource: bounded.source, ...(bounded.clamped ? { endedAtClamped: true } : {}) };
 }
 
 /**
@@ -57,21 +94,32 @@ async function rejectEnd(
  * the broker itself (the reaper at expiry, with no ender). Only an authenticated end leaves a
  * tombstone, bound to its ender.
  */
-export async function endLease(core: Core, taskId: string, outcome: EndOutcome, endedAt: number, ender?: string): Promise<EndResult> {
+export async function endLease(
+  core: Core,
+  taskId: string,
+  outcome: EndOutcome,
+  endedAt: number,
+  ender?: string,
+  options: EndOptions = {},
+): Promise<EndResult> {
   const { ledger, clock } = core.deps;
+  const endReason = options.operator?.reason;
+  const source = options.endTime?.source ?? (options.operator ? 'operator' : ender === undefined ? 'expiry' : 'broker');
+  const end: EndTime = { endedAt, source, clamped: options.endTime?.clamped ?? false };
   // Each lost race re-reads and decides again; five rounds is far more than one event's deliveries.
   for (let attempt = 0; attempt < 5; attempt++) {
     const found = await ledger.getLease(taskId);
     const now = clock.now();
     if (!found) {
-      if (ender === undefined) return { status: 'duplicate', taskId, state: 'closed' };
+      // The broker (expiry) or an operator ending an unknown task leaves nothing behind.
+      if (ender === undefined || options.operator) return { status: 'duplicate', taskId, state: 'closed' };
       const tombstone = newLease('tombstone', {
         taskId,
         tombstone: true,
         endedBy: ender,
         grants: [],
         requestedAt: now,
-        endedAt,
+        ...endFields(end),
         outcome,
         closedAt: now,
         // Guards overturning it (start.ts): a real lease never carries this denial, so a slow
@@ -85,7 +133,8 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
       continue;
     }
     const { lease } = found;
-    if (ender !== undefined && lease.workload !== undefined && !lease.tombstone) {
+    const ended = endFields(end, lease);
+    if (ender !== undefined && !options.operator && lease.workload !== undefined && !lease.tombstone) {
       const decision = mayEnd(core, ender, lease.workload);
       if (!decision.allowed) return rejectEnd(core, taskId, ender, 'end-not-allowed', `${decision.message}; nothing was ended or revoked`);
     }
@@ -94,9 +143,9 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
         return { status: 'duplicate', taskId, state: lease.state };
       case 'denied':
         // A reopenable denial could still become a lease: tombstone it, so a later start is refused.
-        if (isReopenable(found) && ender !== undefined) {
+        if (isReopenable(found) && ender !== undefined && !options.operator) {
           const guard = { denialCode: lease.denial?.code, notTombstone: true };
-          if (await transitionLease(ledger, 'tombstoneDenial', lease, { tombstone: true, endedBy: ender, endedAt, outcome }, guard)) {
+          if (await transitionLease(ledger, 'tombstoneDenial', lease, { tombstone: true, endedBy: ender, ...ended, outcome }, guard)) {
             return { status: 'tombstoned', taskId };
           }
           continue;
@@ -104,13 +153,19 @@ export async function endLease(core: Core, taskId: string, outcome: EndOutcome, 
         return { status: 'duplicate', taskId, state: lease.state };
       case 'issuing':
         if (lease.endRequested) return { status: 'duplicate', taskId, state: lease.state };
-        if (await transitionLease(ledger, 'requestEnd', lease, { endRequested: true, endedAt, outcome, endedBy: ender })) {
+        if (await transitionLease(ledger, 'requestEnd', lease, { endRequested: true, ...ended, outcome, endedBy: ender, endReason })) {
           return { status: 'deferred', taskId };
         }
         continue;
       case 'active':
-        if (await transitionLease(ledger, 'end', lease, { endedAt, outcome, endedBy: ender, lockedUntil: now + core.opts.lockMs })) {
-          return revokeLease(core, { ...lease, state: LEASE_TRANSITIONS.end.to, endedAt, outcome, endedBy: ender }, found.credentials);
+        if (
+          await transitionLease(ledger, 'end', lease, { ...ended, outcome, endedBy: ender, endReason, lockedUntil: now + core.opts.lockMs })
+        ) {
+          return revokeLease(
+            core,
+            { ...lease, state: LEASE_TRANSITIONS.end.to, ...ended, outcome, endedBy: ender, endReason },
+            found.credentials,
+          );
         }
         continue;
       case 'ending':

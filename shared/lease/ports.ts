@@ -151,6 +151,14 @@ export interface OpenItemsPage {
   cursor?: string;
 }
 
+/** One conditional update inside `Ledger.transact`: the arguments of updateLease or updateCredential. */
+export type LedgerWrite =
+  | { kind: 'lease'; taskId: string; from: LeaseState[]; patch: Partial<LeaseRecord>; guard?: Parameters<Ledger['updateLease']>[3] }
+  | { kind: 'credential'; taskId: string; grantKey: string; from: CredentialState[]; patch: Partial<CredentialRecord> };
+
+/** DynamoDB's limit on the items of one transaction. */
+export const MAX_TRANSACTION_WRITES = 100;
+
 /**
  * The ledger (docs/architecture.md, "Ports" and "The state machine"). Every state change is a conditional write: methods
  * that change state return `false` when the expected state did not hold, so concurrent
@@ -183,6 +191,13 @@ export interface Ledger {
   createCredential(credential: CredentialRecord): Promise<boolean>;
   /** Like updateLease: conditional on `from`; `nextCheckAt` in the patch moves or finishes the item. */
   updateCredential(taskId: string, grantKey: string, from: CredentialState[], patch: Partial<CredentialRecord>): Promise<boolean>;
+  /**
+   * Several conditional updates as one all-or-nothing write (a DynamoDB transaction): each is
+   * what `updateLease`/`updateCredential` would do, and either every condition holds and all
+   * apply, or none does and it returns false. Optional: without it (or for more than
+   * MAX_TRANSACTION_WRITES) the core writes them one by one, as it does after a false.
+   */
+  transact?(writes: readonly LedgerWrite[]): Promise<boolean>;
   /** Records an SVID's use; false when the same replay key was already used by another task. */
   claimSvid(replayKey: string, taskId: string, expiresAt: number): Promise<boolean>;
   /** Leases and credentials that are not finished and whose `nextCheckAt` is at or before `dueBefore`, soonest first. */
@@ -192,3 +207,25 @@ export interface Ledger {
 }
 
 export type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials };
+
+/** An operator's lock on a workload (break-glass): while it holds, the workload gets no new lease. */
+export interface WorkloadLock {
+  workload: string;
+  /** Who locked it: the operator's principal (CLI user, IAM ARN). */
+  by: string;
+  reason: string;
+  lockedAt: number;
+}
+
+/**
+ * Break-glass locks (`tasklease revoke --workload`, `tasklease unlock`). A lock is never deleted:
+ * unlocking records who lifted it and why, so the item says what happened last.
+ */
+export interface WorkloadLocks {
+  /** The lock that holds now, if any. */
+  get(workload: string): Promise<WorkloadLock | undefined>;
+  /** Locks (or re-locks, with the new who and why) the workload. */
+  lock(lock: WorkloadLock): Promise<void>;
+  /** Lifts the lock; returns the lock it lifted, or undefined when none held. */
+  unlock(workload: string, by: string, reason: string, at: number): Promise<WorkloadLock | undefined>;
+}

@@ -32,8 +32,13 @@ export interface LeaseRecord {
    * is denied if the tombstone's `endedBy` may end that start's workload, and proceeds otherwise.
    */
   tombstone?: boolean;
-  /** Verified SPIFFE ID that sent the `Task Ended` (absent when the broker ended it, at expiry). */
+  /**
+   * Verified SPIFFE ID that sent the `Task Ended`, or `operator:<principal>` for a break-glass
+   * revoke (absent when the broker ended it, at expiry).
+   */
   endedBy?: string;
+  /** Why an operator ended it (break-glass revoke). */
+  endReason?: string;
   /** Set when `Task Ended` arrives while issuing is still in progress; the issuer ends the lease. */
   endRequested?: boolean;
   denial?: { code: DenialCode; message: string };
@@ -70,24 +75,24 @@ export interface CredentialRecord {
   secretArn?: string;
   /** The end this credential's trust debt is measured from (the lease's endedAt). */
   endedAt?: number;
+  /** The broker started revoking it (first attempt). */
   revokeStartedAt?: number;
+  /** The target refuses it: when the driver's revoke returned. */
   revokedAt?: number;
   verifiedAt?: number;
   verifyAttempts: number;
   trustDebtMs?: number;
-  /** The broker started revoking it (first attempt). */
   avoidedDebtMs?: number;
-  /** The target refuses it: when the driver's revoke returned. */
-  lastError?: string;
-  /**
-   * When the reaper should look at this credential next: its place in the ledger's open index
-   * (transitions.ts); absent once verified.
-   */
   /** The split of trustDebtMs (trust-debt.ts `debtSplit`), stored with the proof. */
   pipelineMs?: number;
   revokeMs?: number;
   proofMs?: number;
   exposureMs?: number;
+  lastError?: string;
+  /**
+   * When the reaper should look at this credential next: its place in the ledger's open index
+   * (transitions.ts); absent once verified.
+   */
   nextCheckAt?: number;
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { TaskStartedSchema } from '../events/schemas.ts';
 import type { DenialCode, TaskStarted } from '../events/schemas.ts';
 import { parseDetail } from '../events/parse.ts';
@@ -11,6 +12,12 @@ import type { VerifiedWorkload } from './ports.ts';
 import type { LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
 import { newLease, transitionLease } from './transitions.ts';
+
+/** A task token's claim outlives the lease it was bound to, by this much. */
+const TOKEN_CLAIM_MARGIN_MS = 24 * 3600_000;
+
+/** The ledger key a task token is bound under (a hash: the token itself is never stored twice). */
+export const taskTokenClaim = (taskToken: string): string => `token:${createHash('sha256').update(taskToken).digest('base64url')}`;
 
 /**
  * Answers a `Task Started` detail. Throws InvalidEventError for a malformed detail (after
@@ -35,6 +42,24 @@ export async function taskStarted(core: Core, raw: unknown, attempt = 0): Promis
   } catch (err) {
     if (err instanceof DenialError) return deny(core, detail, undefined, err.denial, err.message);
     throw err;
+  }
+
+  // Bound before anything can answer it (a denial below answers it too): a Step Functions task
+  // token belongs to the first task whose verified request carries it, and is never answered for
+  // another. Only the first claim wins, so the token is still a bearer value until then.
+  if (detail.taskToken !== undefined) {
+    const until = receivedAt + detail.maxDurationSeconds * 1000 + TOKEN_CLAIM_MARGIN_MS;
+    if (!(await ledger.claimSvid(taskTokenClaim(detail.taskToken), taskId, until))) {
+      const { taskToken: _theirs, ...untouched } = detail;
+      const message = 'this Step Functions task token already belongs to another task; it was not answered, and nothing was issued';
+      return deny(core, untouched, workload.spiffeId, 'task-token-reused', message);
+    }
+  }
+
+  const locked = await core.deps.locks?.get(workload.spiffeId);
+  if (locked) {
+    const message = `workload ${workload.spiffeId} is locked by ${locked.by} (${locked.reason}); an operator must run tasklease unlock before it gets new credentials`;
+    return deny(core, detail, workload.spiffeId, 'workload-locked', message);
   }
 
   const existing = await ledger.getLease(taskId);

@@ -55,6 +55,9 @@ export const KEY_PREFIX = {
   /** Shared locks (shared/ledger/lock.ts); the functions may delete only these items. */
   lock: 'LOCK#',
   lockSk: 'LOCK',
+  /** Break-glass workload locks (shared/ledger/dynamodb-locks.ts): never deleted. */
+  workloadLock: 'WLOCK#',
+  workloadLockSk: 'WLOCK',
 } as const;
 
 /** Every open item shares one partition of the `open` index, so the reaper reads them in due order. */

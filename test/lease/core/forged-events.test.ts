@@ -92,7 +92,39 @@ describe('Task Ended must be authenticated (nothing changes otherwise)', () => {
     const svid = fakeSvid(FAKE_WORKLOAD, { jti: 'start-and-end' });
     const { f, core } = await active('n5', { svid });
     expect((await core.taskEnded({ taskId: 'n5', outcome: 'succeeded', svid })).status).toBe('closed');
-    expect(f.ledger.writesOf('claimSvid')).toHaveLength(1);
+    // One start claim, and one end claim in its own namespace: the start's claim did not refuse the end.
+    expect(f.ledger.writesOf('claimSvid').map(([key]) => String(key).startsWith('end:'))).toEqual([false, true]);
+  });
+
+  it('an end SVID ends one task only: copied onto another task it is refused end-svid-reused, nothing revoked', async () => {
+    const { f, core } = await active('r1');
+    expect((await core.taskStarted(f.started('r2'))).status).toBe('issued');
+    f.events.events.length = 0;
+    const end = f.ended('r1');
+    expect((await core.taskEnded(end)).status).toBe('closed');
+    const revokes = f.driver.revokeCalls.length;
+    const r = await core.taskEnded({ ...end, taskId: 'r2' });
+    expect(r).toMatchObject({ status: 'rejected', code: 'end-svid-reused' });
+    expect(await f.ledger.lease('r2')).toMatchObject({ state: 'active' });
+    expect(await f.ledger.lease('r2')).not.toHaveProperty('endedAt');
+    expect(f.driver.revokeCalls).toHaveLength(revokes);
+    expect(f.events.ofType('leaseDenied')).toEqual([
+      expect.objectContaining({ taskId: 'r2', request: 'end', reason: expect.objectContaining({ code: 'end-svid-reused' }) }),
+    ]);
+    // A redelivery of the same end for its own task is the same claim: a duplicate, not a refusal.
+    expect(await core.taskEnded(end)).toEqual({ status: 'duplicate', taskId: 'r1', state: 'closed' });
+    // The reason names no token.
+    expect(JSON.stringify(f.events.events) + f.log.text()).not.toContain(end.svid);
+  });
+
+  it("an engine's end SVID is bound to one task too: the engine mints one per end", async () => {
+    const { f, core } = await active('r3');
+    expect((await core.taskStarted(f.started('r4'))).status).toBe('issued');
+    f.policy.endedBy[FAKE_WORKLOAD] = [ENGINE];
+    const end = f.ended('r3', 'succeeded', { spiffeId: ENGINE });
+    expect((await core.taskEnded(end)).status).toBe('closed');
+    expect(await core.taskEnded({ ...end, taskId: 'r4' })).toMatchObject({ status: 'rejected', code: 'end-svid-reused' });
+    expect((await core.taskEnded(f.ended('r4', 'succeeded', { spiffeId: ENGINE }))).status).toBe('closed');
   });
 
   it('an end for a lease that expired naturally changes nothing new', async () => {
@@ -217,6 +249,24 @@ describe('task tokens are answered only for a verified requester of its own leas
     expect(f.callback.successes.map((s) => s.taskToken)).toEqual(['victim-tok']);
     expect(f.callback.failures).toEqual([]);
     expect(f.events.ofType('leaseIssued')).toEqual([]);
+  });
+
+  it("a valid SVID with another task's token on a fresh task id: denied task-token-reused, the token never answered again", async () => {
+    const { f, core } = await active('k4', { taskToken: 'victim-tok-4' });
+    expect(f.callback.successes.map((s) => s.taskToken)).toEqual(['victim-tok-4']);
+    const r = await core.taskStarted(f.started('k4-attacker', { svid: fakeSvid(OTHER, { jti: 'attacker-4' }), taskToken: 'victim-tok-4' }));
+    expect(r).toMatchObject({ status: 'denied', code: 'task-token-reused' });
+    // Neither a success with the attacker's secret names nor a failure on the victim's token.
+    expect(f.callback.successes.map((s) => s.taskToken)).toEqual(['victim-tok-4']);
+    expect(f.callback.failures).toEqual([]);
+    expect(f.events.ofType('leaseIssued')).toEqual([]);
+    expect(await f.ledger.lease('k4-attacker')).toMatchObject({ state: 'denied', workload: OTHER });
+    expect(await f.ledger.lease('k4-attacker')).not.toHaveProperty('taskToken');
+    // The reason names no token, and the ledger keeps only the token's hash as its claim.
+    expect(JSON.stringify(f.events.events) + f.log.text()).not.toContain('victim-tok-4');
+    expect(JSON.stringify(f.ledger.writesOf('claimSvid'))).not.toContain('victim-tok-4');
+    // A redelivery of the victim's own start is still the same claim.
+    expect(await core.taskStarted(f.started('k4', { taskToken: 'victim-tok-4' }))).toMatchObject({ status: 'duplicate' });
   });
 
   it("a late start by another workload over the victim's own tombstone gets its own lease, never the victim's token answered with a denial", async () => {

@@ -25,8 +25,9 @@ describe('Task Started: issue', () => {
     });
     expect(lease).not.toHaveProperty('taskToken');
     expect(lease).not.toHaveProperty('lockedUntil');
-    // Intent before the target call, issued after it.
+    // The task token bound to this task first, then the SVID's claim; intent before the target call, issued after it.
     expect(f.ledger.calls.map((c) => c.method)).toEqual([
+      'claimSvid',
       'claimSvid',
       'createLease',
       'createCredential',
