@@ -1,5 +1,7 @@
 import type pg from 'pg';
+import type { Revocations, Sweep } from './revoke.ts';
 import type { PostgresSettings } from './settings.ts';
+import type { SessionCheck } from './verify.ts';
 
 /**
  * What the job modules (issue.ts, revoke.ts, verify.ts) use of a postgres target. The driver
@@ -14,18 +16,20 @@ export interface PostgresAdmin {
   readonly pool: pg.Pool;
   /** An admin connection to `database` (another database of the server, for REASSIGN/DROP OWNED). */
   connectionConfig(database: string): pg.ClientConfig;
-  /** Inside a transaction: turns statement logging off where the admin may (issue.ts). */
-  quietLogging(client: pg.PoolClient): Promise<void>;
-  /** Terminates the role's backends until none is seen `quietLooks` times in a row (revoke.ts). */
-  drainSessions(role: string, oids: Set<string>, quietLooks?: number): Promise<void>;
-  /** One revocation attempt (revoke.ts). */
+  /** BEGIN on `client`, with statement logging turned off where the admin may (issue.ts). */
+  beginQuiet(client: pg.PoolClient): Promise<void>;
+  /** What this driver learned revoking a role (its oids, the server time of the drop), for the verify after it. */
+  readonly revocations: Revocations;
+  /** One revocation attempt, on one admin connection (revoke.ts). */
   revokeOnce(role: string, oids: Set<string>, owner: string | undefined): Promise<void>;
-  /** Hands on or drops what the role owns in one database (revoke.ts). */
+  /** After the drop: waits for the role's signalled backends to exit and for logins starting at the drop (revoke.ts). */
+  awaitSessionsGone(client: pg.PoolClient, role: string, oids: Set<string>, first: Sweep): Promise<string>;
+  /** Hands on or drops what the role owns in another database (revoke.ts). */
   releaseOwned(role: string, database: string, owner: string | undefined): Promise<void>;
   /** A login with the credential (verify.ts). */
   tryLogin(secret: Record<string, string>, role: string, password: string): Promise<'refused' | 'still-valid' | 'inconclusive'>;
-  /** The role's backends, by name or oid (verify.ts). */
-  sessionPids(role: string, oids: Iterable<string>): Promise<number[]>;
+  /** The role's sessions (by name or oid), logins still starting, orphan sessions, the role itself: one statement (verify.ts). */
+  sessionCheck(role: string, oids: readonly string[], since?: string): Promise<SessionCheck>;
 }
 
 /** The admin's connection to `database`; the password is asked for at each connect (a rotated secret is picked up). */

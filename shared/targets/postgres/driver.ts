@@ -8,10 +8,12 @@ import type { PostgresAdmin } from './connection.ts';
 import { PostgresTargetError, wrap } from './errors.ts';
 import { issueRole, QuietLogging } from './issue.ts';
 import { managedRolePattern, POSTGRES_KIND, roleNameFor } from './names.ts';
-import { drainSessions, releaseOwned, revokeOnce, revokeRole } from './revoke.ts';
+import { awaitSessionsGone, releaseOwned, Revocations, revokeOnce, revokeRole } from './revoke.ts';
+import type { Sweep } from './revoke.ts';
 import { PostgresAccessSchema, PostgresSettingsSchema } from './settings.ts';
 import type { PostgresAccess, PostgresSettings } from './settings.ts';
-import { sessionPids, tryLogin, verifyRole } from './verify.ts';
+import { sessionCheck, tryLogin, verifyRole } from './verify.ts';
+import type { SessionCheck } from './verify.ts';
 
 // The names other modules import from this path (infra, tests, bench); their homes are beside it.
 export { PostgresTargetError } from './errors.ts';
@@ -32,6 +34,7 @@ export class PostgresDriver implements TargetDriver, PostgresAdmin {
   readonly kind = POSTGRES_KIND;
   readonly pool: pg.Pool;
   private readonly pattern: RegExp;
+  readonly revocations = new Revocations();
   private readonly quiet = new QuietLogging();
   private closed = false;
 
@@ -93,16 +96,16 @@ export class PostgresDriver implements TargetDriver, PostgresAdmin {
     return adminConnectionConfig(this.settings, database, () => this.adminPassword());
   }
 
-  quietLogging(client: pg.PoolClient): Promise<void> {
-    return this.quiet.apply(client);
-  }
-
-  drainSessions(role: string, oids: Set<string>, quietLooks?: number): Promise<void> {
-    return drainSessions(this, role, oids, quietLooks);
+  beginQuiet(client: pg.PoolClient): Promise<void> {
+    return this.quiet.begin(client);
   }
 
   revokeOnce(role: string, oids: Set<string>, owner: string | undefined): Promise<void> {
     return revokeOnce(this, role, oids, owner);
+  }
+
+  awaitSessionsGone(client: pg.PoolClient, role: string, oids: Set<string>, first: Sweep): Promise<string> {
+    return awaitSessionsGone(this, client, role, oids, first);
   }
 
   releaseOwned(role: string, database: string, owner: string | undefined): Promise<void> {
@@ -113,8 +116,8 @@ export class PostgresDriver implements TargetDriver, PostgresAdmin {
     return tryLogin(this, secret, role, password);
   }
 
-  sessionPids(role: string, oids: Iterable<string>): Promise<number[]> {
-    return sessionPids(this, role, oids);
+  sessionCheck(role: string, oids: readonly string[], since?: string): Promise<SessionCheck> {
+    return sessionCheck(this, role, oids, since);
   }
 
   private requireManaged(externalId: string): string {

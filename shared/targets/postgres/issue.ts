@@ -44,27 +44,32 @@ export async function issueRole(
   } catch (err) {
     throw wrap('connect', err, secrets);
   }
+  // The oid is read in the transaction that creates the role: it is known before the role can log
+  // in, and the password exists only in this process until issue returns it with the oid.
+  const oidSql = `SELECT oid::text AS oid FROM pg_roles WHERE rolname = ${escapeLiteral(role)};\nCOMMIT`;
   let broken = false;
   try {
-    await client.query('BEGIN');
-    await admin.quietLogging(client);
+    let results: pg.QueryResult[];
     try {
-      await client.query(
+      await admin.beginQuiet(client);
+      // The verifier goes in its own message: the logging settings above apply to it (a batch is
+      // logged as it arrives, before any of its statements run).
+      results = (await client.query(
         `CREATE ROLE ${roleId} WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS ` +
-          `PASSWORD ${pw} VALID UNTIL ${validUntil} IN ROLE ${groupId}`,
-      );
+          `PASSWORD ${pw} VALID UNTIL ${validUntil} IN ROLE ${groupId};\n${oidSql}`,
+      )) as unknown as pg.QueryResult[];
     } catch (err) {
       if (sqlStateOf(err) !== '42710') throw err;
       // The role exists: an earlier attempt created it and crashed before recording it.
       // Re-key it so only the password returned now works.
       await client.query('ROLLBACK');
-      await client.query('BEGIN');
-      await admin.quietLogging(client);
-      await client.query(`ALTER ROLE ${roleId} WITH LOGIN PASSWORD ${pw} VALID UNTIL ${validUntil}`);
-      await client.query(`GRANT ${groupId} TO ${roleId}`);
+      await admin.beginQuiet(client);
+      results = (await client.query(
+        `ALTER ROLE ${roleId} WITH LOGIN PASSWORD ${pw} VALID UNTIL ${validUntil};\nGRANT ${groupId} TO ${roleId};\n${oidSql}`,
+      )) as unknown as pg.QueryResult[];
     }
-    const { rows } = await client.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [role]);
-    await client.query('COMMIT');
+    const oid = (results[results.length - 2]?.rows[0] as { oid?: string } | undefined)?.oid;
+    if (!oid) throw new PostgresTargetError('postgres issue: the new role has no oid', undefined, true);
     return {
       secret: {
         host: admin.settings.host,
@@ -74,7 +79,7 @@ export async function issueRole(
         password,
       },
       naturalExpiry: ctx.lease.expiresAt,
-      metadata: rows[0] ? { roleOid: rows[0].oid } : {},
+      metadata: { roleOid: oid },
     };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {
@@ -94,40 +99,38 @@ const QUIET_SETTINGS: ReadonlyArray<readonly [string, string]> = [
   ['pg_stat_statements.track_utility', 'off'],
 ];
 
+const selectQuiet = (settings: ReadonlyArray<readonly [string, string]>) =>
+  `SELECT ${settings.map(([name, value]) => `set_config(${escapeLiteral(name)}, ${escapeLiteral(value)}, true)`).join(', ')}`;
+
 /**
- * Best effort: keeps CREATE ROLE out of statement logs where the admin may change these settings.
- * Learns once per driver which settings this admin may set; afterwards one round trip.
+ * BEGIN, and best effort keeps CREATE ROLE out of statement logs where the admin may change these
+ * settings: one round trip once learned. The first time, all settings are tried at once; if that
+ * is refused, each is learned alone (savepoints), and again whenever privileges change under us.
  */
 export class QuietLogging {
   private allowed: Array<readonly [string, string]> | undefined;
 
-  async apply(client: pg.PoolClient): Promise<void> {
-    if (this.allowed) {
-      await client.query('SAVEPOINT tl_quiet');
-      try {
-        await client.query(
-          `SELECT ${this.allowed.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
-          this.allowed.flat(),
-        );
-        await client.query('RELEASE SAVEPOINT tl_quiet');
-        return;
-      } catch {
-        // Privileges changed under us: learn again, one setting at a time.
-        await client.query('ROLLBACK TO SAVEPOINT tl_quiet');
-        this.allowed = undefined;
-      }
+  async begin(client: pg.PoolClient): Promise<void> {
+    const tryAll = this.allowed ?? QUIET_SETTINGS;
+    try {
+      await client.query(tryAll.length ? `BEGIN;\n${selectQuiet(tryAll)}` : 'BEGIN');
+      this.allowed = [...tryAll];
+      return;
+    } catch {
+      await client.query('ROLLBACK');
     }
     const allowed: Array<readonly [string, string]> = [];
-    for (const [name, value] of QUIET_SETTINGS) {
+    await client.query('BEGIN');
+    for (const setting of QUIET_SETTINGS) {
       await client.query('SAVEPOINT tl_quiet');
       try {
-        await client.query('SELECT set_config($1, $2, true)', [name, value]);
+        await client.query(selectQuiet([setting]));
         await client.query('RELEASE SAVEPOINT tl_quiet');
-        allowed.push([name, value]);
+        allowed.push(setting);
       } catch {
         await client.query('ROLLBACK TO SAVEPOINT tl_quiet');
       }
     }
-    if (allowed.length) this.allowed = allowed;
+    this.allowed = allowed;
   }
 }

@@ -3,38 +3,66 @@ import type { VerifyContext, VerifyResult } from '../../lease/ports.ts';
 import type { PostgresAdmin } from './connection.ts';
 import { sslConfig } from './connection.ts';
 import { sqlStateOf } from './errors.ts';
+import { recordedOids, sessionMatch } from './revoke.ts';
+
+const { escapeLiteral } = pg;
+
+/** What the server shows of a role, in one statement. */
+export interface SessionCheck {
+  /** Backends of the role: by name while it exists, by oid after it is dropped. */
+  sessions: number;
+  /** Client backends still starting that began before the drop (or now): they may yet appear as the role. */
+  pending: number;
+  /** Client sessions of some dropped role: only counted against a role whose oid nobody knows. */
+  orphans: number;
+  /** null when the role does not exist. */
+  canLogin: boolean | null;
+}
 
 /**
- * Proves the role's credential is dead: a login with the old password is refused and no session of
- * the role is left. Without the password, the role must be gone (a NOLOGIN leftover is inconclusive).
+ * Proves the role's credential is dead: a login with the old password is refused, no session of the
+ * role is left (looked up by the oid recorded at issue, so a dropped role's sessions are still
+ * seen), and no login that passed the password check before the drop is still starting. Without
+ * the password, the role must be gone (a NOLOGIN leftover is inconclusive).
  */
 export async function verifyRole(admin: PostgresAdmin, ctx: VerifyContext, role: string): Promise<VerifyResult> {
-  const oids = ctx.metadata?.roleOid && /^[0-9]+$/.test(ctx.metadata.roleOid) ? [ctx.metadata.roleOid] : [];
+  const revocation = admin.revocations.get(role);
+  const oids = [...new Set([...recordedOids(ctx.metadata), ...(revocation?.oids ?? [])])];
   const password = ctx.secret?.password;
   if (password) {
     const login = await admin.tryLogin(ctx.secret ?? {}, role, password);
     if (login !== 'refused') return login;
   }
+  let check: SessionCheck;
   try {
-    const sessions = await admin.sessionPids(role, oids);
-    if (sessions.length > 0) return 'still-valid';
-    if (password) return 'rejected';
-    const { rows } = await admin.pool.query<{ rolcanlogin: boolean }>('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [role]);
-    if (rows.length === 0) return 'rejected';
-    // A role that can still log in is a usable credential; a NOLOGIN leftover is a half-done revoke.
-    return rows[0]?.rolcanlogin ? 'still-valid' : 'inconclusive';
+    check = await admin.sessionCheck(role, oids, revocation?.at);
   } catch {
     return 'inconclusive';
   }
+  if (check.sessions > 0) return 'still-valid';
+  // A login past its password check before the drop shows no role until it has started: wait for it.
+  if (check.pending > 0) return 'inconclusive';
+  // Gone, with no oid on record: a session of a dropped role could be this one's, and nothing can tell.
+  if (check.canLogin === null && oids.length === 0 && check.orphans > 0) return 'inconclusive';
+  if (password || check.canLogin === null) return 'rejected';
+  // A role that can still log in is a usable credential; a NOLOGIN leftover is a half-done revoke.
+  return check.canLogin ? 'still-valid' : 'inconclusive';
 }
 
-export async function sessionPids(admin: PostgresAdmin, role: string, oids: Iterable<string>): Promise<number[]> {
-  const { rows } = await admin.pool.query<{ pid: number }>(
-    `SELECT pid FROM pg_stat_activity
-      WHERE (usename = $1 OR usesysid = ANY($2::oid[])) AND pid <> pg_backend_pid()`,
-    [role, [...oids]],
+/** One statement: the role's sessions (by name or oid), logins still starting since `since` (default now), orphans, the role. */
+export async function sessionCheck(admin: PostgresAdmin, role: string, oids: readonly string[], since?: string): Promise<SessionCheck> {
+  const bound = since === undefined ? 'statement_timestamp()' : `${escapeLiteral(since)}::timestamptz`;
+  const { rows } = await admin.pool.query<SessionCheck>(
+    `SELECT (SELECT count(*) FROM pg_stat_activity WHERE ${sessionMatch(role, oids)})::int AS sessions,
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'starting'
+    AND pid <> pg_backend_pid() AND backend_start < ${bound})::int AS pending,
+  (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename IS NULL
+    AND usesysid IS NOT NULL AND pid <> pg_backend_pid())::int AS orphans,
+  (SELECT rolcanlogin FROM pg_roles WHERE rolname = ${escapeLiteral(role)}) AS "canLogin"`,
   );
-  return rows.map((r) => r.pid);
+  const row = rows[0];
+  if (!row) throw new Error('no row');
+  return row;
 }
 
 /** 'refused' means PostgreSQL rejected the login itself; the caller then checks sessions. */
