@@ -120,8 +120,9 @@ export async function revokeOnce(admin: PostgresAdmin, role: string, oids: Set<s
         throw err;
       }
     }
-    const at = await admin.awaitSessionsGone(client, role, oids, sweep);
-    admin.revocations.remember(role, { oids: [...oids], at });
+    // Remembered before the wait: should it time out, the verify after it still knows the oid and the drop.
+    admin.revocations.remember(role, { oids: [...oids], at: sweep.at });
+    await admin.awaitSessionsGone(client, role, oids, sweep);
   } catch (err) {
     // A failure mid-batch may leave the connection in any state: do not hand it to the next job.
     broken = true;
