@@ -6,8 +6,8 @@
  */
 import { ReverifyMessageSchema } from '../shared/broker/reverify-message.ts';
 import { sqsFunction } from './lib/handler.ts';
-import { parseJsonBody } from './lib/sqs.ts';
+import { parseJsonDetail } from '../shared/events/parse.ts';
 
 export const { lambdaHandler, handler } = sqsFunction(async (record, broker) =>
-  broker.reverifyDue(parseJsonBody(record.body, ReverifyMessageSchema, 're-verify message')),
+  broker.reverifyDue(parseJsonDetail(ReverifyMessageSchema, record.body, 're-verify message')),
 );

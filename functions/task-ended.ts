@@ -4,7 +4,7 @@
  */
 import { DETAIL_TYPES } from '../shared/events/schemas.ts';
 import { sqsFunction } from './lib/handler.ts';
-import { parseEventBridgeBody } from './lib/sqs.ts';
+import { parseEventBridgeBody } from './lib/envelope.ts';
 
 export const { lambdaHandler, handler } = sqsFunction(async (record, broker) => {
   const busEvent = parseEventBridgeBody(record.body, DETAIL_TYPES.taskEnded);

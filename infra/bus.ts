@@ -13,7 +13,8 @@ import { pascal } from './names.ts';
 export { INPUT_DETAIL_TYPES, OUTPUT_DETAIL_TYPES } from '../shared/events/routing.ts';
 
 export interface BusBuilderProps {
-  readonly busName: string;
+  /** Undefined: CDK derives a name unique to the stack and path, so two stacks never collide. */
+  readonly busName?: string;
   readonly key: kms.IKey;
   /** Where the bus and the rules' targets put events they cannot deliver. */
   readonly deliveryDeadLetterQueue: sqs.Queue;
@@ -44,7 +45,7 @@ export interface Bus {
 export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
   const dlq = props.deliveryDeadLetterQueue;
   const bus = new events.EventBus(scope, 'Bus', {
-    eventBusName: props.busName,
+    ...(props.busName ? { eventBusName: props.busName } : {}),
     description: 'tasklease: Task Started / Task Ended in, Lease Issued / Denied / Revoked out',
     kmsKey: props.key,
     deadLetterQueue: dlq,

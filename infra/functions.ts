@@ -13,6 +13,8 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { METRICS_NAMESPACE } from '../shared/metrics/names.ts';
 import { ENV, FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
+import { esbuildOptions } from './bundling.ts';
+import type { BundleNeeds } from './bundling.ts';
 import type { TaskLeaseVpcSettings } from './config-view.ts';
 import { pascal } from './names.ts';
 import { attachFunctionPolicy } from './permissions.ts';
@@ -22,9 +24,7 @@ import type { WorkQueueName } from './queues.ts';
 /** The newest Node.js runtime of this aws-cdk-lib. */
 export const LAMBDA_RUNTIME = lambda.Runtime.NODEJS_24_X;
 
-/** ESM bundles need `require` for the CommonJS dependencies esbuild inlines (pg, Powertools). */
-export const ESM_REQUIRE_BANNER =
-  "import { createRequire as __taskleaseCreateRequire } from 'node:module';const require = __taskleaseCreateRequire(import.meta.url);";
+export { BUNDLE_MAX_BYTES, bundleNeeds, esbuildOptions, ESM_REQUIRE_BANNER, SVID_VERIFIERS } from './bundling.ts';
 
 /** Lambda's limit on the combined size of a function's environment variables. */
 const LAMBDA_ENV_MAX_BYTES = 4096;
@@ -43,6 +43,22 @@ const FUNCTION_QUEUES: Partial<Record<TaskLeaseFunctionName, WorkQueueName>> = {
   reverify: 'reverify',
 };
 
+/**
+ * An SQS failure destination that grants only what Lambda needs to send there with the function's
+ * role: sqs:SendMessage, and the key's GenerateDataKey/Decrypt through SQS. (aws-lambda-destinations'
+ * SqsDestination grants kms:Encrypt, ReEncrypt* and GenerateDataKey* directly on the key.)
+ */
+class FailureQueue implements lambda.IDestination {
+  constructor(private readonly queue: sqs.IQueue) {}
+
+  bind(_scope: Construct, fn: lambda.IFunction): lambda.DestinationConfig {
+    fn.addToRolePolicy(
+      new iam.PolicyStatement({ sid: 'ReportFailedRuns', actions: ['sqs:SendMessage'], resources: [this.queue.queueArn] }),
+    );
+    return { destination: this.queue.queueArn };
+  }
+}
+
 export const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 export interface FunctionsBuilderProps {
@@ -56,6 +72,12 @@ export interface FunctionsBuilderProps {
   readonly memorySize: number;
   readonly logRetention: logs.RetentionDays;
   readonly reservedConcurrency: Partial<Record<TaskLeaseFunctionName, number>>;
+  /** What each function's bundle carries (infra/bundling.ts). */
+  readonly bundleNeeds: (name: TaskLeaseFunctionName) => BundleNeeds;
+  /** X-Ray active tracing (the bundles carry the tracer only when on). */
+  readonly tracing: boolean;
+  /** Where the reaper's failed asynchronous invocations go (the schedule invokes it asynchronously). */
+  readonly reaperFailures: sqs.IQueue;
   readonly vpc?: TaskLeaseVpcSettings;
   readonly batchSize: number;
   readonly maxConcurrency: number;
@@ -88,6 +110,7 @@ export function buildFunctions(scope: Construct, props: FunctionsBuilderProps): 
           'Lambda needs ec2:CreateNetworkInterface/DescribeNetworkInterfaces/DeleteNetworkInterface/AssignPrivateIpAddresses/UnassignPrivateIpAddresses to attach to the VPC; the Describe action has no resource scoping and AWS maintains this policy for exactly that purpose.',
       });
     }
+    const esbuild = esbuildOptions(props.bundleNeeds(name));
     const fn = new NodejsFunction(scope, id, {
       entry: join(PROJECT_ROOT, FUNCTION_ENTRIES[name]),
       handler: 'handler',
@@ -98,34 +121,43 @@ export function buildFunctions(scope: Construct, props: FunctionsBuilderProps): 
       architecture: lambda.Architecture.ARM_64,
       memorySize: props.memorySize,
       timeout: name === 'reaper' ? props.reaperTimeout : props.functionTimeout,
-      tracing: lambda.Tracing.ACTIVE,
+      tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
       role,
       logGroup,
       environment: props.environment,
-      // One reaper at a time: its per-target rate limit is per process, and overlapping runs only race.
-      reservedConcurrentExecutions: props.reservedConcurrency[name] ?? (name === 'reaper' ? 1 : undefined),
+      // None by default: a reservation fails the deploy in accounts with the default low
+      // concurrency quota. The reaper keeps itself to one run at a time with the ledger's lock.
+      ...(props.reservedConcurrency[name] !== undefined ? { reservedConcurrentExecutions: props.reservedConcurrency[name] } : {}),
+      ...(name === 'reaper'
+        ? {
+            // A failed run is covered by the next scheduled one: no retry (it would overlap), the
+            // failure recorded in a queue that alarms like the dead-letter queues.
+            retryAttempts: 0,
+            onFailure: new FailureQueue(props.reaperFailures),
+          }
+        : {}),
       ...(vpcAttachment ?? {}),
       bundling: {
         // Never Docker: the local esbuild from package.json bundles, offline.
         forceDockerBundling: false,
-        minify: true,
+        minify: esbuild.minify,
         sourceMap: true,
         sourcesContent: false,
         format: OutputFormat.ESM,
-        target: 'node24',
-        mainFields: ['module', 'main'],
-        banner: ESM_REQUIRE_BANNER,
-        // The AWS SDK v3 is bundled, not taken from the runtime: the deployed code then runs the
-        // exact SDK versions the handler tests ran against (package-lock), and esbuild keeps only
-        // the clients in use. pg-native is pg's optional native binding, never installed.
-        externalModules: ['pg-native'],
+        target: esbuild.target,
+        mainFields: esbuild.mainFields,
+        banner: esbuild.banner,
+        externalModules: esbuild.external,
+        define: esbuild.define,
       },
     });
-    // CDK adds the X-Ray grant of `tracing: ACTIVE` to the role's default policy.
-    Validations.of(role).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) support no resource-level permissions.',
-    });
+    if (props.tracing) {
+      // CDK adds the X-Ray grant of `tracing: ACTIVE` to the role's default policy.
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason: 'xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) support no resource-level permissions.',
+      });
+    }
     functions[name] = fn;
     roles[name] = role;
     attachFunctionPolicy(scope, name, role, props.permissions);
@@ -236,6 +268,8 @@ export function scheduleReaper(scope: Construct, reaper: lambda.Function, interv
     description: 'tasklease: run the reaper',
     schedule: scheduler.ScheduleExpression.rate(interval),
     // A missed run is covered by the next one; retries would only overlap with it.
+    // Scheduler invokes asynchronously: the function's own async config (no retry, failures to a
+    // queue) applies to each run.
     target: new schedulerTargets.LambdaInvoke(reaper, { role, retryAttempts: 0, maxEventAge: interval }),
   });
   Validations.of(role).acknowledge({

@@ -24,12 +24,53 @@ export const SECRET_NAME_PREFIX = 'tasklease/';
 export function deliveredSecretsArn(): string {
   return `arn:${Aws.PARTITION}:secretsmanager:${Aws.REGION}:${Aws.ACCOUNT_ID}:secret:${SECRET_NAME_PREFIX}*`;
 }
+/** The AWS services that use the tasklease key on a caller's behalf. */
+export type KeyService = 'sqs' | 'dynamodb' | 'secretsmanager' | 'events';
+
+/** `kms:ViaService` for these services in this region: the key only through them, never directly. */
+export function viaServices(services: readonly KeyService[]): Record<string, Record<string, string | string[]>> {
+  const names = services.map((svc) => `${svc}.${Aws.REGION}.amazonaws.com`);
+  return { StringEquals: { 'kms:ViaService': names.length === 1 ? names[0]! : names } };
+}
+
 /** kms:Decrypt of delivered secrets only: through Secrets Manager, for a secret under the tasklease/ prefix. */
-export function viaSecretsManager(): Record<string, Record<string, string>> {
-  return {
-    StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` },
-    StringLike: { 'kms:EncryptionContext:SecretARN': deliveredSecretsArn() },
-  };
+export function viaSecretsManager(): Record<string, Record<string, string | string[]>> {
+  return { ...viaServices(['secretsmanager']), StringLike: { 'kms:EncryptionContext:SecretARN': deliveredSecretsArn() } };
+}
+
+/**
+ * Use of the tasklease key by a user's principal, through the given services only: on the principal
+ * when its account can carry the statement, else in the key policy.
+ */
+export function grantKeyUse(
+  key: kms.IKey,
+  grantee: iam.IGrantable,
+  actions: string[],
+  conditions: Record<string, Record<string, string | string[]>>,
+): iam.Grant {
+  return iam.Grant.addToPrincipalOrResource({
+    grantee,
+    actions,
+    resourceArns: [key.keyArn],
+    resourceSelfArns: ['*'],
+    resource: key,
+    conditions,
+  });
+}
+
+/**
+ * The functions' use of the key, through the services that hold data under it: SQS (send:
+ * GenerateDataKey; the event source's receive: Decrypt), the DynamoDB ledger, delivered secrets
+ * (create: GenerateDataKey; read at verify: Decrypt) and the bus. Nothing encrypts with the key
+ * directly, so there is no kms:Encrypt.
+ */
+export function functionKeyStatement(key: kms.IKey): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: 'UseTaskLeaseKey',
+    actions: ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'],
+    resources: [key.keyArn],
+    conditions: viaServices(['sqs', 'dynamodb', 'secretsmanager', 'events']),
+  });
 }
 
 const DELIVERED_SECRETS_NAG = `arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:${SECRET_NAME_PREFIX}*`;
@@ -37,12 +78,13 @@ const DELIVERED_SECRETS_REASON =
   'Delivered secrets are created per task at run time (tasklease/<taskId>/<grant>), so their names are unknown at deploy time; the statement is limited to the tasklease/ prefix in this account and region, creation requires the tasklease KMS key and resource policies must block public access.';
 
 /** Everything a function may be allowed to do; each function gets a subset. */
-export type Capability = 'issue' | 'revoke' | 'answerTaskTokens';
+export type Capability = 'issue' | 'revoke' | 'answerTaskTokens' | 'verifySvids';
 
 export const FUNCTION_CAPABILITIES: Record<TaskLeaseFunctionName, readonly Capability[]> = {
   // Issues credentials, and revokes them again when issuing fails halfway.
-  taskStarted: ['issue', 'revoke', 'answerTaskTokens'],
-  taskEnded: ['revoke'],
+  taskStarted: ['issue', 'revoke', 'answerTaskTokens', 'verifySvids'],
+  // Revokes, after verifying the end's SVID (Task Ended is authenticated).
+  taskEnded: ['revoke', 'verifySvids'],
   reverify: ['revoke'],
   // Ends expired leases and rolls back interrupted issuing (which answers the task token with a failure).
   reaper: ['revoke', 'answerTaskTokens'],
@@ -110,12 +152,7 @@ export function attachFunctionPolicy(
       conditions: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT_DETAIL_TYPES } },
     }),
     new iam.PolicyStatement({ sid: 'QueueReverify', actions: ['sqs:SendMessage'], resources: [res.reverifyQueue.queueArn] }),
-    new iam.PolicyStatement({
-      sid: 'UseTaskLeaseKey',
-      // SQS send (GenerateDataKey) and receive (Decrypt), the CMK-encrypted table, secrets and bus.
-      actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'],
-      resources: [res.key.keyArn],
-    }),
+    functionKeyStatement(res.key),
   ];
   const fromTargets: IamStatementSpec[] = [];
   const add = (specs: IamStatementSpec[]) => {
@@ -145,15 +182,15 @@ export function attachFunctionPolicy(
         resources: [taskSecrets],
       }),
     );
-    if (res.ssmBundleParameters.length > 0) {
-      statements.push(
-        new iam.PolicyStatement({
-          sid: 'ReadTrustBundles',
-          actions: ['ssm:GetParameter'],
-          resources: res.ssmBundleParameters.map(ssmParameterArn),
-        }),
-      );
-    }
+  }
+  if (caps.has('verifySvids') && res.ssmBundleParameters.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'ReadTrustBundles',
+        actions: ['ssm:GetParameter'],
+        resources: res.ssmBundleParameters.map(ssmParameterArn),
+      }),
+    );
   }
   if (caps.has('revoke')) {
     add(targets('revoke'));
@@ -236,15 +273,7 @@ export function grantReadLedger(table: dynamodb.ITable, key: kms.IKey, grantee: 
     resourceArns: [ledger.table],
   })
     .combine(iam.Grant.addToPrincipal({ grantee, actions: ['dynamodb:Query', 'dynamodb:Scan'], resourceArns: ledger.indexes }))
-    .combine(
-      iam.Grant.addToPrincipalOrResource({
-        grantee,
-        actions: ['kms:Decrypt'],
-        resourceArns: [key.keyArn],
-        resourceSelfArns: ['*'],
-        resource: key,
-      }),
-    );
+    .combine(grantKeyUse(key, grantee, ['kms:Decrypt'], viaServices(['dynamodb'])));
 }
 
 /**
@@ -257,16 +286,7 @@ export function grantReadDeliveredSecrets(key: kms.IKey, grantee: iam.IGrantable
     grantee,
     actions: ['secretsmanager:GetSecretValue'],
     resourceArns: [deliveredSecretsArn()],
-  }).combine(
-    iam.Grant.addToPrincipalOrResource({
-      grantee,
-      actions: ['kms:Decrypt'],
-      resourceArns: [key.keyArn],
-      resourceSelfArns: ['*'],
-      resource: key,
-      conditions: viaSecretsManager(),
-    }),
-  );
+  }).combine(grantKeyUse(key, grantee, ['kms:Decrypt'], viaSecretsManager()));
   // The grantee's policy now names the tasklease/ prefix; say why where cdk-nag will look.
   const principal = grantee.grantPrincipal as Partial<IConstruct>;
   if (principal instanceof Construct) {

@@ -1,4 +1,5 @@
-import { Aws } from 'aws-cdk-lib';
+import { Aws, Token } from 'aws-cdk-lib';
+import type { GrantLifetimeBound } from './deployability.ts';
 import { validateTargets } from '../shared/policy/config.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import type { AwsEnvironment, IamStatementSpec, TargetKind, VpcSpec } from '../shared/targets/kind.ts';
@@ -15,14 +16,20 @@ export interface TargetNeeds {
   /** The VPCs the targets declare (`agreeingVpc` picks the one the functions attach to). */
   vpcs: { target: string; vpc: VpcSpec }[];
   warnings: { target: string; message: string }[];
+  /** The longest credential each target whose kind bounds it can issue (deployability.ts). */
+  maxGrantSeconds: Map<string, number>;
 }
 
-/** The deploy-time environment: CloudFormation pseudo parameters, and how cdk-nag prints them. */
-export function awsEnvironment(): AwsEnvironment {
+/**
+ * The deploy-time environment: CloudFormation pseudo parameters, and how cdk-nag prints them. The
+ * account is the stack's own when synth knows it (`cdk deploy` with credentials sets
+ * CDK_DEFAULT_ACCOUNT), so a kind can refuse a resource of another account at synth.
+ */
+export function awsEnvironment(knownAccount?: string): AwsEnvironment {
   return {
     partition: Aws.PARTITION,
     region: Aws.REGION,
-    account: Aws.ACCOUNT_ID,
+    account: knownAccount && !Token.isUnresolved(knownAccount) ? knownAccount : Aws.ACCOUNT_ID,
     nag: { partition: '<AWS::Partition>', region: '<AWS::Region>', account: '<AWS::AccountId>' },
   };
 }
@@ -36,23 +43,24 @@ export function targetNeeds(config: TaskLeaseConfig, kinds: readonly TargetKind[
   const statements: IamStatementSpec[] = [];
   const vpcs: { target: string; vpc: VpcSpec }[] = [];
   const warnings: TargetNeeds['warnings'] = [];
+  const maxGrantSeconds = new Map<string, number>();
   for (const target of validateTargets(config, kinds)) {
     // validateTargets refuses unknown kinds, so the lookup always finds one.
     const kind = byKind.get(target.kind)!;
-    const needs = kind.aws.needs(
-      {
-        name: target.name,
-        settings: target.settings,
-        access: target.access,
-        ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
-      },
-      env,
-    );
+    const configured = {
+      name: target.name,
+      settings: target.settings,
+      access: target.access,
+      ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
+    };
+    const needs = kind.aws.needs(configured, env);
+    const bound = (kind.aws as GrantLifetimeBound).maxGrantSeconds?.(configured);
+    if (bound !== undefined) maxGrantSeconds.set(target.name, bound);
     statements.push(...needs.statements);
     if (needs.vpc) vpcs.push({ target: target.name, vpc: needs.vpc });
     for (const message of needs.warnings ?? []) warnings.push({ target: target.name, message });
   }
-  return { statements: mergeStatements(statements), vpcs, warnings };
+  return { statements: mergeStatements(statements), vpcs, warnings, maxGrantSeconds };
 }
 
 /** Statements that differ only in their resources become one (so N targets of a kind give one statement). */

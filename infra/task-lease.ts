@@ -20,6 +20,7 @@ import { TARGET_KINDS } from '../shared/targets/index.ts';
 import { buildBus, producerPrincipals, restrictBusToBroker } from './bus.ts';
 import { viewConfig } from './config-view.ts';
 import type { InfraConfigView, TaskLeaseVpcSettings } from './config-view.ts';
+import { bundleNeeds } from './bundling.ts';
 import { buildFunctions, functionEnvironment, PROJECT_ROOT, reaperIntervalOf, scheduleReaper } from './functions.ts';
 import { buildKey } from './key.ts';
 import { buildLedgerTable } from './ledger.ts';
@@ -27,12 +28,14 @@ import { TaskLeaseMonitoring } from './monitoring.ts';
 import { grantPutTaskEvents, grantReadDeliveredSecrets, grantReadLedger } from './permissions.ts';
 import type { TaskLeaseFunctionName } from './permissions.ts';
 import { buildQueues, visibilityTimeoutFor } from './queues.ts';
-import { agreeingVpc, targetNeeds } from './target-needs.ts';
+import type { DeadLetterQueueName } from './queues.ts';
+import { assertDeployable } from './deployability.ts';
+import { agreeingVpc, awsEnvironment, targetNeeds } from './target-needs.ts';
 
 export type { TaskLeaseVpcSettings } from './config-view.ts';
 export type { TaskLeaseFunctionName } from './permissions.ts';
 export { FUNCTION_CAPABILITIES, SECRET_NAME_PREFIX } from './permissions.ts';
-export { ESM_REQUIRE_BANNER, LAMBDA_RUNTIME } from './functions.ts';
+export { BUNDLE_MAX_BYTES, ESM_REQUIRE_BANNER, LAMBDA_RUNTIME } from './functions.ts';
 
 /** SQS event source maximum concurrency bounds (AWS limits). */
 const ESM_CONCURRENCY_MIN = 2;
@@ -49,8 +52,9 @@ export interface TaskLeaseProps {
   readonly config: TaskLeaseConfig;
 
   /**
-   * Name of the custom EventBridge bus workflow engines put `Task Started` / `Task Ended` on.
-   * @default 'tasklease'
+   * Name of the custom EventBridge bus workflow engines put `Task Started` / `Task Ended` on. Bus
+   * names are unique per account and region: a fixed name would make a second stack collide.
+   * @default - a name CDK derives from the stack and construct path (the stack output `BusName`)
    */
   readonly busName?: string;
 
@@ -107,9 +111,10 @@ export interface TaskLeaseProps {
   readonly vpc?: TaskLeaseVpcSettings;
 
   /**
-   * Reserved concurrency per function.
-   * @default - 1 for the reaper (one run at a time: its per-target rate limit is per process);
-   *   no reservation for the others (the account's unreserved pool)
+   * Reserved concurrency per function. Each reservation takes from the account's concurrency quota
+   * and fails the deploy where that quota is low (new accounts); the reaper needs none, it runs one
+   * at a time by holding the ledger's lock.
+   * @default - no reservation (the account's unreserved pool)
    */
   readonly reservedConcurrency?: Partial<Record<TaskLeaseFunctionName, number>>;
 
@@ -173,6 +178,13 @@ export interface TaskLeaseProps {
   readonly dashboardName?: string;
 
   /**
+   * X-Ray active tracing of the functions and their AWS SDK calls. Off, the bundles carry no tracer
+   * (~120 kB less, a faster cold start).
+   * @default true
+   */
+  readonly tracing?: boolean;
+
+  /**
    * `POWERTOOLS_SERVICE_NAME` of the functions (logs, traces, the `service` metric dimension).
    * @default 'tasklease'
    */
@@ -193,8 +205,8 @@ export class TaskLease extends Construct {
   readonly table: dynamodb.Table;
   /** Work queues, keyed by route (`task-started`, `task-ended`) plus `reverify`. */
   readonly queues: Record<RouteName | 'reverify', sqs.Queue>;
-  /** Dead-letter queues: one per work queue, plus `delivery` for events the bus could not deliver. */
-  readonly deadLetterQueues: Record<RouteName | 'reverify' | 'delivery', sqs.Queue>;
+  /** Dead-letter queues: one per work queue, `delivery` for events the bus could not deliver, `reaper` for failed reaper runs. */
+  readonly deadLetterQueues: Record<DeadLetterQueueName, sqs.Queue>;
   readonly rules: Record<RouteName, events.Rule>;
   readonly functions: Record<TaskLeaseFunctionName, NodejsFunction>;
   readonly roles: Record<TaskLeaseFunctionName, iam.Role>;
@@ -213,9 +225,10 @@ export class TaskLease extends Construct {
     this.node.setContext(cxapi.EVENTS_TARGET_QUEUE_SAME_ACCOUNT, true);
     const stack = Stack.of(this);
     const view = viewConfig(props.config);
-    const needs = targetNeeds(props.config, TARGET_KINDS);
+    const needs = targetNeeds(props.config, TARGET_KINDS, awsEnvironment(stack.account));
     for (const w of needs.warnings) Annotations.of(this).addWarningV2(`tasklease:target:${w.target}`, w.message);
-    this.warnAboutBundles(view);
+    // A config that synthesizes but would deploy a stack that cannot work is refused here, naming each field.
+    assertDeployable(props.config, needs.maxGrantSeconds);
 
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
     const verifyDeadline = Duration.seconds(view.settings.verifyDeadlineSeconds);
@@ -239,7 +252,7 @@ export class TaskLease extends Construct {
     this.deadLetterQueues = deadLetterQueues;
 
     const { bus, rules } = buildBus(this, {
-      busName: props.busName ?? 'tasklease',
+      ...(props.busName ? { busName: props.busName } : {}),
       key: this.key,
       deliveryDeadLetterQueue: deadLetterQueues.delivery,
       routeQueues: { 'task-started': queues['task-started'], 'task-ended': queues['task-ended'] },
@@ -274,6 +287,9 @@ export class TaskLease extends Construct {
       memorySize: props.memorySize ?? 512,
       logRetention: props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
       reservedConcurrency: props.reservedConcurrency ?? {},
+      bundleNeeds: (name) => bundleNeeds(name, props.config, props.tracing ?? true),
+      tracing: props.tracing ?? true,
+      reaperFailures: deadLetterQueues.reaper,
       ...vpcProp(props.vpc ?? agreeingVpc(needs.vpcs)),
       batchSize: props.batchSize ?? 10,
       maxConcurrency: this.maxConcurrency,
@@ -294,6 +310,7 @@ export class TaskLease extends Construct {
         TaskEnded: deadLetterQueues['task-ended'],
         Reverify: deadLetterQueues.reverify,
         Delivery: deadLetterQueues.delivery,
+        ReaperFailures: deadLetterQueues.reaper,
       },
       workQueues: { 'task-started': queues['task-started'], 'task-ended': queues['task-ended'], reverify: queues.reverify },
       functions,
@@ -324,16 +341,6 @@ export class TaskLease extends Construct {
    */
   grantReadDeliveredSecrets(grantee: iam.IGrantable): iam.Grant {
     return grantReadDeliveredSecrets(this.key, grantee);
-  }
-
-  /** Warns about configs that cannot fully work in AWS. */
-  private warnAboutBundles(view: InfraConfigView): void {
-    for (const b of view.nonLambdaBundles) {
-      Annotations.of(this).addWarningV2(
-        'tasklease:bundleSourceNotInLambda',
-        `trustDomains.${b.trustDomain}.bundle.${b.source} cannot be read inside Lambda; use bundle.url or bundle.ssmParameter for an AWS deployment`,
-      );
-    }
   }
 
   /** The tightest per-target bound protects every target behind the shared queues. */

@@ -4,7 +4,6 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import { SSMClient } from '@aws-sdk/client-ssm';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import * as z from 'zod';
 import { EventBridgePublisher } from '../../shared/aws/eventbridge-publisher.ts';
@@ -21,14 +20,19 @@ import type { LifecycleLogger } from '../../shared/lease/lifecycle.ts';
 import type { Clock, Ledger } from '../../shared/lease/ports.ts';
 import { systemClock } from '../../shared/lease/ports.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { DynamoDbWorkloadLocks } from '../../shared/ledger/dynamodb-locks.ts';
 import { DynamoDbLock } from '../../shared/ledger/lock.ts';
-import { buildTargetRegistry, ConfigPolicy, parseConfig } from '../../shared/policy/index.ts';
-import type { ClosableTargetRegistry, TaskLeaseConfig } from '../../shared/policy/index.ts';
+import type { WithLock } from '../../shared/ledger/lock.ts';
+// Not shared/policy/index.ts: config.ts parses YAML, and the functions get validated JSON from synth.
+import type { TaskLeaseConfig } from '../../shared/policy/config.ts';
+import { ConfigPolicy } from '../../shared/policy/evaluate.ts';
+import { buildTargetRegistry } from '../../shared/policy/registry.ts';
+import type { ClosableTargetRegistry } from '../../shared/policy/registry.ts';
 import { ENV } from '../../shared/runtime/env.ts';
 import { buildSvidVerifier } from '../../shared/runtime/identity.ts';
 import { SecretsManagerStore } from '../../shared/secrets/secrets-manager-store.ts';
 import { DRIVER_FACTORIES } from '../../shared/targets/index.ts';
-import { logger, metrics, redactor, tracer } from './powertools.ts';
+import { logger, metrics, redactor, tracing } from './powertools.ts';
 
 /** ENV.brokerPrincipalArns; without it (an older stack) only the function's own role is exempt. */
 export const BROKER_PRINCIPALS_ENV = ENV.brokerPrincipalArns;
@@ -53,6 +57,10 @@ export interface Runtime {
   observer: MetricsObserver;
   reverify: SqsReverifyScheduler;
   targets: ClosableTargetRegistry;
+  /** The ledger's lock (shared/ledger/lock.ts): drivers' shared edits, and one reaper run at a time. */
+  lock: DynamoDbLock;
+  /** The same lock, tried once instead of waited for: whoever finds it held does nothing (the reaper). */
+  singleFlight: WithLock;
   verifyDeadlineMs: number;
 }
 
@@ -71,28 +79,32 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
     throw new ConfigError(`function environment is incomplete: ${missing}`);
   }
   const e = parsedEnv.data;
-  const config = parseConfig(e[ENV.config], `$${ENV.config}`);
+  const config = functionConfig(e[ENV.config]);
   const log = lifecycleLogger(logger);
 
   // SDK clients: region and credentials from the Lambda environment; traced when X-Ray is on.
-  const dynamodb = tracer.captureAWSv3Client(new DynamoDBClient({}));
-  const eventbridge = tracer.captureAWSv3Client(new EventBridgeClient({}));
-  const secretsManager = tracer.captureAWSv3Client(new SecretsManagerClient({}));
-  const sfn = tracer.captureAWSv3Client(new SFNClient({}));
-  const sqs = tracer.captureAWSv3Client(new SQSClient({}));
-  const sts = tracer.captureAWSv3Client(new STSClient({}));
+  const dynamodb = tracing.captureClient(new DynamoDBClient({}));
+  const eventbridge = tracing.captureClient(new EventBridgeClient({}));
+  const secretsManager = tracing.captureClient(new SecretsManagerClient({}));
+  const sfn = tracing.captureClient(new SFNClient({}));
+  const sqs = tracing.captureClient(new SQSClient({}));
+  const sts = tracing.captureClient(new STSClient({}));
 
+  const documents = DynamoDBDocumentClient.from(dynamodb);
+  const lock = new DynamoDbLock(documents, e[ENV.tableName]);
+  const singleFlight = new DynamoDbLock(documents, e[ENV.tableName], { waitMs: 0 }).withLock;
   const targets = buildTargetRegistry(config, DRIVER_FACTORIES, {
     resolveSecret: secretsManagerResolver(secretsManager, { onValue: (v) => redactor.remember(v) }),
     // Drivers build their own clients (in the region they name), traced like ours.
-    awsClient: (Client, region) => tracer.captureAWSv3Client(new Client(region ? { region } : {})),
-    lock: new DynamoDbLock(DynamoDBDocumentClient.from(dynamodb), e[ENV.tableName]).withLock,
+    awsClient: (Client, region) => tracing.captureClient(new Client(region ? { region } : {})),
+    lock: lock.withLock,
   });
 
-  // `bundle: { local: true }` has no source here: buildSvidVerifier refuses it with the field's path.
-  const usesSsm = Object.values(config.trustDomains).some((td) => 'ssmParameter' in td.bundle);
+  // `bundle: { local: true }` has no source here: buildSvidVerifier refuses it with the field's path
+  // (and synth refuses such a config first). An `ssmParameter` bundle builds its own SSM client on
+  // first load: the construct bundles @aws-sdk/client-ssm only into functions that verify SVIDs of
+  // a config that has one (infra/functions.ts), so no client is created up front here.
   const { verifier } = buildSvidVerifier(config, {
-    ssmClient: usesSsm ? tracer.captureAWSv3Client(new SSMClient({})) : undefined,
     onBundleError: (trustDomain, error) =>
       logger.warn('trust bundle could not be loaded; the last good one stays in use', { trustDomain, error: error.message }),
   });
@@ -130,6 +142,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
       policy: new ConfigPolicy(config),
       clock: systemClock,
       callback: new StepFunctionsTaskCallback(sfn, log),
+      locks: new DynamoDbWorkloadLocks(documents, e[ENV.tableName]),
       reverify,
       log,
       observer,
@@ -141,7 +154,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
   if (!configured?.length) {
     logger.warn(`${BROKER_PRINCIPALS_ENV} is not set: only this function's own role may read delivered secrets besides the workload`);
   }
-  return { config, broker, ledger, clock: systemClock, log, observer, reverify, targets, verifyDeadlineMs };
+  return { config, broker, ledger, clock: systemClock, log, observer, reverify, targets, lock, singleFlight, verifyDeadlineMs };
 }
 
 let current: Runtime | undefined;
@@ -157,4 +170,23 @@ export async function resetRuntime(): Promise<void> {
   const rt = current;
   current = undefined;
   await rt?.broker.close();
+}
+
+/**
+ * The config as the construct wrote it: `loadConfig`'s validated output, as JSON (infra/task-lease.ts).
+ * Not parsed again here, so neither the YAML parser nor the config schema is in the bundle; the
+ * targets' settings are still checked by their kinds when the registry builds the drivers.
+ */
+function functionConfig(json: string): TaskLeaseConfig {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    throw new ConfigError(`$${ENV.config} is not JSON: the function environment must hold the config the construct synthesized`);
+  }
+  const c = value as Partial<TaskLeaseConfig> | null;
+  if (!c || typeof c !== 'object' || !c.trustDomains || !c.targets || !Array.isArray(c.rules) || !c.settings) {
+    throw new ConfigError(`$${ENV.config} lacks trustDomains, targets, rules or settings: it is not a synthesized tasklease config`);
+  }
+  return c as TaskLeaseConfig;
 }

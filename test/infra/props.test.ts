@@ -1,6 +1,6 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import type { Stack } from 'aws-cdk-lib';
-import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { Match } from 'aws-cdk-lib/assertions';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -24,10 +24,12 @@ ${
     access: { read: { groupRole: app_read } }`
 }
 rules:
-${extra.rules ?? '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [app-db.read], maxLeaseSeconds: 600 }'}
+${extra.rules ?? `  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [app-db.read], maxLeaseSeconds: 600, ${PRINCIPAL} }`}
 settings:
 ${extra.settings ?? '  verifyDeadlineSeconds: 20\n  reaperIntervalSeconds: 30\n  openDebtObjectiveSeconds: 120'}
 `;
+
+const PRINCIPAL = 'awsPrincipal: "arn:aws:iam::123456789012:role/app"';
 
 let current: Synthesized | undefined;
 afterEach(() => {
@@ -72,10 +74,27 @@ describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
     expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
   });
 
-  it('warns when a trust bundle cannot be read inside Lambda', () => {
-    const s = build(yaml({ trustDomains: '  demo.example.org:\n    bundle: { local: true }' }));
-    const warnings = Annotations.fromStack(s.stack).findWarning('*', Match.stringLikeRegexp('bundle.local cannot be read inside Lambda'));
-    expect(warnings).toHaveLength(1);
+  it('reserves no concurrency (a reservation fails the deploy in low-quota accounts), and the reaper neither retries nor loses a failed run', () => {
+    const s = build(yaml());
+    for (const p of fnProps(s)) expect(p.ReservedConcurrentExecutions).toBeUndefined();
+    const [invokeConfig, ...more] = Object.values(s.template.findResources('AWS::Lambda::EventInvokeConfig'));
+    expect(more).toEqual([]);
+    expect(invokeConfig!.Properties).toMatchObject({
+      MaximumRetryAttempts: 0,
+      DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [Match.stringLikeRegexp('ReaperFailuresDlq'), 'Arn'] } } },
+    });
+    expect(JSON.stringify(invokeConfig!.Properties.FunctionName)).toContain('Reaper');
+  });
+
+  it('names no bus: two stacks in one account and region get two buses', () => {
+    const names = ['One', 'Two'].map((stackId) => {
+      const s = synth({ config: configFrom(yaml()), bundle: false, stackId });
+      const bus = Object.values(s.template.findResources('AWS::Events::EventBus'))[0]!;
+      s.cleanup();
+      return bus.Properties.Name as string;
+    });
+    expect(typeof names[0]).toBe('string');
+    expect(names[0]).not.toBe(names[1]);
   });
 });
 
@@ -101,6 +120,7 @@ describe('props', () => {
           functionTimeout: Duration.minutes(2),
           reaperTimeout: Duration.minutes(10),
           reservedConcurrency: { reaper: 1 },
+          tracing: false,
           dashboardName: 'tl-test',
         },
       },
@@ -125,7 +145,7 @@ describe('props', () => {
     t.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 7 });
     t.hasResourceProperties('AWS::CloudWatch::Dashboard', { DashboardName: 'tl-test' });
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(8);
+    expect(alarms).toHaveLength(9);
     for (const alarm of alarms) {
       expect(alarm.Properties.AlarmActions).toEqual([topicArn]);
       expect(alarm.Properties.OKActions).toEqual([topicArn]);
@@ -137,7 +157,9 @@ describe('props', () => {
     ).toEqual([120, 120, 120, 600]);
     // Visibility timeout 6 × 120 s; redrive after 3 receives.
     t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 720, RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }) });
+    // The prop still reserves where asked.
     expect(fnProps(current).filter((p) => p.ReservedConcurrentExecutions === 1)).toHaveLength(1);
+    for (const p of fnProps(current)) expect(p.TracingConfig).toEqual({ Mode: 'PassThrough' });
     expect(current.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
   });
 
@@ -150,6 +172,76 @@ describe('props', () => {
     const s = build(yaml(), { vpc });
     for (const p of fnProps(s)) expect(p.VpcConfig).toEqual({ SubnetIds: vpc.subnetIds, SecurityGroupIds: vpc.securityGroupIds });
     expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
+  });
+});
+
+const refusal = (configYaml: string, taskLease: Omit<TaskLeaseProps, 'config'> = {}, stackAccount?: string): string => {
+  try {
+    current = synth({
+      config: configFrom(configYaml),
+      bundle: false,
+      stackProps: { taskLease, ...(stackAccount ? { env: { account: stackAccount, region: 'eu-west-1' } } : {}) },
+    });
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return '(synthesized)';
+};
+const role = (settings = '') => `  bucket:
+    kind: aws-role
+    settings: { roleArn: "arn:aws:iam::123456789012:role/tl-bucket"${settings} }
+    access: { read: { sessionPolicy: { Statement: [{ Effect: Allow, Action: "s3:GetObject", Resource: "*" }] } } }`;
+const bucketRule = (seconds = 600) =>
+  `  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: ${seconds}, ${PRINCIPAL} }`;
+
+describe('configs that synthesize but could not work once deployed are refused, naming the field and the reason', () => {
+  it('a local or file trust bundle: every function would fail at start-up', () => {
+    expect(refusal(yaml({ trustDomains: '  demo.example.org:\n    bundle: { local: true }' }))).toMatch(
+      /trustDomains\.demo\.example\.org\.bundle\.local: a 'local' bundle exists only in the local runtime/,
+    );
+    expect(refusal(yaml({ trustDomains: '  demo.example.org:\n    bundle: { file: /etc/bundle.json }' }))).toMatch(
+      /trustDomains\.demo\.example\.org\.bundle\.file: a file path is not in the Lambda bundle/,
+    );
+  });
+
+  it('a rule without awsPrincipal: nothing issued under it could be delivered', () => {
+    const message = refusal(
+      yaml({ rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [app-db.read], maxLeaseSeconds: 600 }' }),
+    );
+    expect(message).toMatch(/rules\[0\]\.awsPrincipal: rule 'r1' names no AWS principal/);
+  });
+
+  it('a verify deadline that makes the function timeout exceed 900 s', () => {
+    const message = refusal(yaml({ settings: '  verifyDeadlineSeconds: 880' }));
+    expect(message).toMatch(
+      /settings\.verifyDeadlineSeconds: 880 s plus 30 s makes a function timeout of 910 s, over Lambda's 900 s; use at most 870/,
+    );
+    expect(refusal(yaml({ settings: '  verifyDeadlineSeconds: 870' }))).toBe('(synthesized)');
+  });
+
+  it('aws-role: sessions over 1 h (role chaining), leases longer than the session, a role of another account', () => {
+    expect(refusal(yaml({ targets: role(', maxSessionSeconds: 7200'), rules: bucketRule() }))).toMatch(
+      /targets\.bucket\.settings\.maxSessionSeconds: 7200 s, .*role chaining.*3600 s/,
+    );
+    expect(refusal(yaml({ targets: role(', maxSessionSeconds: 1800'), rules: bucketRule(3600) }))).toMatch(
+      /rules\[0\]\.maxLeaseSeconds: 3600 s, but target bucket \(aws-role\) issues credentials of at most 1800 s/,
+    );
+    expect(refusal(yaml({ targets: role(), rules: bucketRule(3600) }))).toBe('(synthesized)');
+    expect(refusal(yaml({ targets: role(), rules: bucketRule() }), {}, '999999999999')).toMatch(
+      /targets\.bucket\.settings\.roleArn: role of account 123456789012, but the stack deploys to 999999999999/,
+    );
+    expect(refusal(yaml({ targets: role(), rules: bucketRule() }), {}, '123456789012')).toBe('(synthesized)');
+  });
+
+  it('lists every problem at once', () => {
+    const message = refusal(
+      yaml({
+        trustDomains: '  demo.example.org:\n    bundle: { local: true }',
+        rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [app-db.read], maxLeaseSeconds: 600 }',
+      }),
+    );
+    expect(message).toContain('bundle.local');
+    expect(message).toContain('rules[0].awsPrincipal');
   });
 });
 
@@ -181,7 +273,7 @@ describe('configs that cannot work in AWS are refused at synth', () => {
       build(
         yaml({
           targets: pg('a-db', 'vpc-1') + pg('b-db', 'vpc-2'),
-          rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [a-db.read], maxLeaseSeconds: 600 }',
+          rules: `  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [a-db.read], maxLeaseSeconds: 600, ${PRINCIPAL} }`,
         }),
       ),
     ).toThrow(/targets a-db and b-db have different settings.vpc/);
@@ -194,7 +286,10 @@ describe('configs that cannot work in AWS are refused at synth', () => {
     access: { read: {} }`;
     expect(() =>
       build(
-        yaml({ targets, rules: '  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: 600 }' }),
+        yaml({
+          targets,
+          rules: `  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [bucket.read], maxLeaseSeconds: 600, ${PRINCIPAL} }`,
+        }),
       ),
     ).toThrow(
       // The kind's settings schema refuses it once, in the config validator's form (path: message).
@@ -210,7 +305,8 @@ describe('configs that cannot work in AWS are refused at synth', () => {
   it('a config too large for the Lambda environment', () => {
     const rules = Array.from(
       { length: 60 },
-      (_, i) => `  - { id: rule-${i}, spiffeId: "spiffe://demo.example.org/app/${i}", grants: [app-db.read], maxLeaseSeconds: 600 }`,
+      (_, i) =>
+        `  - { id: rule-${i}, spiffeId: "spiffe://demo.example.org/app/${i}", grants: [app-db.read], maxLeaseSeconds: 600, ${PRINCIPAL} }`,
     ).join('\n');
     expect(() => build(yaml({ rules }))).toThrow(/over Lambda's 4096-byte limit/);
   });
