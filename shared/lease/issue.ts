@@ -5,10 +5,18 @@ import { secretNameFor } from './context.ts';
 import type { Core, StartResult } from './context.ts';
 import { revokeLease } from './end.ts';
 import { ConflictError, DenialError, describeError } from './errors.ts';
-import type { TargetDriver } from './ports.ts';
+import type { IssuedCredential, TargetDriver } from './ports.ts';
 import type { CredentialRecord, LeaseRecord } from './records.ts';
 import { rollBack } from './rollback.ts';
-import { CREDENTIAL_TRANSITIONS, LEASE_TRANSITIONS, transitionCredential, transitionLease } from './transitions.ts';
+import {
+  CREDENTIAL_TRANSITIONS,
+  LEASE_TRANSITIONS,
+  credentialStep,
+  leaseStep,
+  transitionCredential,
+  transitionLease,
+  transitionTogether,
+} from './transitions.ts';
 import { revokeAndVerify } from './verify.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -43,9 +51,35 @@ export async function issueGrants(
     return { status: 'in-progress', taskId };
   }
 
-  const results = await Promise.allSettled(
+  const prepared = await Promise.allSettled(
     lease.grants.map((grant) => issueOne(core, lease, grant, existing.get(grantKey(grant)), readerPrincipal)),
   );
+  // Decided once: a retried activation must carry the same instant to recognise its own write.
+  const issuedAt = clock.now();
+  const activation = { issuedAt, expiresAt, lockedUntil: undefined, taskToken: undefined };
+  // The common case in one request: every issued record and the activation, all or none. If any
+  // condition fails (an end was requested, a record moved), nothing was written and the writes
+  // below go one by one, deciding each race as they always did.
+  const made = prepared.flatMap((r) => (r.status === 'fulfilled' && r.value.patch ? [r.value] : []));
+  const together =
+    made.length > 0 &&
+    prepared.every((r) => r.status === 'fulfilled') &&
+    (await transitionTogether(ledger, [
+      ...made.map((m) => credentialStep('issue', m.record, m.patch as Partial<CredentialRecord>)),
+      leaseStep('activate', lease, activation, { notEndRequested: true }),
+    ]));
+  const results: Array<PromiseSettledResult<CredentialRecord>> = together
+    ? prepared.map((r) => ({ status: 'fulfilled' as const, value: (r as PromiseFulfilledResult<Issued>).value.record }))
+    : await Promise.all(
+        prepared.map((r) =>
+          r.status === 'rejected'
+            ? r
+            : recordIssued(core, lease, r.value).then(
+                (value) => ({ status: 'fulfilled' as const, value }),
+                (reason: unknown) => ({ status: 'rejected' as const, reason }),
+              ),
+        ),
+      );
   const failures = results.flatMap((r, i) =>
     r.status === 'rejected' ? [{ grant: lease.grants[i] as Grant, error: r.reason as unknown }] : [],
   );
@@ -75,15 +109,8 @@ export async function issueGrants(
   }
 
   const credentials = results.map((r) => (r as PromiseFulfilledResult<CredentialRecord>).value);
-  const issuedAt = clock.now();
-  const activated = await transitionLease(
-    ledger,
-    'activate',
-    lease,
-    // expiresAt, the active lease's due time, is carried so the write needs no read.
-    { issuedAt, expiresAt, lockedUntil: undefined, taskToken: undefined },
-    { notEndRequested: true },
-  );
+  // expiresAt, the active lease's due time, is carried so the write needs no read.
+  const activated = together || (await transitionLease(ledger, 'activate', lease, activation, { notEndRequested: true }));
   // A lost response to an applied write reads as a failed condition: our own issuedAt says it won.
   const current = activated ? undefined : await ledger.getLease(taskId);
   if (!activated && !(current?.lease.state === 'active' && current.lease.issuedAt === issuedAt)) {
@@ -128,18 +155,32 @@ export async function issueGrants(
 /** Prior credentials an issue may resume: an issued one is reused, an intent revoked and re-made. */
 const REUSABLE: readonly CredentialRecord['state'][] = ['intent', 'issued'];
 
-/** One grant: write-ahead intent, the target's credential, the secret delivered, the record issued. */
+/**
+ * One grant, made on its target: what `recordIssued` (or the activation's transaction) writes.
+ * `patch` is absent for a credential a previous run already recorded as issued.
+ */
+interface Issued {
+  record: CredentialRecord;
+  patch?: Partial<CredentialRecord>;
+  driver: TargetDriver;
+  issued: IssuedCredential;
+  secretName: string;
+}
+
+/** One grant: write-ahead intent, the target's credential, the secret delivered (the issued record is written after). */
 async function issueOne(
   core: Core,
   lease: LeaseRecord,
   grant: Grant,
   prior: CredentialRecord | undefined,
   readerPrincipal?: string,
-): Promise<CredentialRecord> {
+): Promise<Issued> {
   const { ledger, clock, targets, secrets } = core.deps;
   const driver = targets.get(grant.target);
   if (!driver) throw new DenialError('unknown-target', `no driver for target ${grant.target}`);
-  if (prior?.state === 'issued') return prior;
+  if (prior?.state === 'issued') {
+    return { record: prior, driver, issued: { secret: {}, naturalExpiry: prior.naturalExpiry ?? 0 }, secretName: prior.secretName ?? '' };
+  }
   if (prior && prior.state !== 'intent')
     throw new ConflictError(`credential ${grantKey(grant)} is already ${prior.state}; not re-issuing it`);
   const key = grantKey(grant);
@@ -200,18 +241,7 @@ async function issueOne(
     // Due at the lease's expiry: past it, a lost Task Ended is open debt (trust-debt.ts).
     nextCheckAt: expiresAt,
   };
-  if (!(await transitionCredential(ledger, 'issue', { taskId: lease.taskId, grant }, patch))) {
-    const current = (await ledger.getLease(lease.taskId))?.credentials.find((c) => grantKey(c.grant) === key);
-    // A lost response to our own applied write reads as a failed condition: our issuedAt says it won.
-    const ours = current?.state === 'issued' && current.issuedAt === patch.issuedAt && current.naturalExpiry === patch.naturalExpiry;
-    if (!ours) {
-      await discard(core, driver, lease.taskId, grant, externalId, issued, stored.name, current);
-      throw new ConflictError(
-        `credential ${key} left the intent state while it was being issued (now ${current?.state ?? 'gone'}); what was just created was revoked`,
-      );
-    }
-  }
-  return {
+  const record = {
     ...(prior ?? ({} as CredentialRecord)),
     taskId: lease.taskId,
     grant,
@@ -227,6 +257,27 @@ async function issueOne(
     ...patch,
     state: CREDENTIAL_TRANSITIONS.issue.to,
   } as CredentialRecord;
+  return { record, patch, driver, issued, secretName: stored.name };
+}
+
+/** Writes one credential's `issued` record; takes back what was made if the record moved on meanwhile. */
+async function recordIssued(core: Core, lease: LeaseRecord, made: Issued): Promise<CredentialRecord> {
+  const { record, patch, driver, issued, secretName } = made;
+  if (!patch) return record;
+  const { ledger } = core.deps;
+  const key = grantKey(record.grant);
+  if (!(await transitionCredential(ledger, 'issue', { taskId: lease.taskId, grant: record.grant }, patch))) {
+    const current = (await ledger.getLease(lease.taskId))?.credentials.find((c) => grantKey(c.grant) === key);
+    // A lost response to our own applied write reads as a failed condition: our issuedAt says it won.
+    const ours = current?.state === 'issued' && current.issuedAt === patch.issuedAt && current.naturalExpiry === patch.naturalExpiry;
+    if (!ours) {
+      await discard(core, driver, lease.taskId, record.grant, record.externalId, issued, secretName, current);
+      throw new ConflictError(
+        `credential ${key} left the intent state while it was being issued (now ${current?.state ?? 'gone'}); what was just created was revoked`,
+      );
+    }
+  }
+  return record;
 }
 
 /**

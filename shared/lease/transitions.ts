@@ -1,5 +1,6 @@
 import { grantKey } from '../events/schemas.ts';
-import type { Ledger } from './ports.ts';
+import { MAX_TRANSACTION_WRITES } from './ports.ts';
+import type { Ledger, LedgerWrite } from './ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState } from './records.ts';
 
 /*
@@ -186,3 +187,34 @@ export function transitionCredential(
 
 export const isFinishedLease = (state: LeaseState): boolean => FINISHED_LEASE_STATES.includes(state);
 export const isFinishedCredential = (state: CredentialState): boolean => FINISHED_CREDENTIAL_STATES.includes(state);
+
+/** Lease transition `name` as one part of a transaction (see {@link transitionTogether}). */
+export function leaseStep(
+  name: LeaseTransitionName,
+  base: LeaseRecord,
+  patch: Partial<LeaseRecord>,
+  guard?: Parameters<Ledger['updateLease']>[3],
+): LedgerWrite {
+  const { from, patch: full } = leaseWrite(name, base, patch);
+  return { kind: 'lease', taskId: base.taskId, from, patch: full, ...(guard ? { guard } : {}) };
+}
+
+/** Credential transition `name` as one part of a transaction. */
+export function credentialStep(
+  name: CredentialTransitionName,
+  cred: Pick<CredentialRecord, 'taskId' | 'grant'>,
+  patch: Partial<CredentialRecord>,
+): LedgerWrite {
+  const { from, patch: full } = credentialWrite(name, patch);
+  return { kind: 'credential', taskId: cred.taskId, grantKey: grantKey(cred.grant), from, patch: full };
+}
+
+/**
+ * Applies transitions that always happen together in one ledger request, all or none. False when
+ * a condition failed, or when the ledger cannot (no `transact`, too many parts): nothing was
+ * written, and the caller takes the one-by-one path, which decides every race as before.
+ */
+export async function transitionTogether(ledger: Ledger, steps: readonly LedgerWrite[]): Promise<boolean> {
+  if (!ledger.transact || steps.length === 0 || steps.length > MAX_TRANSACTION_WRITES) return false;
+  return ledger.transact(steps);
+}

@@ -1,5 +1,6 @@
 import { grantKey as toGrantKey } from '../events/schemas.ts';
-import type { Ledger, OpenItemsPage } from '../lease/ports.ts';
+import { MAX_TRANSACTION_WRITES } from '../lease/ports.ts';
+import type { Ledger, LedgerWrite, OpenItemsPage } from '../lease/ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from '../lease/records.ts';
 import { DEFAULT_RETENTION_DAYS, INTERNAL_ATTRIBUTES, compact, openSk } from './table.ts';
 
@@ -109,6 +110,39 @@ export class MemoryLedger implements Ledger {
     const item = this.credentials.get(taskId)?.get(grantKey);
     if (!item || !from.includes(item.record.state)) return false;
     this.credentials.get(taskId)?.set(grantKey, this.stored(applyPatch(item.record, rest), taskId, grantKey, item, rest));
+    return true;
+  }
+
+  /** All or nothing, like a DynamoDB transaction: every condition is checked before anything is applied. */
+  async transact(writes: readonly LedgerWrite[]): Promise<boolean> {
+    if (writes.length === 0 || writes.length > MAX_TRANSACTION_WRITES) throw new RangeError('transact: 1 to 100 writes');
+    const keys = new Set<string>();
+    for (const w of writes) {
+      const { taskId: _t, ...rest } = w.patch as Record<string, unknown>;
+      if ('taskId' in w.patch && w.patch.taskId !== w.taskId) throw new TypeError('transact: patch must not change taskId');
+      checkPatch('transact', rest, w.from);
+      // DynamoDB refuses two operations on one item in a transaction.
+      const key = w.kind === 'lease' ? `${w.taskId}\u0000` : `${w.taskId}\u0000${w.grantKey}`;
+      if (keys.has(key)) throw new TypeError('transact: two writes to one item');
+      keys.add(key);
+    }
+    const holds = writes.every((w) => {
+      if (w.kind === 'lease') {
+        const item = this.leases.get(w.taskId);
+        return item !== undefined && w.from.includes(item.record.state) && guardHolds(item.record, w.guard ?? {});
+      }
+      const item = this.credentials.get(w.taskId)?.get(w.grantKey);
+      return item !== undefined && w.from.includes(item.record.state);
+    });
+    if (!holds) return false;
+    for (const w of writes) {
+      // This class's own writes: a subclass's overrides (test fakes) see the transaction, not its parts.
+      const applied =
+        w.kind === 'lease'
+          ? MemoryLedger.prototype.updateLease.call(this, w.taskId, w.from, w.patch, w.guard)
+          : MemoryLedger.prototype.updateCredential.call(this, w.taskId, w.grantKey, w.from, w.patch);
+      if (!(await applied)) throw new Error('transact: a checked condition failed while applying');
+    }
     return true;
   }
 

@@ -149,6 +149,44 @@ export class FakeLedger extends MemoryLedger {
     return this.write('claimSvid', args, () => super.claimSvid(...args));
   }
 
+  /**
+   * A transaction's parts are logged and scripted as the updateLease/updateCredential calls they
+   * stand for, so a fault meant for one write meets it inside a transaction too: a racing writer
+   * (function) runs first; `conflict` or `throw` on any part leaves all unapplied; `lost-response`
+   * and `throw-after` apply the whole transaction. `transactions` counts them.
+   */
+  transactions = 0;
+
+  override async transact(writes: Parameters<MemoryLedger['transact']>[0]): Promise<boolean> {
+    this.transactions++;
+    let outcome: 'conflict' | 'lost-response' | 'throw' | 'throw-after' | undefined;
+    for (const w of writes) {
+      const method: LedgerWriteMethod = w.kind === 'lease' ? 'updateLease' : 'updateCredential';
+      const args: unknown[] =
+        w.kind === 'lease' ? [w.taskId, w.from, w.patch, ...(w.guard ? [w.guard] : [])] : [w.taskId, w.grantKey, w.from, w.patch];
+      this.calls.push({ method, args: structuredClone(args) });
+      const i = this.script.findIndex((s) => s.method === method && (s.when?.(args) ?? true));
+      if (i < 0) continue;
+      const [{ fault }] = this.script.splice(i, 1) as [ScriptedFault];
+      if (typeof fault === 'function') await fault(this);
+      else outcome ??= fault;
+    }
+    switch (outcome) {
+      case 'conflict':
+        return false;
+      case 'throw':
+        throw new Error('ledger.transact: injected failure');
+      case 'lost-response':
+        await super.transact(writes);
+        return false;
+      case 'throw-after':
+        await super.transact(writes);
+        throw new Error('ledger.transact: injected lost response');
+      default:
+        return super.transact(writes);
+    }
+  }
+
   private async write(method: LedgerWriteMethod, args: unknown[], apply: () => Promise<boolean>): Promise<boolean> {
     this.calls.push({ method, args: structuredClone(args) });
     const i = this.script.findIndex((s) => s.method === method && (s.when?.(args) ?? true));
