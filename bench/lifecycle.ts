@@ -50,6 +50,11 @@ export interface LifecycleBenchOptions {
   profile?: boolean;
   /** Where a raw .cpuprofile goes (profile pass only). */
   cpuProfilePath?: string;
+  /**
+   * A burst of ends: every measured task is started (C at a time) and issued first, then all their
+   * `Task Ended` are put at once; the bus still runs C at a time per route.
+   */
+  burst?: boolean;
   progress?: (line: string) => void;
 }
 
@@ -70,6 +75,7 @@ export interface LifecycleBenchResult {
     use: boolean;
     leaseSeconds: number;
     reaper: 'off';
+    burst?: boolean;
     adminPoolMax: number;
     whatIf: WhatIf[];
     credentials: number;
@@ -92,8 +98,19 @@ export interface LifecycleBenchResult {
   issuanceHandlerMs: Dist;
   /** Task Ended put → Lease Revoked seen on the bus (end to proof, as the engine sees it). */
   endToRevokedMs: Dist;
-  /** From the ledger: verifiedAt − endedAt per credential (ms clock). */
+  /** From the ledger: verifiedAt − endedAt per credential (ms clock), as the broker records it. */
   trustDebtMs: Dist;
+  /**
+   * verifiedAt − the moment the bench put `Task Ended` on the bus (Date.now() just before the put):
+   * trust debt from the real end, whatever `endedAt` the broker recorded. The goals use this one.
+   */
+  trustDebtFromPutMs?: Dist;
+  /** naturalExpiry − the put time of `Task Ended`: the TTL-only baseline from the same instant. */
+  ttlOnlyFromPutMs?: Dist;
+  /** The ledger's own split of each credential's debt, when the core records it (issue 13). */
+  split?: Record<'pipelineMs' | 'revokeMs' | 'proofMs' | 'exposureMs', Dist>;
+  /** Where the broker's recorded endedAt came from, by source. */
+  endedAtSources?: Record<string, number>;
   /** From the ledger: naturalExpiry − endedAt per credential — the debt if left to expire. */
   ttlOnlyDebtMs: Dist;
   /** TTL-only baseline ÷ measured trust debt, at p50 and p99. */
@@ -199,6 +216,8 @@ async function runOn(
 ): Promise<LifecycleBenchResult> {
   const runId = `${Date.now().toString(36)}`;
   const times = new Map<string, TaskTimes>();
+  /** Epoch ms just before each `Task Ended` put (the ledger's clock is epoch ms too). */
+  const endPutAt = new Map<string, number>();
   const mark = (e: BusEvent, field: keyof TaskTimes) => {
     const taskId = (e.detail as { taskId?: string }).taskId;
     if (!taskId) return;
@@ -233,7 +252,8 @@ async function runOn(
   const counts = { issued: 0, denied: 0, revocationFailed: 0 };
   const errors: string[] = [];
 
-  const oneTask = async (taskId: string, index: number): Promise<void> => {
+  /** Task Started → Lease Issued; false when denied. */
+  const startTask = async (taskId: string, index: number): Promise<boolean> => {
     const workload = BENCH_WORKLOADS[index % BENCH_WORKLOADS.length] as (typeof BENCH_WORKLOADS)[number];
     // The SVID is minted before the clock starts: it is the workload's, not the broker's, cost.
     const svid = await rt.mintSvid(workload.spiffeId);
@@ -251,19 +271,51 @@ async function runOn(
     if (first['detail-type'] === DETAIL_TYPES.leaseDenied) {
       counts.denied++;
       errors.push(`${taskId}: denied ${JSON.stringify((first.detail as { reason?: unknown }).reason)}`);
-      return;
+      return false;
     }
     counts.issued++;
     if (opts.use) await useOnce(rt, first.detail as LeaseIssued);
-    // Minted before the end is put (the engine's cost, not the broker's): ends are authenticated.
+    return true;
+  };
+  /** Puts Task Ended (the end SVID is minted first: the engine's cost) and returns the wait for the proof. */
+  const endTask = async (taskId: string, index: number): Promise<() => Promise<void>> => {
+    const workload = BENCH_WORKLOADS[index % BENCH_WORKLOADS.length] as (typeof BENCH_WORKLOADS)[number];
     const endSvid = await rt.mintSvid(workload.spiffeId);
-    const revoked = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed));
-    rt.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: 'succeeded', svid: endSvid });
-    const last = await revoked.promise;
-    if (last['detail-type'] === DETAIL_TYPES.revocationFailed) {
-      counts.revocationFailed++;
-      errors.push(`${taskId}: revocation not proven: ${JSON.stringify(last.detail)}`);
-    }
+    return () => {
+      const revoked = waitForEvent(rt.bus, forTask(taskId, DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed));
+      endPutAt.set(taskId, Date.now());
+      rt.bus.put(DETAIL_TYPES.taskEnded, { taskId, outcome: 'succeeded', svid: endSvid });
+      return revoked.promise.then((last) => {
+        if (last['detail-type'] === DETAIL_TYPES.revocationFailed) {
+          counts.revocationFailed++;
+          errors.push(`${taskId}: revocation not proven: ${JSON.stringify(last.detail)}`);
+        }
+      });
+    };
+  };
+  const oneTask = async (taskId: string, index: number): Promise<void> => {
+    if (!(await startTask(taskId, index))) return;
+    const put = await endTask(taskId, index);
+    await put();
+  };
+
+  /** All started (C at a time), then every end put in one synchronous loop. */
+  const burstPhase = async (ids: string[]) => {
+    const started: Array<{ id: string; i: number }> = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(opts.concurrency, ids.length) }, async () => {
+        while (next < ids.length) {
+          const i = next++;
+          if (await startTask(ids[i] as string, i)) started.push({ id: ids[i] as string, i });
+        }
+      }),
+    );
+    progress(`  burst: ${started.length} issued; putting ${started.length} Task Ended at once`);
+    const puts = await Promise.all(started.map((t) => endTask(t.id, t.i)));
+    const waits = puts.map((put) => put());
+    await Promise.all(waits);
+    await rt.bus.drained();
   };
 
   const runPhase = async (ids: string[], label: string) => {
@@ -301,7 +353,8 @@ async function runOn(
   const cpu = new CpuMeter(postmasterPid(demoPostgres(rt).dataDir), os.cpus().length);
   measuring.on = true;
   const t0 = performance.now();
-  await runPhase(ids, 'tasks');
+  if (opts.burst) await burstPhase(ids);
+  else await runPhase(ids, 'tasks');
   const wallMs = performance.now() - t0;
   measuring.on = false;
   const cpuFigures = cpu.stop();
@@ -352,6 +405,28 @@ async function runOn(
   if (summary.ttlOnlyDebtMs.p50 !== undefined && ttl.p50 !== null && Math.abs(summary.ttlOnlyDebtMs.p50 - ttl.p50) > 1) {
     throw new Error('TTL-only baseline disagrees with summarizeDebt');
   }
+  const fromPut = verified.flatMap((c) => {
+    const at = endPutAt.get(c.taskId);
+    return at === undefined || c.verifiedAt === undefined ? [] : [c.verifiedAt - at];
+  });
+  const ttlFromPut = creds.flatMap((c) => {
+    const at = endPutAt.get(c.taskId);
+    return at === undefined || c.naturalExpiry === undefined ? [] : [c.naturalExpiry - at];
+  });
+  // Read loosely: the split fields arrive with the core's issue-13 change.
+  const loose = verified as unknown as Array<Record<string, unknown>>;
+  const splitOf = (field: string) => dist(loose.flatMap((c) => (typeof c[field] === 'number' ? [c[field] as number] : [])));
+  const split = {
+    pipelineMs: splitOf('pipelineMs'),
+    revokeMs: splitOf('revokeMs'),
+    proofMs: splitOf('proofMs'),
+    exposureMs: splitOf('exposureMs'),
+  };
+  const endedAtSources: Record<string, number> = {};
+  for (const l of leases as unknown as Array<{ lease: Record<string, unknown> }>) {
+    const source = typeof l.lease.endedAtSource === 'string' ? l.lease.endedAtSource : 'not recorded';
+    endedAtSources[source] = (endedAtSources[source] ?? 0) + 1;
+  }
   const ratio = (a: number | null, b: number | null) => (a === null || b === null ? null : round(a / Math.max(b, 1), 0));
   const attempts = verified.map((c) => c.verifyAttempts);
 
@@ -378,6 +453,7 @@ async function runOn(
       use: opts.use,
       leaseSeconds: LEASE_SECONDS,
       reaper: 'off',
+      ...(opts.burst ? { burst: true } : {}),
       adminPoolMax: Math.max(0, ...poolMax),
       whatIf: opts.whatIf ?? [],
       credentials: creds.length,
@@ -397,6 +473,10 @@ async function runOn(
     issuanceHandlerMs: dist(handlerIssuance),
     endToRevokedMs: dist(gaps('ended', 'revoked')),
     trustDebtMs: debt,
+    trustDebtFromPutMs: dist(fromPut),
+    ttlOnlyFromPutMs: dist(ttlFromPut),
+    ...(split.pipelineMs.p50 !== null ? { split } : {}),
+    endedAtSources,
     ttlOnlyDebtMs: ttl,
     baselineRatio: { p50: ratio(ttl.p50, debt.p50), p99: ratio(ttl.p99, debt.p99) },
     steps,

@@ -1,7 +1,11 @@
 /**
- * `npm run bench`: the benchmark harness of issue 7.
+ * `npm run bench`: the benchmark harness of issues 7 and 13.
  *
- *   npm run bench                              1,000 lifecycles at concurrency 20, 3 repeats + cold start (+ a profile pass when a goal is missed)
+ *   npm run bench                              the goals run: 1,000 lifecycles at concurrency 20 (3 repeats), 200 at concurrency 1,
+ *                                              a burst of 200 ends, 10,000 lifecycles (memory), cost per task, cold start
+ *                                              (+ a profile pass when a goal is missed)
+ *   npm run bench -- --quick                   the same, smaller (own iterations; not for the README)
+ *   npm run bench -- --cost-only               only the cost per task (real handlers, counted SDK calls)
  *   npm run bench -- --tasks 5000 --concurrency 50 --use
  *   npm run bench -- --scale                   N = 100, 1,000, 10,000, each in a fresh process and runtime
  *   npm run bench -- --cold-only               re-measure only the Lambda bundles (after functions/ change)
@@ -25,6 +29,10 @@ import { WHAT_IF, isWhatIf } from './what-if.ts';
 import type { WhatIf } from './what-if.ts';
 import type { LifecycleBenchOptions, LifecycleBenchResult } from './lifecycle.ts';
 import { evaluateGoals, missedLifecycleGoals, renderReadmeBlock, spliceReadme } from './report.ts';
+import { DEMO_MIX, measureCost } from './cost/lifecycles.ts';
+import type { CostMeasurement } from './cost/lifecycles.ts';
+import { DEFAULT_ASSUMPTIONS, summarizeCost } from './cost/model.ts';
+import { renderCost } from './cost/render.ts';
 import type { Machine, Provenance, Results, RunSpread, ScalePoint } from './report.ts';
 
 const BENCH_DIR = import.meta.dirname;
@@ -89,6 +97,24 @@ async function runInChild(args: string[]): Promise<LifecycleBenchResult> {
   const result = JSON.parse(await readFile(file, 'utf8')) as LifecycleBenchResult;
   await rm(file, { force: true });
   if (busy !== undefined) result.cpu.busyBeforeStartCores = busy;
+  return result;
+}
+
+/** The cost measurement in a fresh Node process (the handlers keep their container state per process). */
+async function costInChild(args: string[]): Promise<CostMeasurement> {
+  await mkdir(OUT_DIR, { recursive: true });
+  const file = join(OUT_DIR, `cost-${process.pid}-${Date.now()}.json`);
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, join(BENCH_DIR, 'run.ts'), '--child-cost', file, ...args], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: process.env,
+    });
+    child.once('error', reject);
+    child.once('exit', resolve);
+  });
+  if (code !== 0) throw new Error(`cost child exited with ${code}`);
+  const result = JSON.parse(await readFile(file, 'utf8')) as CostMeasurement;
+  await rm(file, { force: true });
   return result;
 }
 
@@ -166,6 +192,13 @@ async function main(): Promise<number> {
       'profile-out': { type: 'string' },
       render: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      burst: { type: 'boolean', default: false },
+      'cost-only': { type: 'boolean', default: false },
+      'no-cost': { type: 'boolean', default: false },
+      'cost-tasks': { type: 'string' },
+      'task-seconds': { type: 'string', default: String(DEFAULT_ASSUMPTIONS.taskSeconds) },
+      'child-cost': { type: 'string' },
     },
   });
   if (values.help) {
@@ -177,7 +210,8 @@ async function main(): Promise<number> {
     return 0;
   }
   quietWaitMs = positive('quiet-wait', values['quiet-wait'], 0) * 1000;
-  const tasks = positive('tasks', values.tasks);
+  const quick = values.quick;
+  const tasks = quick && values.tasks === '1000' ? 300 : positive('tasks', values.tasks);
   const concurrency = positive('concurrency', values.concurrency);
   const warmup = values.warmup === undefined ? concurrency : positive('warmup', values.warmup, 0);
   const adminPoolMax = values.pool === undefined ? undefined : positive('pool', values.pool);
@@ -188,7 +222,18 @@ async function main(): Promise<number> {
   for (const w of whatIf) if (!isWhatIf(w)) throw new Error(`--what-if: unknown patch ${w}; known: ${Object.keys(WHAT_IF).join(', ')}`);
   if (whatIf.length && !values.experiment && !values['child-result'])
     throw new Error('--what-if changes the broker: use it with --experiment <name>');
-  const base: LifecycleBenchOptions = { tasks, concurrency, warmup, use: values.use, adminPoolMax, whatIf: whatIf as WhatIf[], progress };
+  const base: LifecycleBenchOptions = {
+    tasks,
+    concurrency,
+    warmup,
+    use: values.use,
+    adminPoolMax,
+    whatIf: whatIf as WhatIf[],
+    burst: values.burst,
+    progress,
+  };
+  const costTasks = values['cost-tasks'] === undefined ? (quick ? 5 : 30) : positive('cost-tasks', values['cost-tasks']);
+  const costArgs = ['--cost-tasks', String(costTasks)];
   const forwarded = [
     `--concurrency`,
     String(concurrency),
@@ -198,6 +243,13 @@ async function main(): Promise<number> {
     ...(adminPoolMax ? ['--pool', String(adminPoolMax)] : []),
     ...(whatIf.length ? ['--what-if', whatIf.join(',')] : []),
   ];
+
+  // Internal: the cost measurement in this (fresh) process, result to a file.
+  if (values['child-cost']) {
+    const measured = await measureCost({ tasks: costTasks, warmup: 3, batchSizes: [1], progress });
+    await writeFile(values['child-cost'], JSON.stringify(measured));
+    return 0;
+  }
 
   // Internal: one lifecycle bench in this (fresh) process, result to a file.
   if (values['child-result']) {
@@ -236,9 +288,11 @@ async function main(): Promise<number> {
     };
   }
 
-  if (!values['cold-only'] && !values.scale && !values.experiment) {
+  const costOnly = values['cost-only'];
+  const goalsRun = !values['cold-only'] && !values.scale && !values.experiment && !costOnly;
+  if (goalsRun) {
     // The machine may be shared: repeat, report the run with the median throughput, keep the spread.
-    const repeat = positive('repeat', values.repeat);
+    const repeat = quick ? 1 : positive('repeat', values.repeat);
     const runs: LifecycleBenchResult[] = [];
     for (let i = 1; i <= repeat; i++) {
       progress(
@@ -251,6 +305,43 @@ async function main(): Promise<number> {
     const sorted = [...runs].sort((a, b) => a.throughput.lifecyclesPerSecond - b.throughput.lifecyclesPerSecond);
     const result = sorted[Math.floor((sorted.length - 1) / 2)] as LifecycleBenchResult;
     results.lifecycle = { ...provenance(command, m), result, runs: runs.map(spread) };
+
+    // Issue 13's other goals, each in a fresh process and runtime, in the same run.
+    const floorTasks = quick ? 100 : 200;
+    progress(`floor: ${floorTasks} lifecycles at concurrency 1…`);
+    const floor = await runInChild(['--tasks', String(floorTasks), '--concurrency', '1', '--warmup', '5']);
+    printSummary(floor);
+    results.floorC1 = { ...provenance(command, m), result: floor };
+
+    progress(`burst: 200 tasks issued, then 200 Task Ended at once (bus concurrency ${concurrency})…`);
+    const burst = await runInChild(['--tasks', '200', '--concurrency', String(concurrency), '--warmup', String(warmup), '--burst']);
+    printSummary(burst);
+    results.burst = { ...provenance(command, m), result: burst };
+
+    // Memory: the headline's run is the small point; the large one runs 10× as many tasks.
+    const big = tasks * 10;
+    progress(
+      `memory: ${big.toLocaleString('en-US')} lifecycles at concurrency ${concurrency} (compared with the ${tasks.toLocaleString('en-US')}-task run)…`,
+    );
+    const large = await runInChild(['--tasks', String(big), ...forwarded]);
+    printSummary(large);
+    results.scale = {
+      ...provenance(command, m),
+      runtimes: `one fresh Node process and one fresh local runtime per N; N = ${tasks.toLocaleString('en-US')} is the headline's median run`,
+      points: [
+        { tasks, result },
+        { tasks: big, result: large },
+      ],
+    };
+  }
+
+  if ((goalsRun || costOnly) && !values['no-cost']) {
+    progress(`cost: ${costTasks} lifecycles per workload and batch size through the real handlers, every SDK call counted…`);
+    const measured = await costInChild(costArgs);
+    const assumptions = { ...DEFAULT_ASSUMPTIONS, taskSeconds: positive('task-seconds', values['task-seconds']) };
+    const summary = summarizeCost(measured, DEMO_MIX, assumptions);
+    progress(renderCost(summary));
+    results.cost = { ...provenance(command, m), summary, wallMs: Math.round(measured.wallMs) };
   }
 
   if (values.scale) {
@@ -284,7 +375,7 @@ async function main(): Promise<number> {
   }
 
   // Every mode re-measures the bundles (seconds): a changed functions/ entry is never left stale.
-  if (!values['no-cold']) {
+  if (!values['no-cold'] && !costOnly) {
     progress('cold start: bundling FUNCTION_ENTRIES and importing each bundle in fresh processes…');
     const result = await measureColdStart({
       runs: positive('cold-runs', values['cold-runs']),
@@ -296,8 +387,7 @@ async function main(): Promise<number> {
 
   // A profile pass when a lifecycle goal is missed (or asked for): same N and concurrency, instrumented.
   const missed = missedLifecycleGoals(evaluateGoals(results));
-  const wantProfile =
-    !values['cold-only'] && !values.scale && !values.experiment && !values['no-profile'] && (values.profile ?? missed.length > 0);
+  const wantProfile = goalsRun && !values['no-profile'] && (values.profile ?? missed.length > 0);
   if (wantProfile) {
     progress(`profile pass (${missed.length ? `missed: ${missed.length} goal(s)` : 'asked for'}): instrumented re-run…`);
     await mkdir(PROFILE_DIR, { recursive: true });

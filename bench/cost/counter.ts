@@ -44,6 +44,19 @@ export interface SdkCall {
   dynaliteWriteUnits?: number;
   /** EventBridge PutEvents entries, or SQS messages of a batch call. */
   entries?: number;
+  /** KMS requests Secrets Manager makes for this call with a customer managed key (not an SDK call of ours). */
+  kmsRequests?: number;
+}
+
+/**
+ * Secrets Manager encrypts each new secret value under the secret's KMS key (GenerateDataKey) and
+ * decrypts on each read (Decrypt): one KMS request per value written or read.
+ */
+function kmsRequestsOf(operation: string, input: Record<string, unknown>): number {
+  if (operation === 'PutSecretValue') return 1;
+  if (operation === 'CreateSecret') return input.SecretString !== undefined || input.SecretBinary !== undefined ? 1 : 0;
+  if (operation === 'GetSecretValue') return 1;
+  return 0;
 }
 
 export const WRITE_UNIT_BYTES = 1024;
@@ -153,6 +166,8 @@ interface Stack {
 
 export class SdkCallCounter {
   readonly calls: SdkCall[] = [];
+  /** While paused, DynamoDB commands pass straight through (no images, not recorded): timing passes. */
+  paused = false;
   private readonly instrumented = new WeakSet<object>();
   private readonly images: DynamoDBClient;
   private restoreSend?: () => void;
@@ -211,12 +226,14 @@ export class SdkCallCounter {
           () => undefined,
           (err: unknown) => (err instanceof Error ? err.name : 'Error'),
         );
+        const kms = m.service === 'secretsmanager' && !failed ? kmsRequestsOf(operation, command.input) : 0;
         this.calls.push({
           service: m.service,
           operation,
           attempts: 1,
           ...(entries !== undefined ? { entries } : {}),
           ...(failed ? { failed } : {}),
+          ...(kms ? { kmsRequests: kms } : {}),
         });
       }
       m.seen = all.length;
@@ -246,6 +263,7 @@ export class SdkCallCounter {
 
   private dynamoMiddleware(): Middleware {
     return (next, context) => async (args) => {
+      if (this.paused) return next(args);
       const operation = (context.commandName ?? 'Unknown').replace(/Command$/, '');
       const input = args.input as Record<string, unknown>;
       const isRead = READS.has(operation);
@@ -301,6 +319,7 @@ export interface ServiceTally {
   writeUnitsTable: number;
   writeUnitsIndex: number;
   entries: number;
+  kmsRequests: number;
   /** Writes whose computed table units differ from dynalite's own figure. */
   writeUnitMismatches: number;
 }
@@ -318,6 +337,7 @@ export function tally(calls: readonly SdkCall[]): Record<string, ServiceTally> {
       writeUnitsTable: 0,
       writeUnitsIndex: 0,
       entries: 0,
+      kmsRequests: 0,
       writeUnitMismatches: 0,
     });
     t.requests++;
@@ -328,6 +348,7 @@ export function tally(calls: readonly SdkCall[]): Record<string, ServiceTally> {
     t.writeUnitsTable += c.writeUnitsTable ?? 0;
     t.writeUnitsIndex += c.writeUnitsIndex ?? 0;
     t.entries += c.entries ?? 0;
+    t.kmsRequests += c.kmsRequests ?? 0;
     if (c.dynaliteWriteUnits !== undefined && c.writeUnitsTable !== undefined && c.dynaliteWriteUnits !== c.writeUnitsTable)
       t.writeUnitMismatches++;
   }
