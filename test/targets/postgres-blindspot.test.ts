@@ -33,7 +33,7 @@ function lateLogin(secret: Record<string, string>, delaySeconds: number): { clie
     options: `-c post_auth_delay=${delaySeconds}`,
   });
   client.on('error', () => undefined);
-  return { client, connected: client.connect() };
+  return { client, connected: client.connect().then(() => undefined) };
 }
 
 describe('a session that races the drop', () => {
