@@ -5,10 +5,12 @@
 import { DETAIL_TYPES } from '../shared/events/schemas.ts';
 import { sqsFunction } from './lib/handler.ts';
 import { parseEventBridgeBody } from './lib/envelope.ts';
+import { queuedAtOf } from './lib/sqs.ts';
 
 export const { lambdaHandler, handler } = sqsFunction(async (record, broker) => {
   const busEvent = parseEventBridgeBody(record.body, DETAIL_TYPES.taskEnded);
-  const result = await broker.taskEnded(busEvent.detail);
+  // Without the engine's own endedAt, the end is when the message reached the queue.
+  const result = await broker.taskEnded(busEvent.detail, { queuedAt: queuedAtOf(record) });
   return {
     eventId: busEvent.id,
     taskId: result.taskId,

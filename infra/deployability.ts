@@ -14,15 +14,6 @@ export const LAMBDA_TIMEOUT_MAX_SECONDS = 900;
 export const FUNCTION_TIMEOUT_SLACK_SECONDS = 30;
 
 /**
- * The longest credential a kind can issue for a target, when it has a bound (an STS session): a
- * rule granting longer leases on it would leave its tasks without access before they end. The
- * optional member a kind's AWS declaration may carry (shared/targets/aws-role/aws.ts has it).
- */
-export interface GrantLifetimeBound {
-  maxGrantSeconds?(target: ConfiguredTarget): number | undefined;
-}
-
-/**
  * Every reason `config` cannot work in a deployed stack; empty when it can. `grantBounds`: the
  * longest credential each bounded target issues (TargetNeeds.maxGrantSeconds).
  */

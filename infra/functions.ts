@@ -34,6 +34,7 @@ const FUNCTION_DESCRIPTIONS: Record<TaskLeaseFunctionName, string> = {
   taskEnded: 'tasklease: Task Ended -> revoke credentials and prove them rejected',
   reverify: 'tasklease: delayed re-verification of revoked credentials',
   reaper: 'tasklease: expired leases, lost Task Ended, stale intents, unverified revocations',
+  operator: 'tasklease: break-glass revoke of a task or a workload (and its lock), invoked by operators only',
 };
 
 /** The queue each queue-driven function consumes. */
@@ -120,7 +121,8 @@ export function buildFunctions(scope: Construct, props: FunctionsBuilderProps): 
       runtime: LAMBDA_RUNTIME,
       architecture: lambda.Architecture.ARM_64,
       memorySize: props.memorySize,
-      timeout: name === 'reaper' ? props.reaperTimeout : props.functionTimeout,
+      // A workload's break-glass revoke may prove many leases in one invocation, like a reaper run.
+      timeout: name === 'reaper' || name === 'operator' ? props.reaperTimeout : props.functionTimeout,
       tracing: props.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
       role,
       logGroup,

@@ -88,6 +88,8 @@ export const FUNCTION_CAPABILITIES: Record<TaskLeaseFunctionName, readonly Capab
   reverify: ['revoke'],
   // Ends expired leases and rolls back interrupted issuing (which answers the task token with a failure).
   reaper: ['revoke', 'answerTaskTokens'],
+  // Revokes and proves at once; its lock and unlock are ledger items like the rest.
+  operator: ['revoke'],
 };
 
 /** The tasklease resources a function's policy names. */

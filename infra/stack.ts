@@ -36,6 +36,10 @@ export class TaskLeaseStack extends Stack {
         'Role of the task-started function: it issues, so a target role tasklease assumes must trust this role',
       ],
       LedgerTableName: [tl.table.tableName, 'DynamoDB ledger table (tasklease report --table)'],
+      OperatorFunctionName: [
+        tl.functions.operator.functionName,
+        'Break-glass function: tasklease revoke --function <this> (callers need lambda:InvokeFunction on it)',
+      ],
       KeyArn: [tl.key.keyArn, 'KMS key of the queues, the ledger, the bus and delivered secrets'],
     };
     for (const [id, [value, description]] of Object.entries(outputs)) new CfnOutput(this, id, { value, description });

@@ -1,5 +1,4 @@
 import { Aws, Token } from 'aws-cdk-lib';
-import type { GrantLifetimeBound } from './deployability.ts';
 import { validateTargets } from '../shared/policy/config.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import type { AwsEnvironment, IamStatementSpec, TargetKind, VpcSpec } from '../shared/targets/kind.ts';
@@ -54,7 +53,7 @@ export function targetNeeds(config: TaskLeaseConfig, kinds: readonly TargetKind[
       ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
     };
     const needs = kind.aws.needs(configured, env);
-    const bound = (kind.aws as GrantLifetimeBound).maxGrantSeconds?.(configured);
+    const bound = kind.aws.maxGrantSeconds?.(configured);
     if (bound !== undefined) maxGrantSeconds.set(target.name, bound);
     statements.push(...needs.statements);
     if (needs.vpc) vpcs.push({ target: target.name, vpc: needs.vpc });

@@ -73,6 +73,15 @@ export interface TaskLeaseProps {
   readonly eventProducerPrincipalArns?: string[];
 
   /**
+   * Principals allowed to invoke the break-glass operator function (`tasklease revoke --function`,
+   * `tasklease unlock --function`): lambda:InvokeFunction on it and nothing else. Anyone else with
+   * lambda:InvokeFunction in the account (an administrator) can invoke it too; CloudTrail records
+   * every invoke with its caller.
+   * @default - none (grant later with `grantOperate`)
+   */
+  readonly operators?: iam.IGrantable[];
+
+  /**
    * What happens to the ledger table and the KMS key when they leave the stack.
    * @default RemovalPolicy.RETAIN
    */
@@ -142,7 +151,7 @@ export interface TaskLeaseProps {
   readonly functionTimeout?: Duration;
 
   /**
-   * Timeout of the reaper.
+   * Timeout of the reaper and of the break-glass operator function (both may prove many leases in one run).
    * @default Duration.minutes(5)
    */
   readonly reaperTimeout?: Duration;
@@ -318,6 +327,12 @@ export class TaskLease extends Construct {
     });
     this.dashboard = this.monitoring.dashboard;
     this.alarms = this.monitoring.alarms;
+    for (const operator of props.operators ?? []) this.grantOperate(operator);
+  }
+
+  /** Lets an operator invoke the break-glass function (revoke a task or a workload now, lock and unlock workloads). */
+  grantOperate(grantee: iam.IGrantable): iam.Grant {
+    return this.functions.operator.grantInvoke(grantee);
   }
 
   /**

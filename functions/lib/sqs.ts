@@ -1,26 +1,14 @@
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import type { PartialItemFailureResponse } from '@aws-lambda-powertools/batch/types';
-import { EventBridgeSchema } from '@aws-lambda-powertools/parser/schemas/eventbridge';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { z } from 'zod';
 import { parseJsonDetail } from '../../shared/events/parse.ts';
 import { describeError, InvalidEventError } from '../../shared/lease/errors.ts';
 import { logger } from './powertools.ts';
 
-export type EventBridgeEvent = z.infer<typeof EventBridgeSchema>;
-
-/**
- * The EventBridge event inside an SQS message body (an EventBridge rule with an SQS target
- * delivers the whole event as the body). Throws InvalidEventError with a reason that never
- * repeats the body: JSON.parse's own message quotes it, and it may hold an SVID.
- */
-export function parseEventBridgeBody(body: string, expectedDetailType: string): EventBridgeEvent {
-  const event = parseJsonBody(body, EventBridgeSchema, 'message body is not an EventBridge event');
-  if (event['detail-type'] !== expectedDetailType) {
-    throw new InvalidEventError(`detail-type '${event['detail-type'].slice(0, 64)}' reached the '${expectedDetailType}' queue`);
-  }
-  return event;
-}
+// The envelope schema is ours (./envelope.ts): Powertools' keeps every zod locale in the bundle.
+export { parseEventBridgeBody } from './envelope.ts';
+export type { EventBridgeEvent } from './envelope.ts';
 
 /**
  * When the message reached its queue (SQS `SentTimestamp`, epoch ms), the earliest instant the

@@ -1,5 +1,3 @@
-import { isNode } from 'yaml';
-import type { Document, LineCounter } from 'yaml';
 import type * as z from 'zod';
 import { ConfigError } from '../lease/errors.ts';
 
@@ -27,17 +25,6 @@ export type Locator = (path: readonly PathKey[]) => number | undefined;
 // Keeps the source position of a parsed config for the second validation pass, without
 // adding fields to the config object itself.
 export const locators = new WeakMap<object, { source: string; locate: Locator }>();
-
-export function makeLocator(doc: Document, lines: LineCounter): Locator {
-  return (path) => {
-    // The deepest node that exists: for a missing field, that is the object that lacks it.
-    for (let n = path.length; n > 0; n--) {
-      const node = doc.getIn(path.slice(0, n) as unknown[], true);
-      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
-    }
-    return undefined;
-  };
-}
 
 export interface Issue {
   path: readonly PathKey[];

@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { LineCounter, parseDocument } from 'yaml';
-import type { YAMLError } from 'yaml';
+import { isNode, LineCounter, parseDocument } from 'yaml';
+import type { Document, YAMLError } from 'yaml';
 import * as z from 'zod';
 import { AccessNameSchema, TargetNameSchema } from '../events/schemas.ts';
 import { LIMITS, PRINTABLE_PATTERN } from '../events/limits.ts';
 import { ConfigError } from '../lease/errors.ts';
-import { configError, flattenIssues, locators, makeLocator, parseErrors } from './config-errors.ts';
+import { configError, flattenIssues, locators, parseErrors } from './config-errors.ts';
+import type { Locator } from './config-errors.ts';
 import { checkSpiffePattern, checkTrustDomain } from './pattern.ts';
 import { validateTargets } from './targets.ts';
 import type { DriverFactories } from './targets.ts';
@@ -346,4 +347,16 @@ export async function loadConfig(path: string, options: LoadOptions = {}): Promi
   const config = parseConfig(text, path, { baseDir: dirname(resolve(path)) });
   if (options.factories) validateTargets(config, options.factories);
   return config;
+}
+
+// Here, not in config-errors.ts: that file is in the Lambda bundles, and this needs the YAML parser's value import.
+function makeLocator(doc: Document, lines: LineCounter): Locator {
+  return (path) => {
+    // The deepest node that exists: for a missing field, that is the object that lacks it.
+    for (let n = path.length; n > 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as unknown[], true);
+      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
 }

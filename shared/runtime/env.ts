@@ -28,4 +28,6 @@ export const FUNCTION_ENTRIES = {
   taskEnded: 'functions/task-ended.ts',
   reverify: 'functions/reverify.ts',
   reaper: 'functions/reaper.ts',
+  // Break-glass revoke and workload locks: invoked directly by the construct's `operators`, never from the bus.
+  operator: 'functions/operator.ts',
 } as const;

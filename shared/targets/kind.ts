@@ -63,6 +63,11 @@ export interface AwsDeclaration<Settings = unknown, Access = unknown> {
    * synth fails with that message.
    */
   needs(target: ConfiguredTarget<Settings, Access>, env: AwsEnvironment): AwsNeeds;
+  /**
+   * The longest credential the kind can issue for this target, when it has a bound (an STS
+   * session): synth refuses a rule granting longer leases on it. Absent: no bound.
+   */
+  maxGrantSeconds?(target: ConfiguredTarget<Settings, Access>): number | undefined;
 }
 
 /** What the local runtime started for one target, and the settings that point the driver at it. */

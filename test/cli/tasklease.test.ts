@@ -27,8 +27,9 @@ describe('tasklease: dispatch', () => {
     expect(help.stderr).toBe('');
     expect(help.stdout).toContain(`tasklease ${VERSION}`);
     expect(help.stdout).toContain('Usage: tasklease <command> [options]');
-    for (const c of COMMANDS) expect(help.stdout).toMatch(new RegExp(`^  ${c.name} +${c.summary}$`, 'm'));
-    expect(COMMANDS.map((c) => c.name)).toEqual(['report', 'dashboard']);
+    const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    for (const c of COMMANDS) expect(help.stdout).toMatch(new RegExp(`^  ${c.name} +${literal(c.summary)}$`, 'm'));
+    expect(COMMANDS.map((c) => c.name)).toEqual(['report', 'dashboard', 'revoke', 'unlock']);
     for (const argv of [['-h'], ['help'], []]) expect((await cli(...argv)).stdout).toBe(help.stdout);
   });
 
@@ -73,7 +74,7 @@ describe('tasklease: dispatch', () => {
     const r = await cli('frobnicate', '--table', 't');
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('unknown command frobnicate (commands: report, dashboard, help)');
+    expect(r.stderr).toContain('unknown command frobnicate (commands: report, dashboard, revoke, unlock, help)');
     expect((await cli('help', 'frobnicate')).code).toBe(2);
   });
 

@@ -15,6 +15,7 @@ import { startSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import type { LocalSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import type { LeaseRevoked } from '../../shared/events/schemas.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { parseConfig } from '../../shared/policy/config.ts';
 import { ENV } from '../../shared/runtime/env.ts';
 import { PROBE_STATEMENT_SID, sessionNameFor, sourceIdentityFor } from '../../shared/targets/aws-role/driver.ts';
 import { handler as reaperHandler } from '../../functions/reaper.ts';
@@ -119,7 +120,8 @@ beforeAll(async () => {
   Object.assign(process.env, {
     [ENV.tableName]: dyn.tableName,
     [ENV.eventBusName]: BUS,
-    [ENV.config]: JSON.stringify(config),
+    // As the construct writes it: the validated config, defaults applied.
+    [ENV.config]: JSON.stringify(parseConfig(JSON.stringify(config), 'handlers.test')),
     [ENV.secretsKmsKeyId]: KMS_KEY,
     [ENV.reverifyQueueUrl]: REVERIFY_QUEUE,
     [ENV.verifyDeadlineMs]: '1500',

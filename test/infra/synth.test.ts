@@ -11,10 +11,17 @@ const outdir = mkdtempSync(join(tmpdir(), 'tasklease-cdk-synth-'));
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 describe('npx cdk synth', () => {
-  it('succeeds offline from the repository root, cdk-nag included', async () => {
+  it('succeeds offline from the repository root on the example AWS config, cdk-nag included', async () => {
     // Offline: no credentials, no instance metadata, no notices, no telemetry. The output goes to a
     // temp dir so a developer's cdk.out is left alone.
-    const env: NodeJS.ProcessEnv = { ...process.env, AWS_EC2_METADATA_DISABLED: 'true', CDK_DISABLE_CLI_TELEMETRY: 'true' };
+    // The example AWS config, as `npm run synth` and the README's deploy line use: the default
+    // config's local trust bundle is refused at synth (test/infra/deployability.test.ts).
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      AWS_EC2_METADATA_DISABLED: 'true',
+      CDK_DISABLE_CLI_TELEMETRY: 'true',
+      TASKLEASE_CONFIG_FILE: 'examples/aws/tasklease.config.yaml',
+    };
     for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete env[name];
     const { stderr } = await run('npx', ['cdk', 'synth', '--no-notices', '-q', '-o', outdir], {
       cwd: repoRoot,

@@ -24,9 +24,7 @@ const KNOWN_ACCOUNT = /^\d{12}$/;
  *   Condition: { ArnEquals: { aws:PrincipalArn: <TaskStartedRoleArn stack output> } }
  * Then the trust policy admits only the task-started role, and the call needs this statement too.
  */
-export const awsRoleAws: AwsDeclaration<AwsRoleSettings, AwsRoleAccess> & {
-  maxGrantSeconds(target: ConfiguredTarget<AwsRoleSettings, AwsRoleAccess>): number;
-} = {
+export const awsRoleAws: AwsDeclaration<AwsRoleSettings, AwsRoleAccess> = {
   needs(target, env) {
     const { roleArn, maxSessionSeconds } = target.settings;
     if (maxSessionSeconds > ROLE_CHAINING_MAX_SECONDS) {
