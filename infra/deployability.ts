@@ -1,6 +1,5 @@
 import { ConfigError } from '../shared/lease/errors.ts';
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
-import type { ConfiguredTarget } from '../shared/targets/kind.ts';
 
 /*
  * Configs that synthesize but cannot work once deployed: refused at synth, every problem at once,

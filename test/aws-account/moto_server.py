@@ -13,8 +13,11 @@ Fixes (each one is a moto gap, not a change to what the stack asks for):
 - AWS::CloudWatch::Alarm and AWS::Scheduler::Schedule had no CloudFormation support (the
   dashboard's GetAtt of an alarm's Arn then failed the whole stack): created here through the
   PutMetricAlarm / CreateSchedule backends, so DescribeAlarms and GetSchedule read them back.
-- A stack created through a change set (what `cdk deploy` does) kept the outputs computed before
-  its resources existed, so DescribeStacks returned none: recomputed after the change set applies.
+- A stack created through a change set (what `cdk deploy` does) kept the empty template it was
+  created with, so DescribeStacks returned no outputs: the change set's template is given to the
+  stack and the outputs recomputed after the change set applies.
+- AWS::Lambda::EventInvokeConfig (the reaper's on-failure destination) had no CloudFormation
+  support: created through the PutFunctionEventInvokeConfig backend.
 - moto "runs" SQS event source mappings itself by invoking the function in Docker inside
   SendMessage. The harness's own poller (poller.ts) is the Lambda service here, so the mappings
   are kept as configuration only and never consume messages.
@@ -39,6 +42,10 @@ _apply_change_set = cfn_models.ChangeSet.apply
 
 def _apply_and_refresh_outputs(self):  # type: ignore[no-untyped-def]
     _apply_change_set(self)
+    # The stack was created with an empty template and only its resource map sees the change
+    # set's: give it the template too, or the outputs come out of `{}`.
+    self.stack.template = self.template
+    self.stack.template_dict = self.template_dict
     self.stack.output_map = self.stack._create_output_map()
 
 
@@ -244,10 +251,44 @@ class CfnSchedule(_NamedArn, CloudFormationModel):
         return cls(name, schedule.arn)
 
 
+class CfnEventInvokeConfig(CloudFormationModel):
+    __module__ = "moto.awslambda.tasklease_harness"
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.function_name
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Lambda::EventInvokeConfig"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return False
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[override]
+        cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
+    ):
+        from moto.awslambda.models import lambda_backends
+
+        p = cloudformation_json["Properties"]
+        config = {k: p[k] for k in ("DestinationConfig", "MaximumRetryAttempts", "MaximumEventAgeInSeconds") if k in p}
+        lambda_backends[account_id][region_name].put_function_event_invoke_config(p["FunctionName"], config)
+        return cls(p["FunctionName"])
+
+
 def main() -> None:
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-    assert events_models and CfnEventBusPolicy and CfnQueuePolicy and CfnAlarm and CfnSchedule
+    assert events_models and CfnEventBusPolicy and CfnQueuePolicy and CfnAlarm and CfnSchedule and CfnEventInvokeConfig
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 0, verbose=False)
     server.start()
     print(f"MOTO_PORT={server.get_host_and_port()[1]}", flush=True)

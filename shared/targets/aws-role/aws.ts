@@ -1,5 +1,5 @@
 import { ConfigError } from '../../lease/errors.ts';
-import type { AwsDeclaration, ConfiguredTarget } from '../kind.ts';
+import type { AwsDeclaration } from '../kind.ts';
 import { MANAGED_TAG, ROLE_ARN } from './names.ts';
 import type { AwsRoleAccess, AwsRoleSettings } from './settings.ts';
 
