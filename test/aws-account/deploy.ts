@@ -60,12 +60,16 @@ export async function deployStack(workDir: string, endpoint: string): Promise<De
   const stack = (await cfn.send(new DescribeStacksCommand({ StackName: STACK_NAME }))).Stacks?.[0];
   if (stack?.StackStatus !== 'CREATE_COMPLETE') throw new Error(`stack ${STACK_NAME} is ${stack?.StackStatus}`);
   const outputs = Object.fromEntries((stack.Outputs ?? []).map((o) => [o.OutputKey!, o.OutputValue!]));
-  const resources = ((await cfn.send(new DescribeStackResourcesCommand({ StackName: STACK_NAME }))).StackResources ?? []).map((r) => ({
-    logicalId: r.LogicalResourceId!,
-    type: r.ResourceType!,
-    physicalId: r.PhysicalResourceId ?? '',
-    status: r.ResourceStatus ?? '',
-  }));
+  const listed = (await cfn.send(new DescribeStackResourcesCommand({ StackName: STACK_NAME }))).StackResources ?? [];
+  // moto lists a template resource it has no model for (AWS::CDK::Metadata) as a nameless entry.
+  const resources = listed
+    .filter((r) => r.LogicalResourceId)
+    .map((r) => ({
+      logicalId: r.LogicalResourceId!,
+      type: r.ResourceType!,
+      physicalId: r.PhysicalResourceId ?? '',
+      status: r.ResourceStatus ?? '',
+    }));
   const template = JSON.parse(readFileSync(join(assembly, `${STACK_NAME}.template.json`), 'utf8')) as {
     Resources: Record<string, { Type: string }>;
   };

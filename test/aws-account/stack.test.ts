@@ -5,6 +5,7 @@ import { DescribeEventBusCommand, EventBridgeClient, ListRulesCommand } from '@a
 import { GetFunctionConfigurationCommand, LambdaClient, ListEventSourceMappingsCommand } from '@aws-sdk/client-lambda';
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { describe, expect, inject, it } from 'vitest';
+import { ACCOUNT, REGION, roleArn } from './config.ts';
 import { clientOptions } from './sdk.ts';
 
 const endpoint = inject('motoEndpoint');
@@ -20,7 +21,19 @@ describe('the stack in the emulated account', () => {
     expect(deployment.resources.every((r) => r.status === 'CREATE_COMPLETE')).toBe(true);
     // AWS::CDK::Metadata is CDK's usage report: moto has no model for it (nothing to emulate).
     expect(Object.keys(deployment.skipped)).toEqual(Object.keys(deployment.skipped).filter((t) => t === 'AWS::CDK::Metadata'));
-    expect(deployment.outputs.BusName).toBe('tasklease');
+  });
+
+  it('the stack outputs name the deployed resources', () => {
+    const logicalOf = (type: string) => ofType(type).map(([id]) => id);
+    const [bus] = logicalOf('AWS::Events::EventBus');
+    const [ledger] = logicalOf('AWS::DynamoDB::Table');
+    const [key] = logicalOf('AWS::KMS::Key');
+    expect(deployment.outputs.BusName).toBe(physical(bus!));
+    expect(deployment.outputs.BusArn).toBe(`arn:aws:events:${REGION}:${ACCOUNT}:event-bus/${physical(bus!)}`);
+    expect(deployment.outputs.LedgerTableName).toBe(physical(ledger!));
+    expect(deployment.outputs.KeyArn).toBe(`arn:aws:kms:${REGION}:${ACCOUNT}:key/${physical(key!)}`);
+    const startedRole = physical(logicalOf('AWS::IAM::Role').find((id) => id.startsWith('TaskLeaseTaskStartedRole'))!);
+    expect(deployment.outputs.TaskStartedRoleArn).toBe(roleArn(startedRole));
   });
 
   it('functions carry the template memory, timeout, handler and environment', async () => {
