@@ -222,17 +222,7 @@ export function instrumentRuntime(rt: LocalRuntime): OpTimer {
     };
   }
   for (const d of rt.targets.all()) timer.wrapAll(d, `driver ${d.kind}`, ['issue', 'revoke', 'verify']);
-  // Private helpers of the postgres driver, when present: where inside revoke the time goes.
-  for (const d of rt.targets.all()) {
-    timer.wrapAll(d, `driver ${d.kind} (inside)`, [
-      'revokeOnce',
-      'drainSessions',
-      'releaseOwned',
-      'tryLogin',
-      'sessionPids',
-      'quietLogging',
-    ]);
-  }
+  // Inside a driver, each SQL statement and admin checkout is timed on its pool (instrumentPg).
   timer.instrumentPg(driverPools(rt));
   return timer;
 }

@@ -15,10 +15,6 @@ import type { LocalRuntime } from '../local/runtime.ts';
 import type { CredentialRecord, LeaseRecord, LeaseWithCredentials } from '../shared/lease/records.ts';
 
 export const WHAT_IF = {
-  'drain-once-first':
-    'shared/targets/postgres.ts revokeOnce: the drain before DROP ROLE terminates what it sees in one statement (no "quiet twice" polling and 20 ms sleep); the drain after DROP ROLE is unchanged',
-  'quiet-one-trip':
-    'shared/targets/postgres.ts quietLogging: one SELECT set_config(…), set_config(…)… statement instead of SAVEPOINT/set_config/RELEASE per setting (12 round trips → 1)',
   'coalesce-ledger':
     'shared/lease/lifecycle.ts: the happy path writes each credential twice on revoke (revoking with its nextCheckAt, then verified with revokedAt + verifyAttempts) instead of five requests; issueGrants does not re-read a lease it just created; activation passes expiresAt so the ledger need not read before writing',
   'dynalite-out-of-process':
@@ -32,17 +28,14 @@ export function isWhatIf(name: string): name is WhatIf {
   return Object.hasOwn(WHAT_IF, name);
 }
 
-type Driver = Record<string, unknown> & { pool?: pg.Pool };
-
 /** Applies the patches; resolves to a function that releases what they started. */
 export async function applyWhatIf(rt: LocalRuntime, names: readonly WhatIf[]): Promise<() => Promise<void>> {
   const disposers: Array<() => Promise<void>> = [];
   // The ledger is swapped before it is wrapped (coalesce-ledger wraps whatever ledger methods are in place).
-  const order: WhatIf[] = ['dynalite-out-of-process', 'memory-ledger', 'coalesce-ledger', 'drain-once-first', 'quiet-one-trip'];
+  // drain-once-first and quiet-one-trip landed in the postgres driver itself (one batched revoke, no sleeps).
+  const order: WhatIf[] = ['dynalite-out-of-process', 'memory-ledger', 'coalesce-ledger'];
   for (const name of order.filter((n) => names.includes(n))) {
-    if (name === 'drain-once-first') drainOnceFirst(rt);
-    else if (name === 'quiet-one-trip') quietOneTrip(rt);
-    else if (name === 'memory-ledger') memoryLedger(rt);
+    if (name === 'memory-ledger') memoryLedger(rt);
     else if (name === 'dynalite-out-of-process') disposers.push(await dynaliteOutOfProcess(rt));
     else coalesceLedger(rt);
   }
@@ -84,44 +77,6 @@ async function dynaliteOutOfProcess(rt: LocalRuntime): Promise<() => Promise<voi
     client.destroy();
     child.kill('SIGTERM');
   };
-}
-
-function postgresDrivers(rt: LocalRuntime, method: string): Driver[] {
-  // The drivers that have the private method this what-if replaces (the embedded database's);
-  // none means the driver was refactored: say so instead of measuring nothing.
-  const drivers = (rt.targets.all() as unknown as Driver[]).filter((d) => typeof d[method] === 'function');
-  if (drivers.length === 0) throw new Error(`what-if: no target driver has a ${method}() any more; update bench/what-if.ts`);
-  return drivers;
-}
-
-function drainOnceFirst(rt: LocalRuntime): void {
-  for (const d of postgresDrivers(rt, 'drainSessions')) {
-    const original = d.drainSessions as (role: string, oids: Set<string>) => Promise<void>;
-    const calls = new Map<string, number>();
-    d.drainSessions = async function (this: Driver, role: string, oids: Set<string>) {
-      const n = (calls.get(role) ?? 0) + 1;
-      calls.set(role, n % 2);
-      if (n === 2) return original.call(this, role, oids);
-      await (this.pool as pg.Pool).query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE (usename = $1 OR usesysid = ANY($2::oid[])) AND pid <> pg_backend_pid()`,
-        [role, [...oids]],
-      );
-    };
-  }
-}
-
-function quietOneTrip(rt: LocalRuntime): void {
-  for (const d of postgresDrivers(rt, 'quietLogging')) {
-    // The embedded admin is a superuser, so every setting is allowed; a real change would learn
-    // once which settings the admin may set and send only those.
-    d.quietLogging = async (client: pg.PoolClient) => {
-      await client.query(
-        `SELECT set_config('log_statement', 'none', true), set_config('log_min_error_statement', 'panic', true),
-                set_config('log_min_duration_statement', '-1', true), set_config('pg_stat_statements.track_utility', 'off', true)`,
-      );
-    };
-  }
 }
 
 function coalesceLedger(rt: LocalRuntime): void {

@@ -29,7 +29,7 @@ import { httpBundleSource } from '../shared/identity/bundle.ts';
 import { ConfigPolicy } from '../shared/policy/evaluate.ts';
 import { buildSvidVerifier } from '../shared/runtime/identity.ts';
 import { LocalBus } from '../local/bus.ts';
-import type { LocalBusOptions } from '../local/bus.ts';
+import type { LocalBusOptions, RouteHandler } from '../local/bus.ts';
 import { localDynamoClient } from '../local/dynalite.ts';
 import { LocalReverifyQueue } from '../local/reverify-queue.ts';
 import type { ReverifyQueueOptions } from '../local/reverify-queue.ts';
@@ -495,7 +495,7 @@ export class FaultyBus {
     this.bus = new LocalBus(options);
   }
 
-  on(route: RouteName, handler: (e: BusEvent) => Promise<unknown>): void {
+  on(route: RouteName, handler: RouteHandler): void {
     this.bus.on(route, handler);
   }
 
@@ -607,7 +607,8 @@ export function createFaultyBroker(rt: LocalRuntime, inj: FaultInjector, clock: 
     { config: rt.config, lifecycle: options.lifecycle, reaper: options.reaper },
   );
   bus.on('task-started', (e) => inj.invoke('task-started', () => broker.taskStarted(e.detail)));
-  bus.on('task-ended', (e) => inj.invoke('task-ended', () => broker.taskEnded(e.detail)));
+  // The bus's put time is the end when Task Ended carries no endedAt, as in the local runtime.
+  bus.on('task-ended', (e, delivery) => inj.invoke('task-ended', () => broker.taskEnded(e.detail, { queuedAt: delivery.putAt })));
   queue?.on(async (message) => {
     // Logged like the Lambda's `message processed` line, so a failing invariant shows each delivery.
     const outcome = await inj.invoke('reverify', () => broker.reverifyDue(message));

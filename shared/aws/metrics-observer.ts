@@ -3,7 +3,8 @@ import type { DenialCode } from '../events/schemas.ts';
 import type { BrokerMetrics } from '../broker/ports.ts';
 import type { LifecycleObserver } from '../lease/lifecycle.ts';
 import type { CredentialRecord, LeaseRecord } from '../lease/records.ts';
-import { DIMENSION, METRIC, METRICS_NAMESPACE } from '../metrics/names.ts';
+import { DEBT_SPLIT_FIELDS, debtSplit } from '../lease/trust-debt.ts';
+import { DEBT_SPLIT_METRIC, DIMENSION, METRIC, METRICS_NAMESPACE } from '../metrics/names.ts';
 import { DEFAULT_SERVICE_NAME } from './logger.ts';
 
 type Unit = (typeof MetricUnit)[keyof typeof MetricUnit];
@@ -87,11 +88,14 @@ export class MetricsObserver implements LifecycleObserver, BrokerMetrics {
   }
 
   verified(c: CredentialRecord): void {
+    // Where the debt went: pipeline, revoke, proof, and the exposure window (the dashboard's graphs).
+    const split = debtSplit(c);
     this.safely(() =>
       this.sink.emit(byTarget(c), [
         [METRIC.trustDebt, MetricUnit.Milliseconds, c.trustDebtMs],
         [METRIC.avoidedDebt, MetricUnit.Milliseconds, c.avoidedDebtMs],
         [METRIC.verifyAttempts, MetricUnit.Count, c.verifyAttempts],
+        ...DEBT_SPLIT_FIELDS.map((f): Point => [DEBT_SPLIT_METRIC[f], MetricUnit.Milliseconds, split[f]]),
       ]),
     );
   }

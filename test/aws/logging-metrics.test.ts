@@ -81,6 +81,20 @@ describe('metrics observer (EMF)', () => {
     ...over,
   });
 
+  it('publishes the split of the trust debt (pipeline, revoke, proof, exposure) beside it, per target', () => {
+    const main = new Metrics({ namespace: 'TaskLease', serviceName: 'tasklease' });
+    const observer = new MetricsObserver(new PowertoolsMetricsSink(main, { serviceName: 'tasklease' }));
+    observer.verified(cred({ endedAt: 1_000, revokeStartedAt: 1_250, revokedAt: 1_300, verifiedAt: 1_420 }));
+    const debt = lines().find((l) => '_aws' in l && 'TrustDebtMs' in l)!;
+    expect(debt).toMatchObject({ PipelineDelayMs: 250, RevokeMs: 50, ProofMs: 120, ExposureMs: 300, Target: 'orders-db' });
+    // Unknown parts (no revokeStartedAt recorded) are left out, not published as zero.
+    observer.verified(cred({ endedAt: 1_000, revokedAt: 1_300, verifiedAt: 1_420 }));
+    const partial = lines().filter((l) => '_aws' in l && 'TrustDebtMs' in l)[1]!;
+    expect(partial).toMatchObject({ ProofMs: 120, ExposureMs: 300 });
+    expect(partial).not.toHaveProperty('PipelineDelayMs');
+    expect(partial).not.toHaveProperty('RevokeMs');
+  });
+
   it('publishes trust debt, avoided debt and attempts per target, denials per reason', () => {
     const main = new Metrics({ namespace: 'TaskLease', serviceName: 'tasklease' });
     const observer = new MetricsObserver(new PowertoolsMetricsSink(main, { serviceName: 'tasklease' }));
