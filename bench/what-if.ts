@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type pg from 'pg';
 import { createLedgerTable, localDynamoClient } from '../local/dynalite.ts';
 import { grantKey } from '../shared/events/schemas.ts';
 import { DynamoDbLedger } from '../shared/ledger/dynamodb-ledger.ts';
