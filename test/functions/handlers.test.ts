@@ -18,6 +18,7 @@ import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
 import { parseConfig } from '../../shared/policy/config.ts';
 import { ENV } from '../../shared/runtime/env.ts';
 import { PROBE_STATEMENT_SID, sessionNameFor, sourceIdentityFor } from '../../shared/targets/aws-role/driver.ts';
+import { handler as operatorHandler } from '../../functions/operator.ts';
 import { handler as reaperHandler } from '../../functions/reaper.ts';
 import { handler as reverifyHandler } from '../../functions/reverify.ts';
 import { handler as taskEndedHandler } from '../../functions/task-ended.ts';
@@ -475,6 +476,118 @@ describe('forged events at the Lambda boundary (issue 12)', () => {
     expect((await ledger.getLease('forged-tomb-1'))?.lease).toMatchObject({ state: 'active', workload: ETL });
     expect(aws.taskAnswers.map((a) => [a.kind, a.input.taskToken])).toEqual([['success', 'real-token']]);
     expect(await ended('forged-tomb-1')).toEqual({ batchItemFailures: [] });
+  });
+});
+
+describe('bound SVIDs and task tokens, the end measured from the queue (issues 12, 13)', () => {
+  const pgStart = async (taskId: string, extra: Record<string, unknown> = {}) =>
+    started({ taskId, svid: await mint(), grants: [PG_GRANT], maxDurationSeconds: 600, ...extra });
+  const endWith = (taskId: string, svid: string, sentAt?: number) => {
+    const record = busRecord('Task Ended', { taskId, outcome: 'succeeded', svid });
+    if (sentAt !== undefined) record.attributes.SentTimestamp = String(sentAt);
+    return taskEndedHandler(sqsEvent(record), ctx);
+  };
+
+  it('an end SVID copied off the bus cannot end a second task: end-svid-reused, the second lease stays live', async () => {
+    expect(await pgStart('bound-end-1')).toEqual({ batchItemFailures: [] });
+    expect(await pgStart('bound-end-2')).toEqual({ batchItemFailures: [] });
+    const endSvid = await mint();
+    expect(await endWith('bound-end-1', endSvid)).toEqual({ batchItemFailures: [] });
+    aws.clearHistory();
+    expect(await endWith('bound-end-2', endSvid)).toEqual({ batchItemFailures: [] });
+    expect((await ledger.getLease('bound-end-2'))?.lease.state).toBe('active');
+    expect(eventsOf('Lease Denied').map((d) => [d.taskId, d.request, (d.reason as { code: string }).code])).toEqual([
+      ['bound-end-2', 'end', 'end-svid-reused'],
+    ]);
+    expect(eventsOf('Lease Revoked')).toEqual([]);
+    // The same end delivered again (SQS at-least-once) is a duplicate, not a reuse.
+    expect(await endWith('bound-end-1', endSvid)).toEqual({ batchItemFailures: [] });
+    expect(eventsOf('Lease Denied')).toHaveLength(1);
+    expect(await ended('bound-end-2')).toEqual({ batchItemFailures: [] });
+  });
+
+  it('a task token already bound to one task is never answered for another: task-token-reused', async () => {
+    expect(await pgStart('token-a', { taskToken: 'shared-token-1' })).toEqual({ batchItemFailures: [] });
+    aws.clearHistory();
+    expect(await pgStart('token-b', { taskToken: 'shared-token-1' })).toEqual({ batchItemFailures: [] });
+    expect(aws.taskAnswers).toEqual([]);
+    expect(eventsOf('Lease Denied').map((d) => [d.taskId, (d.reason as { code: string }).code])).toEqual([
+      ['token-b', 'task-token-reused'],
+    ]);
+    expect(await ledger.getLease('token-b')).toMatchObject({
+      lease: { state: 'denied', denial: { code: 'task-token-reused' } },
+      credentials: [],
+    });
+    const logs = captured.join('');
+    expect(logs).not.toContain('shared-token-1');
+    for (const id of ['token-a']) expect(await ended(id)).toEqual({ batchItemFailures: [] });
+  });
+
+  it("without the engine's endedAt, the end is the message's SentTimestamp: the queue wait counts as trust debt", async () => {
+    expect(await pgStart('queued-end-1')).toEqual({ batchItemFailures: [] });
+    // The message waited 300 ms in the queue before the function got it.
+    const sentAt = Date.now();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await endWith('queued-end-1', await mint(), sentAt)).toEqual({ batchItemFailures: [] });
+    const closed = await ledger.getLease('queued-end-1');
+    expect(closed?.lease).toMatchObject({ state: 'closed', endedAt: sentAt, endedAtSource: 'queue' });
+    const c = closed!.credentials[0]!;
+    expect(c.trustDebtMs).toBeGreaterThanOrEqual(300);
+    expect(c.pipelineMs).toBeGreaterThanOrEqual(300);
+    expect(eventsOf('Lease Revoked')[0]).toMatchObject({ taskId: 'queued-end-1', endedAtSource: 'queue' });
+  });
+});
+
+describe('break-glass operator function (issue 12)', () => {
+  const invoke = (request: unknown) => operatorHandler(request, ctx);
+  const BY = 'arn:aws:sts::123456789012:assumed-role/oncall/alice';
+
+  it('revokes a task now and proves it; a malformed request is answered with the field, not thrown', async () => {
+    expect(await started({ taskId: 'op-1', svid: await mint(), grants: [PG_GRANT], maxDurationSeconds: 600 })).toEqual({
+      batchItemFailures: [],
+    });
+    const secret = secretOf('tasklease/op-1/orders-db.read');
+    const res = await invoke({ action: 'revoke-task', taskId: 'op-1', reason: 'leaked in a build log', by: BY });
+    expect(res).toMatchObject({
+      ok: true,
+      result: { action: 'revoke-task', taskId: 'op-1', found: true, revoked: [{ status: 'closed' }] },
+    });
+    expect((await ledger.getLease('op-1'))?.lease).toMatchObject({
+      state: 'closed',
+      endedBy: `operator:${BY}`,
+      endReason: 'leaked in a build log',
+    });
+    await expect(connectWith(secret)).rejects.toMatchObject({ code: expect.stringMatching(/^28/) });
+    expect(eventsOf('Lease Revoked').find((e) => e.taskId === 'op-1')).toMatchObject({ endedAtSource: 'operator' });
+
+    expect(await invoke({ action: 'revoke-task', taskId: 'op-1' })).toEqual({ ok: false, error: expect.stringMatching(/reason/) });
+  });
+
+  it('revoke-workload locks it: its next Task Started is denied workload-locked until unlock', async () => {
+    const workload = `spiffe://${TD}/etl/locked`;
+    expect(await started({ taskId: 'op-w1', svid: await mint(workload), grants: [PG_GRANT], maxDurationSeconds: 600 })).toEqual({
+      batchItemFailures: [],
+    });
+    const res = await invoke({ action: 'revoke-workload', workload, reason: 'compromised runner', by: BY });
+    expect(res).toMatchObject({
+      ok: true,
+      result: { action: 'revoke-workload', locked: true, revoked: [{ taskId: 'op-w1', status: 'closed' }] },
+    });
+    aws.clearHistory();
+    expect(await started({ taskId: 'op-w2', svid: await mint(workload), grants: [PG_GRANT], maxDurationSeconds: 600 })).toEqual({
+      batchItemFailures: [],
+    });
+    expect(eventsOf('Lease Denied').map((d) => [d.taskId, (d.reason as { code: string }).code])).toEqual([['op-w2', 'workload-locked']]);
+    expect(await invoke({ action: 'unlock', workload, reason: 'runner rebuilt', by: BY })).toMatchObject({
+      ok: true,
+      result: { action: 'unlock', unlocked: true, lock: { by: BY, reason: 'compromised runner' } },
+    });
+    // The denied task id may start once the workload is unlocked.
+    expect(await started({ taskId: 'op-w2', svid: await mint(workload), grants: [PG_GRANT], maxDurationSeconds: 600 })).toEqual({
+      batchItemFailures: [],
+    });
+    expect((await ledger.getLease('op-w2'))?.lease.state).toBe('active');
+    expect(await ended('op-w2', 'succeeded', workload)).toEqual({ batchItemFailures: [] });
   });
 });
 
