@@ -1,0 +1,61 @@
+import { readFile } from 'node:fs/promises';
+import mysql from 'mysql2/promise';
+import type { ConnectionOptions, PoolConnection } from 'mysql2/promise';
+import { ConfigError } from '../../lease/errors.ts';
+import type { MysqlSettings } from './settings.ts';
+
+export type Flavor = 'mariadb' | 'mysql';
+
+/**
+ * What the job modules (issue.ts, revoke.ts, verify.ts) use of a mysql target. The driver
+ * implements it; a step can be timed or replaced on one driver instance and every job sees that.
+ */
+export interface MysqlAdmin {
+  readonly name: string;
+  readonly settings: MysqlSettings;
+  /** Runs `fn` on one admin connection of the pool (at most `adminPoolMax` at once). */
+  withConnection<T>(fn: (conn: PoolConnection) => Promise<T>): Promise<T>;
+  /** The server's flavor (asked once, or as configured). */
+  flavor(conn: PoolConnection): Promise<Flavor>;
+  /** A login with the credential: 'refused' only for the server's own refusal (verify.ts). */
+  tryLogin(secret: Record<string, string>, user: string, password: string): Promise<'refused' | 'still-valid' | 'inconclusive'>;
+  /** Session ids of the user in the process list, whoever its account is now (revoke.ts, verify.ts). */
+  sessionsOf(conn: PoolConnection, user: string): Promise<number[]>;
+}
+
+/** Resolves the admin password reference: `file:` and `env:` here, anything else through the runtime's resolver. */
+export async function resolveAdminPassword(
+  settings: MysqlSettings,
+  target: string,
+  resolveSecret: ((ref: string) => Promise<string>) | undefined,
+): Promise<string> {
+  if (settings.password !== undefined) return settings.password;
+  const ref = settings.passwordSecret;
+  if (ref === undefined) throw new ConfigError(`targets.${target}.settings.passwordSecret is required`);
+  if (ref.startsWith('file:')) {
+    const text = await readFile(ref.slice('file:'.length), 'utf8').catch(() => {
+      // The path is config, not secret; the error's own text could quote file content: not used.
+      throw new ConfigError(`targets.${target}.settings.passwordSecret: cannot read ${ref.slice(0, 300)}`);
+    });
+    return text.replace(/\r?\n$/, '');
+  }
+  if (ref.startsWith('env:')) {
+    const value = process.env[ref.slice('env:'.length)];
+    if (value === undefined || value === '') throw new ConfigError(`targets.${target}.settings.passwordSecret: ${ref} is not set`);
+    return value;
+  }
+  if (!resolveSecret) throw new ConfigError(`targets.${target}.settings.passwordSecret needs a runtime with a secret resolver`);
+  return resolveSecret(ref);
+}
+
+export function sslOptions({ ssl, sslCa }: MysqlSettings): ConnectionOptions['ssl'] {
+  if (!ssl) return undefined;
+  return { rejectUnauthorized: ssl === 'verify-full', ...(sslCa ? { ca: sslCa } : {}) };
+}
+
+/** `'name'@'host'`, both quoted by the client library. */
+export function account(user: string, host: string): string {
+  return `${mysql.escape(user)}@${mysql.escape(host)}`;
+}
+
+export const { escape, escapeId } = mysql;
