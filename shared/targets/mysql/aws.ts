@@ -36,7 +36,7 @@ export const mysqlAws: AwsDeclaration<MysqlSettings, MysqlAccess> = {
       throw new ConfigError(`${field}.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`);
     if (ref.startsWith('file:') || ref.startsWith('env:')) {
       throw new ConfigError(
-        `${field}.passwordSecret: a ${ref.slice(0, ref.indexOf(':') + 1)} reference works only outside AWS; use a Secrets Manager ARN`,
+        `${field}.passwordSecret: '${ref.slice(0, ref.indexOf(':') + 1)}' references work only outside AWS; use a Secrets Manager ARN`,
       );
     }
     const secret = secretResource(ref, env);
