@@ -14,8 +14,14 @@ export const LIMITS = {
   detailMaxBytes: 10_240,
 } as const;
 
-/** Task ids become ledger keys and secret-name segments, so they get a conservative charset. */
-export const TASK_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
+/**
+ * Task ids are the engines' own (Airflow's `scheduled__2024-01-01T00:00:00+00:00`, a Jenkins
+ * `job/name/42`): any printable text, without control or format characters (no bidi overrides or
+ * zero-width characters to mislead a person reading the audit trail), line separators, U+FFFD
+ * (bytes that were not UTF-8), or white space at either end. Every name derived from one is encoded or hashed where it goes
+ * (`secretNameFor`, the target kinds' names), and SQL, URLs and tags get it as a parameter.
+ */
+export const TASK_ID_PATTERN = /^(?![\s])[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\uFFFD]*(?<![\s])$/u;
 /** Target and access names appear in role names, secret names and metric dimensions. */
 export const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
 /** Printable text without control characters or lone surrogates. */

@@ -16,11 +16,9 @@ export const EVENT_SOURCE = 'tasklease';
 const printable = (max: number) =>
   z.string().min(1).max(max).regex(PRINTABLE_PATTERN, { message: 'must not contain control characters or lone surrogates' });
 
-export const TaskIdSchema = z
-  .string()
-  .min(1)
-  .max(LIMITS.taskIdMaxLength)
-  .regex(TASK_ID_PATTERN, { message: 'must start with a letter or digit and use only A-Z a-z 0-9 . _ : @ -' });
+export const TaskIdSchema = z.string().min(1).max(LIMITS.taskIdMaxLength).regex(TASK_ID_PATTERN, {
+  message: 'must be printable text: no control or format characters, line breaks, U+FFFD, or white space at either end',
+});
 
 export const TargetNameSchema = z
   .string()

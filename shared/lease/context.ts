@@ -1,4 +1,3 @@
-import { grantKey } from '../events/schemas.ts';
 import type { DenialCode, Grant } from '../events/schemas.ts';
 import type {
   Clock,
@@ -109,5 +108,4 @@ export function createCore(deps: LifecycleDeps): Core {
   return { deps, opts: { ...DEFAULT_LIFECYCLE_OPTIONS, ...deps.options }, log: deps.log ?? silentLog };
 }
 
-/** Secret names are derived, never random, so a crashed issue can find what it delivered. */
-export const secretNameFor = (taskId: string, grant: Grant): string => `tasklease/${taskId}/${grantKey(grant)}`;
+export { secretNameFor } from './secret-name.ts';

@@ -42,17 +42,32 @@ describe('event contract', () => {
   });
 
   it.each([
-    ['quote', "t1'; DROP ROLE postgres; --"],
-    ['semicolon', 't1;t2'],
-    ['backslash', 't1\\x'],
-    ['unicode', 'tâche-1'],
     ['control character', 't1\u0000'],
     ['newline', 't1\nt2'],
-    ['path traversal', '../../etc/passwd'],
+    ['line separator', 't1\u2028t2'],
+    ['bidi override', 'run-\u202e1'],
+    ['zero-width space', 'run\u200b1'],
+    ['lone surrogate', 'run\ud8001'],
+    ['leading space', ' run-1'],
+    ['trailing tab', 'run-1\t'],
     ['10 KB string', 'a'.repeat(10_240)],
+    ['129 characters', 'a'.repeat(LIMITS.taskIdMaxLength + 1)],
     ['empty', ''],
-  ])('rejects a hostile taskId (%s) naming the field', (_name, taskId) => {
+  ])('rejects a taskId that is not printable text within the limit (%s), naming the field', (_name, taskId) => {
     expect(reject({ ...valid, taskId })).toMatch(/^Task Started: taskId: /);
+  });
+
+  it.each([
+    ['Airflow run id', 'scheduled__2024-01-01T00:00:00+00:00'],
+    ['Jenkins build', 'job/deploy/42'],
+    ['Argo node', 'wf-8h2kd[0].step(1:x)'],
+    ['quote and semicolon', "t1'; DROP ROLE postgres; --"],
+    ['unicode', 'tâche-1'],
+    ['inner spaces', 'nightly export 7'],
+    ['path traversal', '../../etc/passwd'],
+    ['128 characters', 'a'.repeat(LIMITS.taskIdMaxLength)],
+  ])("accepts a real engine's task id (%s): names derived from it are encoded where they go", (_name, taskId) => {
+    expect(parseDetail(TaskStartedSchema, { ...valid, taskId }, 'Task Started').taskId).toBe(taskId);
   });
 
   it.each([
@@ -93,7 +108,7 @@ describe('event contract', () => {
   });
 
   it('never leaks the SVID into a rejection message', () => {
-    expect(reject({ ...valid, taskId: 'bad id' })).not.toContain(SVID);
+    expect(reject({ ...valid, taskId: 'bad\nid' })).not.toContain(SVID);
     expect(reject({ ...valid, svid: `${SVID}!` })).not.toContain(SVID);
   });
 

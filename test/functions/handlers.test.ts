@@ -538,6 +538,23 @@ describe('bound SVIDs and task tokens, the end measured from the queue (issues 1
   });
 });
 
+describe("real engines' task ids (issue 14)", () => {
+  it("an Airflow run id (':' and '+') and a Jenkins path get a valid Secrets Manager name, an STS session, and are revoked", async () => {
+    for (const taskId of ['scheduled__2026-12-02T00:00:00+00:00', 'job/deploy/42#LEASE']) {
+      expect(await started({ taskId, svid: await mint(), grants: [AWS_GRANT], maxDurationSeconds: 600 })).toEqual({
+        batchItemFailures: [],
+      });
+      const name = aws.sm.commandCalls(CreateSecretCommand).at(-1)!.args[0].input.Name!;
+      // What Secrets Manager accepts; the task id stays readable in it.
+      expect(name).toMatch(/^[A-Za-z0-9/_+=.@-]{1,512}$/);
+      expect(name).toMatch(/^tasklease\/(scheduled__2026-12-02T00-00-00-00-00|job-deploy-42-LEASE)=[0-9a-f]{20}\/deploy-role\.deploy$/);
+      expect(eventsOf('Lease Issued').at(-1)).toMatchObject({ taskId, credentials: [{ secretName: name }] });
+      expect(await ended(taskId)).toEqual({ batchItemFailures: [] });
+      expect((await ledger.getLease(taskId))?.lease.state).toBe('closed');
+    }
+  });
+});
+
 describe('break-glass operator function (issue 12)', () => {
   const invoke = (request: unknown) => operatorHandler(request, ctx);
   const BY = 'arn:aws:sts::123456789012:assumed-role/oncall/alice';

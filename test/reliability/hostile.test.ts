@@ -194,7 +194,7 @@ function handWritten(svid: string): Array<{ name: string; detail: unknown; reaso
     { name: 'grants repeated', detail: { ...base, taskId: 'hand-repeat', grants: [READ, READ] }, reason: /must not repeat/ },
     { name: 'deep nesting in a field', detail: { ...base, taskId: 'hand-deep', workflow: deep }, reason: /workflow/ },
     { name: 'deep nesting as the detail', detail: deepArray, reason: /expected object/ },
-    { name: 'lone surrogate in the task id', detail: { ...base, taskId: 'hand-\uD800' }, reason: /taskId: must start with/ },
+    { name: 'lone surrogate in the task id', detail: { ...base, taskId: 'hand-\uD800' }, reason: /taskId: must be printable text/ },
     {
       name: 'lone surrogate in the initiator',
       detail: { ...base, taskId: 'hand-surrogate', initiator: 'eve\uDC00' },
@@ -203,7 +203,7 @@ function handWritten(svid: string): Array<{ name: string; detail: unknown; reaso
     {
       name: 'invalid UTF-8 (decoded) in the task id',
       detail: { ...base, taskId: Buffer.from([0x68, 0xff, 0xfe, 0x31]).toString('utf8') },
-      reason: /taskId: must start with/,
+      reason: /taskId: must be printable text/,
     },
     {
       name: 'invalid UTF-8 (decoded) in a grant',
@@ -223,7 +223,7 @@ function handWritten(svid: string): Array<{ name: string; detail: unknown; reaso
       detail: { ...base, taskId: 'hand-sql', grants: [{ target: 'orders-db', access: "read'; DROP ROLE postgres; --" }] },
       reason: /grants\[0\]\.access/,
     },
-    { name: 'ledger key separators in the task id', detail: { ...base, taskId: 'hand#LEASE' }, reason: /taskId/ },
+    { name: 'a bidi override in the task id', detail: { ...base, taskId: 'hand-\u202Eevil' }, reason: /taskId: must be printable text/ },
     {
       name: 'whole EventBridge envelope as the detail',
       detail: {
