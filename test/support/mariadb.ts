@@ -21,6 +21,10 @@ export function useEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): () => Emb
     if (MARIADB_AVAILABLE) instance = await startEmbeddedMariadb(opts);
   }, 90_000);
   afterAll(async () => {
+    // A server that died under the tests (not stopped by them) says why: its last log lines.
+    if (instance && !instance.isRunning() && !instance.stoppedOnPurpose()) {
+      console.error(`mariadbd on port ${instance.port} exited unexpectedly:\n${instance.recentLogs().slice(-60).join('\n')}`);
+    }
     await instance?.stop();
     instance = undefined;
   }, 30_000);

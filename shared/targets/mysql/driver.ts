@@ -69,10 +69,12 @@ export class MysqlDriver implements TargetDriver, MysqlAdmin {
         const table = flavor === 'mariadb' ? 'mysql.global_priv' : 'mysql.user';
         const prefix = escape(this.settings.userPrefix);
         const len = this.settings.userPrefix.length;
-        const [rows] = await conn.query(
-          `SELECT User AS name FROM ${table} WHERE LEFT(User, ${len}) = ${prefix} AND Host <> ''
-           UNION SELECT USER FROM information_schema.PROCESSLIST WHERE LEFT(USER, ${len}) = ${prefix}`,
+        // Two statements, not a UNION: see accountState (verify.ts) on PROCESSLIST in compound queries.
+        const [results] = await conn.query(
+          `SELECT User AS name FROM ${table} WHERE LEFT(User, ${len}) = ${prefix} AND Host <> '';
+           SELECT USER AS name FROM information_schema.PROCESSLIST WHERE LEFT(USER, ${len}) = ${prefix}`,
         );
+        const rows = (results as unknown as Array<Array<{ name: unknown }>>).flat();
         const names = (rows as Array<{ name: unknown }>).map((r) => String(r.name)).filter((n) => this.pattern.test(n));
         return [...new Set(names)].sort();
       });

@@ -85,6 +85,8 @@ export interface EmbeddedMariadb {
   /** Final stop: the server ends and its directory is removed. Idempotent. */
   stop(): Promise<void>;
   recentLogs(): string[];
+  /** False when the server exited without stopServer/stop asking it to (a crash). */
+  stoppedOnPurpose(): boolean;
 }
 
 const liveDirs = new Set<string>();
@@ -116,11 +118,21 @@ export async function findFreePort(host = HOST): Promise<number> {
 function run(cmd: string, args: string[], onLog: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const lines = (b: Buffer) => String(b).split('\n').filter(Boolean).forEach(onLog);
+    const tail: string[] = [];
+    const lines = (b: Buffer) =>
+      String(b)
+        .split('\n')
+        .filter(Boolean)
+        .forEach((l) => {
+          tail.push(l);
+          onLog(l);
+        });
     child.stdout.on('data', lines);
     child.stderr.on('data', lines);
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} exited with ${code}`))));
+    child.once('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} exited with ${code ?? signal}: ${tail.slice(-4).join(' | ')}`)),
+    );
   });
 }
 
@@ -145,6 +157,8 @@ export async function startEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): P
   let port = opts.port ?? (await findFreePort());
   let child: ChildProcess | undefined;
   let stopped = false;
+  let stopping = false;
+  let crashed = false;
 
   const cleanup = async () => {
     await fs.rm(parent, { recursive: true, force: true });
@@ -227,9 +241,13 @@ export async function startEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): P
         clearTimeout(timer);
         reject(err);
       });
-      proc.once('exit', (code) => {
+      proc.once('exit', (code, signal) => {
         liveChildren.delete(proc);
         if (child === proc) child = undefined;
+        if (ready && !stopping) {
+          crashed = true;
+          onLog(`[tasklease] mariadbd exited unexpectedly (code ${code}, signal ${signal})`);
+        }
         if (!ready) {
           clearTimeout(timer);
           reject(new Error(`mariadbd exited with ${code} on port ${port}: ${logs.slice(-3).join(' | ')}`));
@@ -245,12 +263,14 @@ export async function startEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): P
   const stopServer = async () => {
     const proc = child;
     if (!proc) return;
+    stopping = true;
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await exited;
     clearTimeout(timer);
     child = undefined;
+    stopping = false;
   };
 
   try {
@@ -307,6 +327,7 @@ export async function startEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): P
       }
     },
     recentLogs: () => [...logs],
+    stoppedOnPurpose: () => !crashed,
   };
 }
 

@@ -41,17 +41,18 @@ export async function accountState(conn: PoolConnection, flavor: Flavor, user: s
   const u = escape(user);
   const accounts =
     flavor === 'mariadb'
-      ? `(SELECT COUNT(*) FROM mysql.global_priv WHERE User = ${u} AND Host <> '') AS accounts,
-  (SELECT COUNT(*) FROM mysql.global_priv WHERE User = ${u} AND Host <> ''
-    AND COALESCE(JSON_VALUE(Priv, '$.account_locked'), '0') NOT IN ('1', 'true')) AS unlocked`
-      : `(SELECT COUNT(*) FROM mysql.user WHERE User = ${u}) AS accounts,
-  (SELECT COUNT(*) FROM mysql.user WHERE User = ${u} AND account_locked = 'N') AS unlocked`;
-  const [rows] = await conn.query(
-    `SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ${u} AND ID <> CONNECTION_ID()) AS sessions, ${accounts}`,
+      ? `SELECT COUNT(*) AS accounts,
+  COALESCE(SUM(COALESCE(JSON_VALUE(Priv, '$.account_locked'), '0') NOT IN ('1', 'true')), 0) AS unlocked
+  FROM mysql.global_priv WHERE User = ${u} AND Host <> ''`
+      : `SELECT COUNT(*) AS accounts, COALESCE(SUM(account_locked = 'N'), 0) AS unlocked FROM mysql.user WHERE User = ${u}`;
+  // Two statements in one round trip, not one with subqueries: MariaDB 10.11 can crash (signal 11
+  // in ha_maria::drop_table) freeing an information_schema.PROCESSLIST scalar subquery's temporary table.
+  const [results] = await conn.query(
+    `SELECT COUNT(*) AS sessions FROM information_schema.PROCESSLIST WHERE USER = ${u} AND ID <> CONNECTION_ID();\n${accounts}`,
   );
-  const row = (rows as Array<Record<string, unknown>>)[0];
-  if (!row) throw new Error('no row');
-  return { sessions: Number(row.sessions), accounts: Number(row.accounts), unlocked: Number(row.unlocked) };
+  const [[procs], [acct]] = results as unknown as [[Record<string, unknown>?], [Record<string, unknown>?]];
+  if (!procs || !acct) throw new Error('no row');
+  return { sessions: Number(procs.sessions), accounts: Number(acct.accounts), unlocked: Number(acct.unlocked) };
 }
 
 /**
