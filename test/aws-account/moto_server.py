@@ -18,6 +18,9 @@ Fixes (each one is a moto gap, not a change to what the stack asks for):
   stack and the outputs recomputed after the change set applies.
 - AWS::Lambda::EventInvokeConfig (the reaper's on-failure destination) had no CloudFormation
   support: created through the PutFunctionEventInvokeConfig backend.
+- A rule's SQS target received the event without its `account` field (moto's input-template
+  parser rebuilds the event from a key list that lacks it), which the functions' envelope schema
+  rightly refuses: put back for whole-event deliveries (no InputTransformer).
 - moto "runs" SQS event source mappings itself by invoking the function in Docker inside
   SendMessage. The harness's own poller (poller.ts) is the Lambda service here, so the mappings
   are kept as configuration only and never consume messages.
@@ -50,6 +53,18 @@ def _apply_and_refresh_outputs(self):  # type: ignore[no-untyped-def]
 
 
 cfn_models.ChangeSet.apply = _apply_and_refresh_outputs  # type: ignore[method-assign]
+
+
+_send_to_sqs_queue = events_models.Rule._send_to_sqs_queue
+
+
+def _send_whole_event_to_sqs(self, resource_id, event, group_id=None):  # type: ignore[no-untyped-def]
+    if "detail-type" in event and "version" in event and "account" not in event:
+        event = {**event, "account": self.account_id}
+    return _send_to_sqs_queue(self, resource_id, event, group_id)
+
+
+events_models.Rule._send_to_sqs_queue = _send_whole_event_to_sqs  # type: ignore[method-assign]
 
 
 class _MappingsKeptAsConfig(dict):  # type: ignore[type-arg]
