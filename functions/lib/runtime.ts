@@ -45,6 +45,7 @@ const EnvSchema = z.object({
   [ENV.reverifyQueueUrl]: z.url(),
   [ENV.verifyDeadlineMs]: z.coerce.number().int().min(100).max(900_000).optional(),
   [BROKER_PRINCIPALS_ENV]: z.string().optional(),
+  [ENV.ledgerTransactions]: z.enum(['on', 'off']).optional(),
 });
 
 /** The container's broker and the adapters it was built from. */
@@ -122,7 +123,7 @@ export function createRuntime(env: NodeJS.ProcessEnv = process.env): Runtime {
     return principals;
   };
 
-  const ledger = new DynamoDbLedger(dynamodb, e[ENV.tableName]);
+  const ledger = new DynamoDbLedger(dynamodb, e[ENV.tableName], { transactions: e[ENV.ledgerTransactions] !== 'off' });
   const reverify = new SqsReverifyScheduler(sqs, e[ENV.reverifyQueueUrl]);
   const observer = new MetricsObserver(new PowertoolsMetricsSink(metrics), (err) =>
     logger.warn('metric not emitted', { error: describeError(err) }),

@@ -7,7 +7,16 @@ import { isReopenable } from './denials.ts';
 import { DenialError } from './errors.ts';
 import type { VerifiedWorkload } from './ports.ts';
 import type { CredentialRecord, EndOutcome, LeaseRecord } from './records.ts';
-import { isFinishedCredential, LEASE_TRANSITIONS, newLease, transitionLease } from './transitions.ts';
+import {
+  CREDENTIAL_TRANSITIONS,
+  credentialStep,
+  isFinishedCredential,
+  LEASE_TRANSITIONS,
+  leaseStep,
+  newLease,
+  transitionLease,
+  transitionTogether,
+} from './transitions.ts';
 import { endTimeOf, notBeforeIssue } from './trust-debt.ts';
 import type { EndTime } from './trust-debt.ts';
 import { revokeAndVerify } from './verify.ts';
@@ -157,17 +166,14 @@ export async function endLease(
           return { status: 'deferred', taskId };
         }
         continue;
-      case 'active':
-        if (
-          await transitionLease(ledger, 'end', lease, { ...ended, outcome, endedBy: ender, endReason, lockedUntil: now + core.opts.lockMs })
-        ) {
-          return revokeLease(
-            core,
-            { ...lease, state: LEASE_TRANSITIONS.end.to, ...ended, outcome, endedBy: ender, endReason },
-            found.credentials,
-          );
-        }
+      case 'active': {
+        const endPatch = { ...ended, outcome, endedBy: ender, endReason, lockedUntil: now + core.opts.lockMs };
+        const ending: LeaseRecord = { ...lease, state: LEASE_TRANSITIONS.end.to, ...ended, outcome, endedBy: ender, endReason };
+        const marked = await endAndStartRevoking(core, lease, endPatch, found.credentials, now);
+        if (marked) return revokeLease(core, ending, marked, true);
+        if (await transitionLease(ledger, 'end', lease, endPatch)) return revokeLease(core, ending, found.credentials);
         continue;
+      }
       case 'ending':
         if ((lease.lockedUntil ?? 0) >= now) return { status: 'in-progress', taskId };
         if (await transitionLease(ledger, 'takeOverEnding', lease, { lockedUntil: now + core.opts.lockMs }, { lockedBefore: now })) {
@@ -179,12 +185,50 @@ export async function endLease(
   return { status: 'in-progress', taskId };
 }
 
-/** Revokes and verifies every credential of an `ending` lease we hold the lock of. */
-export async function revokeLease(core: Core, lease: LeaseRecord, credentials: CredentialRecord[]): Promise<EndResult> {
+/**
+ * The common end in one ledger request: the lease goes `ending` and every unfinished credential
+ * `revoking` (its write-ahead mark before the target is touched), all or none. Undefined when the
+ * ledger has no transactions or a condition failed: nothing was written, and the end goes one
+ * write at a time, deciding every race as before. Otherwise, the credentials as now stored.
+ */
+async function endAndStartRevoking(
+  core: Core,
+  lease: LeaseRecord,
+  endPatch: Partial<LeaseRecord>,
+  credentials: CredentialRecord[],
+  now: number,
+): Promise<CredentialRecord[] | undefined> {
+  const { ledger } = core.deps;
+  if (!ledger.transact) return undefined;
+  const marks = new Map<CredentialRecord, Partial<CredentialRecord>>();
+  for (const c of credentials) {
+    if (isFinishedCredential(c.state)) continue;
+    marks.set(c, {
+      endedAt: c.endedAt ?? endPatch.endedAt ?? now,
+      revokeStartedAt: c.revokeStartedAt ?? now,
+      // Due again after our lock, should this worker die mid-way (as revokeAndVerify's own mark).
+      nextCheckAt: now + core.opts.lockMs,
+    });
+  }
+  const steps = [leaseStep('end', lease, endPatch), ...[...marks].map(([c, patch]) => credentialStep('startRevoking', c, patch))];
+  if (!(await transitionTogether(ledger, steps))) return undefined;
+  return credentials.map((c) => {
+    const patch = marks.get(c);
+    return patch ? { ...c, ...patch, state: CREDENTIAL_TRANSITIONS.startRevoking.to } : c;
+  });
+}
+
+/**
+ * Revokes and verifies every credential of an `ending` lease we hold the lock of. `marked`: the
+ * unfinished credentials are already `revoking` in the ledger (endAndStartRevoking wrote them).
+ */
+export async function revokeLease(core: Core, lease: LeaseRecord, credentials: CredentialRecord[], marked = false): Promise<EndResult> {
   const { ledger, clock } = core.deps;
   const endedAt = lease.endedAt ?? clock.now();
   const done = await Promise.all(
-    credentials.map((c) => (isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt))),
+    credentials.map((c) =>
+      isFinishedCredential(c.state) ? c : revokeAndVerify(core, c, c.endedAt ?? endedAt, core.opts.verifyDeadlineMs, marked),
+    ),
   );
   const open = done.filter((c) => !isFinishedCredential(c.state));
   const now = clock.now();

@@ -18,6 +18,8 @@ export async function revokeAndVerify(
   cred: CredentialRecord,
   endedAt: number,
   deadlineMs = core.opts.verifyDeadlineMs,
+  /** The `revoking` mark is already stored (written with the lease's end in one transaction). */
+  marked = false,
 ): Promise<CredentialRecord> {
   const { ledger, clock, targets, secrets, observer } = core.deps;
   const key = grantKey(cred.grant);
@@ -31,11 +33,13 @@ export async function revokeAndVerify(
   };
   // Due again after our lock, should this worker die mid-way.
   const dueIfAbandoned = () => clock.now() + core.opts.lockMs;
-  await transitionCredential(ledger, 'startRevoking', cred, {
-    endedAt: current.endedAt,
-    revokeStartedAt: current.revokeStartedAt,
-    nextCheckAt: dueIfAbandoned(),
-  });
+  if (!marked) {
+    await transitionCredential(ledger, 'startRevoking', cred, {
+      endedAt: current.endedAt,
+      revokeStartedAt: current.revokeStartedAt,
+      nextCheckAt: dueIfAbandoned(),
+    });
+  }
   if (!driver) return recordOpen(core, current, `no driver configured for target ${cred.target}`, 'revoking');
 
   const ctx = {

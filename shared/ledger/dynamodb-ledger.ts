@@ -1,7 +1,8 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DynamoDBDocumentClient, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoDBDocumentClient, PutCommand, QueryCommand, ScanCommand, TransactWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { grantKey as toGrantKey } from '../events/schemas.ts';
-import type { Ledger, OpenItemsPage } from '../lease/ports.ts';
+import { MAX_TRANSACTION_WRITES } from '../lease/ports.ts';
+import type { Ledger, LedgerWrite, OpenItemsPage } from '../lease/ports.ts';
 import type { CredentialRecord, CredentialState, LeaseRecord, LeaseState, LeaseWithCredentials } from '../lease/records.ts';
 import {
   checkUpdate,
@@ -40,7 +41,16 @@ export interface DynamoDbLedgerOptions {
   listConcurrency?: number;
   /** Windows longer than this many days are read with a Scan instead of one query per day. Default 400. */
   maxWindowDays?: number;
+  /**
+   * Write items that change together (a lease and its credential) in one TransactWriteItems
+   * (`transact`), which DynamoDB and moto have and dynalite has not. Off: the core writes them
+   * one by one, each still conditional. Default false; the Lambda runtime turns it on.
+   */
+  transactions?: boolean;
 }
+
+/** Why a transaction was cancelled without an error to throw: a condition did not hold, or a concurrent one won. */
+const CANCELLED_BY_STATE = new Set(['None', 'ConditionalCheckFailed', 'TransactionConflict']);
 
 const DAY_MS = 86_400_000;
 
@@ -59,6 +69,8 @@ export class DynamoDbLedger implements Ledger {
   private readonly now: () => number;
   private readonly listConcurrency: number;
   private readonly maxWindowDays: number;
+  /** Present only with `transactions: true` (Ledger.transact is optional). */
+  readonly transact?: (writes: readonly LedgerWrite[]) => Promise<boolean>;
 
   constructor(
     client: DynamoDBClient | DynamoDBDocumentClient,
@@ -74,6 +86,7 @@ export class DynamoDbLedger implements Ledger {
     this.now = options.now ?? Date.now;
     this.listConcurrency = Math.max(1, options.listConcurrency ?? 8);
     this.maxWindowDays = Math.max(1, options.maxWindowDays ?? 400);
+    if (options.transactions) this.transact = (writes) => this.transactWrite(writes);
   }
 
   async getLease(taskId: string): Promise<LeaseWithCredentials | undefined> {
@@ -239,6 +252,42 @@ export class DynamoDbLedger implements Ledger {
       return true;
     } catch (err) {
       if (isConditionalCheckFailed(err)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * All or nothing: the same conditional updates as updateLease/updateCredential, in one
+   * TransactWriteItems. False when a condition failed (or a concurrent transaction won): nothing
+   * was written, and the core writes the parts one by one.
+   */
+  private async transactWrite(writes: readonly LedgerWrite[]): Promise<boolean> {
+    if (writes.length === 0 || writes.length > MAX_TRANSACTION_WRITES) throw new RangeError('transact: 1 to 100 writes');
+    const items = writes.map((w) => {
+      if ('taskId' in w.patch && w.patch.taskId !== w.taskId) throw new TypeError('transact: patch must not change taskId');
+      const { taskId: _t, grant: _g, ...patch } = w.patch as Item;
+      const spec: UpdateSpec =
+        w.kind === 'lease'
+          ? { kind: 'lease', taskId: w.taskId, from: w.from, patch, extra: w.guard ?? {} }
+          : { kind: 'credential', taskId: w.taskId, grantKey: w.grantKey, from: w.from, patch, extra: {} };
+      checkUpdate(spec);
+      const key = { pk: leasePk(spec.taskId), sk: spec.grantKey === undefined ? KEY_PREFIX.leaseSk : credentialSk(spec.grantKey) };
+      const { UpdateExpression, ...condition } = updateExpressions(spec, this.expiry());
+      return UpdateExpression
+        ? { Update: { TableName: this.tableName, Key: key, UpdateExpression, ...condition } }
+        : { ConditionCheck: { TableName: this.tableName, Key: key, ...condition } };
+    });
+    try {
+      await this.doc.send(new TransactWriteCommand({ TransactItems: items }));
+      return true;
+    } catch (err) {
+      const e = err as { name?: string; CancellationReasons?: Array<{ Code?: string }> };
+      if (
+        e.name === 'TransactionCanceledException' &&
+        (e.CancellationReasons ?? []).every((r) => CANCELLED_BY_STATE.has(r.Code ?? 'None'))
+      ) {
+        return false;
+      }
       throw err;
     }
   }

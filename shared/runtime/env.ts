@@ -20,6 +20,11 @@ export const ENV = {
    * whichever function verifies a revocation can read the old credential to prove it rejected.
    */
   brokerPrincipalArns: 'BROKER_PRINCIPAL_ARNS',
+  /**
+   * `off` when the table's endpoint has no DynamoDB transactions (dynalite in the handler tests);
+   * absent in a deployed stack, where a lease and its credential change in one TransactWriteItems.
+   */
+  ledgerTransactions: 'TASKLEASE_LEDGER_TRANSACTIONS',
 } as const;
 
 /** Lambda entry points, relative to the repository root, keyed by function. */

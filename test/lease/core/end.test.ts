@@ -33,6 +33,29 @@ describe('Task Ended for an active lease', () => {
     await expect(core.taskEnded({ taskId: 'e1', outcome: 'nope' })).rejects.toBeInstanceOf(InvalidEventError);
   });
 
+  it('ends the lease and marks every credential revoking in one transaction, then revokes (issue 13: fewer ledger writes)', async () => {
+    const { f, core } = await active('e-tx');
+    const before = f.ledger.transactions;
+    const updates = f.ledger.writesOf('updateCredential').length;
+    expect((await core.taskEnded(f.ended('e-tx'))).status).toBe('closed');
+    // One transaction: the lease's end and the credential's write-ahead mark, before the target was touched.
+    expect(f.ledger.transactions - before).toBe(1);
+    const after = f.ledger.writesOf('updateCredential').slice(updates);
+    expect(after.map((a) => (a[3] as { state?: string }).state)).toEqual(['revoking', 'verified']);
+    expect(after[0]![3]).toMatchObject({ endedAt: T0 + 1_000, revokeStartedAt: T0 + 1_000, nextCheckAt: expect.any(Number) });
+    expect(await f.ledger.credential('e-tx')).toMatchObject({ state: 'verified', revokeStartedAt: T0 + 1_000 });
+  });
+
+  it('a transaction that loses to a concurrent writer changes nothing; the end then goes one write at a time', async () => {
+    const { f, core } = await active('e-tx2');
+    f.ledger.failNext('updateCredential', 'conflict', (args) => (args[3] as { state?: string }).state === 'revoking');
+    expect((await core.taskEnded(f.ended('e-tx2'))).status).toBe('closed');
+    const lease = f.ledger.writesOf('updateLease').map((a) => (a[2] as { state?: string }).state);
+    // The failed transaction's end, then the one-by-one end, then the close.
+    expect(lease.slice(-3)).toEqual(['ending', 'ending', 'closed']);
+    expect(await f.ledger.credential('e-tx2')).toMatchObject({ state: 'verified' });
+  });
+
   it('a lost race on the end write re-reads and defers to the winner holding the lock', async () => {
     const { f, core } = await active('e2');
     f.ledger.failNext('updateLease', async (ledger) => {
@@ -93,9 +116,10 @@ describe('Task Ended for an active lease', () => {
 
   it('gives up deciding after five lost races, leaving the work to the next delivery', async () => {
     const { f, core } = await active('e7');
-    for (let i = 0; i < 5; i++) f.ledger.failNext('updateLease', 'conflict');
+    // Each round tries the end twice: in one transaction with the credentials' marks, then alone.
+    for (let i = 0; i < 10; i++) f.ledger.failNext('updateLease', 'conflict');
     expect(await core.taskEnded(f.ended('e7'))).toEqual({ status: 'in-progress', taskId: 'e7' });
-    expect(f.ledger.writesOf('updateLease')).toHaveLength(5 + 1); // five lost + the activation before
+    expect(f.ledger.writesOf('updateLease')).toHaveLength(5 * 2 + 1); // five lost rounds + the activation before
     expect((await f.ledger.lease('e7')).state).toBe('active');
   });
 });
