@@ -68,7 +68,7 @@ export async function resolveAdminPassword(
 export class ManagementApi {
   private readonly base: string;
   private readonly limiter: Limiter;
-  private auth: Promise<string> | undefined;
+  private auth: Promise<{ header: string; password: string }> | undefined;
 
   constructor(
     private readonly target: string,
@@ -97,7 +97,7 @@ export class ManagementApi {
     secrets: string[] = [],
   ): Promise<ApiResponse> {
     return this.limiter.run(async () => {
-      const authorization = await this.authorization();
+      const { header: authorization, password } = await this.authorization();
       let res: Response;
       try {
         res = await fetch(`${this.base}${path}`, {
@@ -126,15 +126,15 @@ export class ManagementApi {
       // A rotated admin password: ask the resolver again next time.
       if (res.status === 401) this.auth = undefined;
       const reason = (parsed as { reason?: unknown } | undefined)?.reason;
-      const detail = typeof reason === 'string' ? `: ${sanitize(reason, [...secrets, authorization])}` : '';
+      const detail = typeof reason === 'string' ? `: ${sanitize(reason, [...secrets, authorization, password])}` : '';
       // 400 is a request we built wrong (a vhost that does not exist): the same again fails the same way.
       throw new RabbitmqTargetError(`rabbitmq ${op} failed: HTTP ${res.status}${detail}`, res.status, res.status !== 400);
     });
   }
 
-  private authorization(): Promise<string> {
+  private authorization(): Promise<{ header: string; password: string }> {
     this.auth ??= this.password().then(
-      (pw) => `Basic ${Buffer.from(`${this.settings.adminUser}:${pw}`).toString('base64')}`,
+      (password) => ({ header: `Basic ${Buffer.from(`${this.settings.adminUser}:${password}`).toString('base64')}`, password }),
       (err: unknown) => {
         this.auth = undefined;
         if (err instanceof ConfigError) throw err;
