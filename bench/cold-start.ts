@@ -1,38 +1,26 @@
 /**
- * Cold start of the Lambda functions: bundle each entry of FUNCTION_ENTRIES that exists with
- * esbuild the way the CDK NodejsFunction does (infra/task-lease.ts `bundling`), then import the
- * bundle in fresh Node processes and time the module initialisation.
+ * Cold start of the Lambda functions: bundle each entry of FUNCTION_ENTRIES with exactly the
+ * esbuild options the construct gives NodejsFunction (infra/bundling.ts, for the example AWS
+ * config with tracing on), then import the bundle in fresh Node processes and time the module
+ * initialisation.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
-import type { Plugin } from 'esbuild';
 import YAML from 'yaml';
+import { bundleNeeds, esbuildOptions } from '../infra/bundling.ts';
+import { loadConfig } from '../shared/policy/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
 
 const execFileAsync = promisify(execFile);
+const EXAMPLE_CONFIG = 'examples/aws/tasklease.config.yaml';
 const ROOT = join(import.meta.dirname, '..');
-
-/** infra/task-lease.ts ESM_REQUIRE_BANNER, read from the source so the two cannot drift; this copy is the fallback. */
-const FALLBACK_BANNER =
-  "import { createRequire as __taskleaseCreateRequire } from 'node:module';const require = __taskleaseCreateRequire(import.meta.url);";
-
-function infraBanner(): { banner: string; from: string } {
-  try {
-    const src = readFileSync(join(ROOT, 'infra', 'task-lease.ts'), 'utf8');
-    const m = /const ESM_REQUIRE_BANNER\s*=\s*(["'])(.*?)\1;/.exec(src);
-    if (m?.[2]) return { banner: m[2], from: 'infra/task-lease.ts' };
-  } catch {
-    // infra not present: use the copy
-  }
-  return { banner: FALLBACK_BANNER, from: 'bench/cold-start.ts (copy)' };
-}
 
 export interface ColdStartEntry {
   function: string;
@@ -58,38 +46,6 @@ export interface ColdStartEntry {
   /** The same entry bundled with LEAN_CHANGES applied on the fly (a measurement, not a build). */
   whatIf?: { changes: string[]; bundleBytes?: number; initMsMedian?: number; error?: string };
 }
-
-const LEAN_CHANGES = [
-  "zod is imported as a namespace (`import * as z from 'zod'`) everywhere in the bundle, so esbuild can drop zod's ~260 kB of locales it never uses: in shared/ and functions/ that is a one-line change per file; functions/lib/sqs.ts would validate the EventBridge envelope with its own small zod schema instead of @aws-lambda-powertools/parser's EventBridgeSchema, whose `import { z } from 'zod'` alone keeps every locale (emulated here by rewriting that import)",
-  "the YAML parser stays out of Lambda bundles (shared/policy/config.ts's file loading split into a module the functions do not import; they get the config as JSON)",
-];
-
-/** esbuild plugin emulating LEAN_CHANGES: rewrites the zod import in project files, stubs `yaml`. */
-const leanPlugin: Plugin = {
-  name: 'tasklease-bench-lean',
-  setup(b) {
-    b.onResolve({ filter: /^yaml$/ }, () => ({ path: 'yaml', namespace: 'lean-stub' }));
-    b.onLoad({ filter: /.*/, namespace: 'lean-stub' }, () => ({
-      contents: [
-        "const no = () => { throw new Error('yaml is not bundled'); };",
-        'export class LineCounter { constructor() { no(); } }',
-        'export class Document { constructor() { no(); } }',
-        'export const parse = no, parseDocument = no, stringify = no, isNode = no, isMap = no, isSeq = no, isScalar = no;',
-        'export default { parse, parseDocument, stringify };',
-      ].join('\n'),
-      loader: 'js',
-    }));
-    const namespaceZod = (src: string) => src.replace(/import \{ z \} from (['"])zod\1;?/g, "import * as z from 'zod';");
-    b.onLoad({ filter: /\.ts$/ }, async (args) => {
-      if (args.path.includes('node_modules')) return undefined;
-      return { contents: namespaceZod(await readFile(args.path, 'utf8')), loader: 'ts' };
-    });
-    b.onLoad({ filter: /@aws-lambda-powertools\/parser\/.*\.js$/ }, async (args) => ({
-      contents: namespaceZod(await readFile(args.path, 'utf8')),
-      loader: 'js',
-    }));
-  },
-};
 
 export interface ColdStartResult {
   esbuild: Record<string, unknown>;
@@ -185,22 +141,16 @@ export async function measureColdStart(opts: {
   progress?: (line: string) => void;
 }): Promise<ColdStartResult> {
   const runs = opts.runs ?? 5;
-  const { banner, from } = infraBanner();
-  const options = {
-    bundle: true,
-    minify: true,
-    sourcemap: 'external' as const,
-    sourcesContent: false,
-    format: 'esm' as const,
-    platform: 'node' as const,
-    target: 'node24',
-    mainFields: ['module', 'main'],
-    banner: { js: banner },
-    external: ['pg-native'],
+  // The deployable example, as `npm run synth` and the README's deploy line use it.
+  const config = await loadConfig(join(ROOT, EXAMPLE_CONFIG));
+  const optionsOf = (name: keyof typeof FUNCTION_ENTRIES) => {
+    const { banner, ...o } = esbuildOptions(bundleNeeds(name, config, true));
+    return { ...o, bundle: true, sourcemap: 'external' as const, sourcesContent: false, banner: { js: banner } };
   };
   const functions: ColdStartEntry[] = [];
   await rm(opts.outDir, { recursive: true, force: true });
-  for (const [name, entry] of Object.entries(FUNCTION_ENTRIES)) {
+  for (const [name, entry] of Object.entries(FUNCTION_ENTRIES) as Array<[keyof typeof FUNCTION_ENTRIES, string]>) {
+    const options = optionsOf(name);
     const abs = join(ROOT, entry);
     if (!existsSync(abs)) {
       functions.push({ function: name, entry, status: 'missing' });
@@ -245,21 +195,6 @@ export async function measureColdStart(opts: {
     const placeholder = /not built yet/.test(entrySource) || code.length < 2_000;
 
     const { initRuns, processRuns, handlerExport, error } = await probeInit(outfile, dir, runs);
-    // The same bundle with the two changes suggested in bench/README.md, to size them.
-    const leanFile = join(dir, 'lean.mjs');
-    let whatIf: ColdStartEntry['whatIf'];
-    try {
-      await build({ ...options, entryPoints: [abs], outfile: leanFile, logLevel: 'silent', plugins: [leanPlugin] });
-      const lean = await probeInit(leanFile, dir, runs);
-      whatIf = {
-        changes: LEAN_CHANGES,
-        bundleBytes: (await stat(leanFile)).size,
-        initMsMedian: lean.initRuns.length ? r2(median(lean.initRuns)) : undefined,
-        ...(lean.error ? { error: lean.error } : {}),
-      };
-    } catch (err) {
-      whatIf = { changes: LEAN_CHANGES, error: String(err instanceof Error ? err.message : err).split('\n')[0] };
-    }
     const entryResult: ColdStartEntry = {
       function: name,
       entry,
@@ -274,7 +209,6 @@ export async function measureColdStart(opts: {
       processMsMedian: processRuns.length ? r2(median(processRuns)) : undefined,
       handlerExport,
       placeholder,
-      whatIf,
       ...(error ? { error } : {}),
     };
     functions.push(entryResult);
@@ -283,12 +217,17 @@ export async function measureColdStart(opts: {
     );
   }
   return {
-    esbuild: { ...options, banner: `ESM require banner from ${from}`, entryPoints: 'FUNCTION_ENTRIES (shared/runtime/env.ts)' },
+    esbuild: {
+      ...optionsOf('taskStarted'),
+      banner: 'ESM_REQUIRE_BANNER (infra/bundling.ts)',
+      entryPoints: 'FUNCTION_ENTRIES (shared/runtime/env.ts)',
+      config: EXAMPLE_CONFIG,
+    },
     nodeVersion: process.version,
     lambdaRuntime: 'nodejs24.x (arm64)',
     runs,
     note:
-      'Bundled as the CDK NodejsFunction does (minify, ESM, platform node, target node24, the same require banner, only pg-native external: @aws-sdk/* is bundled in, not taken from the runtime). ' +
+      `Bundled with the options the construct gives NodejsFunction (infra/bundling.ts) for ${EXAMPLE_CONFIG} with tracing on: @aws-sdk/* bundled in, the SSM client only where an ssmParameter trust bundle needs it. ` +
       `Init = time for \`await import(bundle)\` in a fresh ${process.version} process, median of ${runs}; Lambda runs Node 24 on arm64, so absolute times differ. ` +
       'No --enable-source-maps (CDK does not set it). Bundle size is the .mjs without its external source map.',
     functions: functions.map((f) => ({ ...f, entry: relative(ROOT, join(ROOT, f.entry)) })),
