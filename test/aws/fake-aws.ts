@@ -8,12 +8,21 @@
  *     the role's `tasklease-revocations` policy (per-session `aws:userid` denies and the
  *     `aws:TokenIssueTime` cutoff), the session policy and the session's expiry, with a
  *     configurable propagation delay for policy changes;
+ *   - IAM ListRolePolicies lists the role's inline policies; PutRolePolicy can be made to fail, or
+ *     to enforce IAM's aggregate inline-policy limit (`enforceAggregateInlineLimit`);
  *   - Secrets Manager keeps secrets in a map (value, KMS key, tags, resource policy).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import type { PutEventsRequestEntry } from '@aws-sdk/client-eventbridge';
-import { GetRoleCommand, GetRolePolicyCommand, IAMClient, NoSuchEntityException, PutRolePolicyCommand } from '@aws-sdk/client-iam';
+import {
+  GetRoleCommand,
+  GetRolePolicyCommand,
+  IAMClient,
+  ListRolePoliciesCommand,
+  NoSuchEntityException,
+  PutRolePolicyCommand,
+} from '@aws-sdk/client-iam';
 import {
   CreateSecretCommand,
   DeleteSecretCommand,
@@ -94,6 +103,14 @@ export class FakeAws {
   readonly assumeRoleFailures: Error[] = [];
   /** Next GetRole calls made with session credentials (probes) fail with these errors. */
   readonly probeFailures: Error[] = [];
+  /** Next PutRolePolicy calls fail with these errors (nothing is written). */
+  readonly putRolePolicyFailures: Error[] = [];
+  /**
+   * PutRolePolicy refuses (LimitExceeded) a document that would take the role's inline policies
+   * together past IAM's 10,240 characters, whitespace not counted. Off by default: until it was
+   * added the fake checked only the one document's own length.
+   */
+  enforceAggregateInlineLimit = false;
 
   readonly sts = mockClient(STSClient);
   readonly iam = mockClient(IAMClient);
@@ -118,6 +135,8 @@ export class FakeAws {
     this.taskAnswers.length = 0;
     this.assumeRoleFailures.length = 0;
     this.probeFailures.length = 0;
+    this.putRolePolicyFailures.length = 0;
+    this.enforceAggregateInlineLimit = false;
     this.changes.clear();
     this.propagationMs = 0;
     this.install();
@@ -185,9 +204,22 @@ export class FakeAws {
       // IAM returns policy documents URL-encoded.
       return { RoleName: input.RoleName, PolicyName: input.PolicyName, PolicyDocument: encodeURIComponent(doc) };
     });
+    this.iam.on(ListRolePoliciesCommand).callsFake((input: { RoleName: string }) => ({
+      PolicyNames: [...this.role(input.RoleName).inlinePolicies.keys()].sort(),
+      IsTruncated: false,
+    }));
     this.iam.on(PutRolePolicyCommand).callsFake((input: { RoleName: string; PolicyName: string; PolicyDocument: string }) => {
       const role = this.role(input.RoleName);
+      const failure = this.putRolePolicyFailures.shift();
+      if (failure) throw failure;
       if (input.PolicyDocument.length > 10_240) throw awsError('LimitExceededException', 'Maximum policy size of 10240 bytes exceeded');
+      if (this.enforceAggregateInlineLimit) {
+        const counted = (doc: string) => doc.replace(/\s/g, '').length;
+        let total = counted(input.PolicyDocument);
+        for (const [name, doc] of role.inlinePolicies) if (name !== input.PolicyName) total += counted(doc);
+        if (total > 10_240)
+          throw awsError('LimitExceededException', `Maximum policy size of 10240 bytes exceeded for role ${role.name}`, 409);
+      }
       this.changes.set(`${input.RoleName}/${input.PolicyName}`, {
         effectiveAt: this.now() + this.propagationMs,
         before: role.inlinePolicies.get(input.PolicyName),
@@ -350,12 +382,23 @@ export class FakeAws {
     if (!text) return false;
     const doc = JSON.parse(text) as { Statement: Array<{ Effect: string; Condition?: Record<string, Record<string, string | string[]>> }> };
     const userId = `${role.roleId}:${caller.sessionName}`;
+    // StringLike globs (`*`, `?`); the conditions a statement has must all hold (IAM ANDs them). A
+    // statement with neither condition is not evaluated here, as before.
+    const like = (pattern: string) => {
+      const body = pattern
+        .replace(/[.+^$(){}|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '.*')
+        .replace(/\?/g, '.');
+      return new RegExp(`^${body}$`);
+    };
     return doc.Statement.some((s) => {
       if (s.Effect !== 'Deny') return false;
       const ids = s.Condition?.StringLike?.['aws:userid'];
-      if (ids !== undefined && (Array.isArray(ids) ? ids : [ids]).includes(userId)) return true;
       const before = s.Condition?.DateLessThan?.['aws:TokenIssueTime'];
-      return typeof before === 'string' && caller.issuedAt < Date.parse(before);
+      if (ids === undefined && before === undefined) return false;
+      const idMatches = ids === undefined || (Array.isArray(ids) ? ids : [ids]).some((p) => p === userId || like(p).test(userId));
+      const issuedBefore = before === undefined || (typeof before === 'string' && caller.issuedAt < Date.parse(before));
+      return idMatches && issuedBefore;
     });
   }
 

@@ -15,7 +15,10 @@
  *
  * Revoke (revoke.ts): a Deny for exactly that session in the broker-managed inline policy
  * `tasklease-revocations` (revocation-policy.ts). The broker refuses to touch a role not tagged
- * `tasklease:managed=true` (role.ts).
+ * `tasklease:managed=true` (role.ts). Its budget is what IAM's 10,240 characters for all inline
+ * policies of the role leave after the role's other inline policies; when the live denies do not
+ * fit (or IAM says LimitExceeded) it becomes one role-wide cutoff, which also revokes the role's
+ * other live tasklease sessions.
  *
  * A session STS refused (an error response) was never issued: its rollback needs no deny and
  * verifies as rejected. After a timeout or 5xx a session may exist; without its credentials it
@@ -54,8 +57,8 @@ import { verifySession } from './verify.ts';
 export { AWS_ROLE_KIND, MANAGED_TAG, PROBE_STATEMENT_SID, REVOCATION_POLICY_NAME, sessionNameFor, sourceIdentityFor } from './names.ts';
 export { AWS_ROLE_PROBES } from './probes.ts';
 export type { AwsCredentialIdentity, AwsRoleProbe, ProbeTarget } from './probes.ts';
-export { addSessionDeny, parsePolicyDocument } from './revocation-policy.ts';
-export type { PolicyDocument, PolicyStatement, RevocationChange } from './revocation-policy.ts';
+export { addSessionDeny, parsePolicyDocument, policySize, RevocationBudgetError } from './revocation-policy.ts';
+export type { PolicyDocument, PolicyStatement, RevocationChange, RevocationOptions } from './revocation-policy.ts';
 export type { AwsRoleClients } from './role.ts';
 export {
   AwsRoleAccessSchema,
@@ -109,7 +112,10 @@ export class AwsRoleDriver implements TargetDriver, AwsRoleTarget {
   }
 
   async revoke(ctx: RevokeContext): Promise<void> {
-    return revokeSession(this, this.edits, ctx);
+    // A role-wide cutoff (the budget's fallback) also ends the role's other live tasklease
+    // sessions; the core has no port to hear of them, so their leases stay open until their own
+    // end, whose revoke finds them covered and whose verify proves them rejected.
+    await revokeSession(this, this.edits, ctx);
   }
 
   async verify(ctx: VerifyContext): Promise<VerifyResult> {

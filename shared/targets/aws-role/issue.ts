@@ -94,6 +94,9 @@ export async function assumeSession(
       sessionName: ctx.externalId,
       assumedRoleArn: out.AssumedRoleUser?.Arn ?? '',
       expiration,
+      // By STS's own clock (it sets Expiration = issue + DurationSeconds): a later revoke can tell
+      // that a role-wide cutoff (revocation-policy.ts) already denies this session.
+      issuedAt: new Date(c.Expiration.getTime() - duration * 1000).toISOString(),
     },
   };
 }

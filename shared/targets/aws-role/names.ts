@@ -11,7 +11,8 @@ export const PROBE_STATEMENT_SID = 'TaskleaseRevocationProbe';
 
 const SESSION_NAME_MAX = 64;
 const SESSION_HASH_HEX = 16;
-const SESSION_NAME_PREFIX = 'tl.';
+/** Every session tasklease names starts so (the role-wide cutoff matches it). */
+export const SESSION_NAME_PREFIX = 'tl.';
 const STS_NAME_CHARS = /[^\w+=,.@-]/g;
 
 /** An IAM role ARN: partition, account and role name (the path may hold any printable ASCII). */

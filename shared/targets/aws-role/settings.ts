@@ -54,7 +54,10 @@ export const AwsRoleSettingsSchema = z.strictObject({
     .regex(/^[\w+=,.@:/-]{2,1224}$/)
     .optional(),
   probe: AwsRoleProbeSchema.prefault({ action: 'iam:GetRole' }),
-  /** Size budget of the revocation policy; lower it when the role has other inline policies. */
+  /**
+   * An upper bound on the revocation policy's size. The broker also subtracts what the role's other
+   * inline policies use (IAM's limit is for all of them together), so this need not be lowered for them.
+   */
   revocationPolicyMaxChars: z.number().int().min(1024).max(INLINE_POLICY_MAX_CHARS).default(INLINE_POLICY_MAX_CHARS),
 });
 export type AwsRoleSettings = z.output<typeof AwsRoleSettingsSchema>;
