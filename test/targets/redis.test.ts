@@ -250,7 +250,14 @@ describe.skipIf(!REDIS_AVAILABLE)('redis target on a real Redis 7', () => {
     });
 
     it('refuses to revoke or verify a user that is not tasklease-managed', async () => {
-      for (const externalId of ['tasklease_admin', 'default', 'owner', 'tl_notahash', 'tl_x on nopass +@all ~*', `tl_${'a'.repeat(40)}\n`]) {
+      for (const externalId of [
+        'tasklease_admin',
+        'default',
+        'owner',
+        'tl_notahash',
+        'tl_x on nopass +@all ~*',
+        `tl_${'a'.repeat(40)}\n`,
+      ]) {
         const err = await driver.revoke({ taskId: 't', grant: READ, externalId }).catch((e: unknown) => e);
         expect(err, externalId).toBeInstanceOf(TargetError);
         expect((err as TargetError).retryable).toBe(false);
@@ -272,6 +279,54 @@ describe.skipIf(!REDIS_AVAILABLE)('redis target on a real Redis 7', () => {
       // What was issued and not revoked survives the restart: the aclfile is the server's truth.
       (await connectWith(kept.cred.secret)).disconnect();
       await driver.revoke(kept.ref);
+    });
+  });
+
+  describe('server down during a revoke', () => {
+    it('down: verify inconclusive, revoke fails retryably without the password; back: the revoke completes and is proven', async () => {
+      const fast = new RedisDriver('orders-cache', parseRedisSettings({ ...server().settings, connectTimeoutMs: 500 }), server().access);
+      try {
+        const { cred, ref, withSecret } = await issue(READ, lease(), fast);
+        expect(await fast.verify(ref)).toBe('still-valid'); // the admin connection is open, and dies with the server
+        await server().stopServer();
+        try {
+          expect(await fast.verify(withSecret)).toBe('inconclusive');
+          expect(await fast.verify(ref)).toBe('inconclusive');
+          const err = (await fast.revoke(ref).catch((e: unknown) => e)) as TargetError;
+          expect(err).toBeInstanceOf(TargetError);
+          expect(err.retryable).toBe(true);
+          expect(err.message).toMatch(/^redis revoke failed: connect ECONNREFUSED/);
+          expect(err.message).not.toContain(cred.secret.password);
+          expect(err.message).not.toContain(server().adminPassword);
+        } finally {
+          await server().startServer();
+        }
+        // The user survived the restart (the aclfile) and works until revoked: a connection the task opens now too.
+        expect(await fast.verify(withSecret)).toBe('still-valid');
+        const late = await connectWith(cred.secret);
+        await fast.revoke(ref);
+        expect(await refusal(late.call('PING'))).toBe('closed');
+        late.disconnect();
+        expect(await fast.verify(withSecret)).toBe('rejected');
+        expect(await fast.listManaged()).toEqual([]);
+      } finally {
+        await fast.close();
+      }
+    });
+  });
+
+  describe('timing', () => {
+    it('revoke (kill + delete + ACL SAVE + client list, one round trip) and verify (fresh AUTH + CLIENT LIST) with one open connection', async () => {
+      for (let i = 0; i < 20; i++) {
+        const { cred, ref, withSecret } = await issue(WRITE);
+        const c = await connectWith(cred.secret);
+        const [, ms] = await timed(() => driver.revoke(ref));
+        timings.revoke.push(ms);
+        const [verdict, vms] = await timed(() => driver.verify(withSecret));
+        timings.verify.push(vms);
+        expect(verdict).toBe('rejected');
+        c.disconnect();
+      }
     });
   });
 
@@ -300,7 +355,12 @@ describe.skipIf(!REDIS_AVAILABLE)('redis target on a real Redis 7', () => {
       const others = (l: string[]) => l.filter((u) => !/^user tl_/.test(u));
       expect(others(after)).toEqual(others(before as string[]));
       // The admin the driver runs as reads no key: it manages users only.
-      const admin = await connectWith({ ...server().settings, port: String(server().port), username: server().adminUser, password: server().adminPassword } as Record<string, string>);
+      const admin = await connectWith({
+        host: server().host,
+        port: String(server().port),
+        username: server().adminUser,
+        password: server().adminPassword,
+      });
       try {
         expect(await refusal(admin.call('GET', 'orders:1'))).toBe('NOPERM');
       } finally {
@@ -436,8 +496,25 @@ describe.skipIf(!REDIS_AVAILABLE)('redis target on a real Redis 7', () => {
 
     it('aclSave auto with an admin that may not CONFIG GET: the error names settings.aclSave; aclSave set explicitly works', async () => {
       const pw = randomUUID();
-      await ownerCall(server(), 'ACL', 'SETUSER', 'admin_noconfig', 'on', `>${pw}`, '-@all', '+acl', '+client', '+multi', '+exec', '-config');
-      const auto = new RedisDriver('orders-cache', parseRedisSettings({ ...server().settings, user: 'admin_noconfig', password: pw }), server().access);
+      await ownerCall(
+        server(),
+        'ACL',
+        'SETUSER',
+        'admin_noconfig',
+        'on',
+        `>${pw}`,
+        '-@all',
+        '+acl',
+        '+client',
+        '+multi',
+        '+exec',
+        '-config',
+      );
+      const auto = new RedisDriver(
+        'orders-cache',
+        parseRedisSettings({ ...server().settings, user: 'admin_noconfig', password: pw }),
+        server().access,
+      );
       const explicit = new RedisDriver(
         'orders-cache',
         parseRedisSettings({ ...server().settings, user: 'admin_noconfig', password: pw, aclSave: true }),
@@ -445,7 +522,9 @@ describe.skipIf(!REDIS_AVAILABLE)('redis target on a real Redis 7', () => {
       );
       try {
         const l = lease();
-        const err = (await auto.issue({ lease: l, grant: READ, externalId: auto.externalId(l.taskId, READ) }).catch((e: unknown) => e)) as Error;
+        const err = (await auto
+          .issue({ lease: l, grant: READ, externalId: auto.externalId(l.taskId, READ) })
+          .catch((e: unknown) => e)) as Error;
         expect(err).toBeInstanceOf(TargetError);
         expect(err.message).toMatch(/targets\.orders-cache\.settings\.aclSave/);
         const { ref, withSecret } = await issue(READ, lease(), explicit);

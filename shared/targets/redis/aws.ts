@@ -33,7 +33,8 @@ export const redisAws: AwsDeclaration<RedisSettings, RedisAccess> = {
       );
     }
     const ref = target.settings.passwordSecret;
-    if (ref === undefined) throw new ConfigError(`${field}.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`);
+    if (ref === undefined)
+      throw new ConfigError(`${field}.passwordSecret is required in AWS (a Secrets Manager ARN of the admin password)`);
     if (ref.startsWith('file:') || ref.startsWith('env:')) {
       throw new ConfigError(
         `${field}.passwordSecret: '${ref.slice(0, ref.indexOf(':') + 1)}' references work only outside AWS; use a Secrets Manager ARN`,

@@ -77,12 +77,14 @@ export function connectionOptions(
 /** A new connection, connected; errors after that surface on its commands, never as an unhandled 'error'. */
 export async function openConnection(options: RedisOptions): Promise<Redis> {
   const redis = new Redis(options);
-  redis.on('error', () => undefined);
+  // ioredis rejects a failed connect with a bare "Connection is closed."; the socket's own error says why.
+  let cause: unknown;
+  redis.on('error', (err) => (cause ??= err));
   try {
     await redis.connect();
   } catch (err) {
     redis.disconnect();
-    throw err;
+    throw cause ?? err;
   }
   return redis;
 }

@@ -127,6 +127,7 @@ export class RedisDriver implements TargetDriver, RedisAdmin {
    * password) re-resolves the secret on the next job.
    */
   private admin(): Promise<Redis> {
+    // A connect failure is thrown as it came: the job wraps it with its own name (`redis revoke failed: …`).
     if (this.closed) return Promise.reject(new RedisTargetError(`redis target ${this.name}: driver is closed`, undefined, false));
     if (this.client && this.client.status === 'ready') return Promise.resolve(this.client);
     this.connecting ??= (async () => {
@@ -142,8 +143,6 @@ export class RedisDriver implements TargetDriver, RedisAdmin {
         }
         this.client = client;
         return client;
-      } catch (err) {
-        throw err instanceof ConfigError || err instanceof RedisTargetError ? err : wrap('admin connect', err);
       } finally {
         this.connecting = undefined;
       }

@@ -32,7 +32,9 @@ export async function revokeUser(admin: RedisAdmin, _ctx: RevokeContext, user: s
     });
   } catch (err) {
     const wrapped = wrap('revoke', err);
-    throw wrapped instanceof RedisTargetError && !wrapped.retryable ? new RedisTargetError(wrapped.message, wrapped.replyCode, true) : wrapped;
+    throw wrapped instanceof RedisTargetError && !wrapped.retryable
+      ? new RedisTargetError(wrapped.message, wrapped.replyCode, true)
+      : wrapped;
   }
 }
 
@@ -46,7 +48,8 @@ export async function awaitClientsGone(admin: RedisAdmin, redis: Redis, user: st
   let ids = first;
   let pause = 1;
   while (ids.length > 0) {
-    if (Date.now() >= deadline) throw new RedisTargetError(`redis revoke: ${ids.length} clients of ${user} still open after ${timeoutMs} ms`);
+    if (Date.now() >= deadline)
+      throw new RedisTargetError(`redis revoke: ${ids.length} clients of ${user} still open after ${timeoutMs} ms`);
     const batch = redis.multi();
     for (const id of ids) batch.call('CLIENT', 'KILL', 'ID', id);
     batch.call('CLIENT', 'LIST');
