@@ -208,9 +208,14 @@ export class Authorizer {
     session: Session,
     action: string,
     resource: string,
-    extra: { context?: Record<string, string | string[]>; resourcePolicy?: unknown } = {},
+    extra: {
+      context?: Record<string, string | string[]>;
+      resourcePolicy?: unknown;
+      /** Instead of the role's policies as enforced now (what-if: before a change, or another document). */
+      identityPolicies?: PolicyView['identityPolicies'];
+    } = {},
   ): Promise<string> {
-    const { identityPolicies } = await this.policies(session.roleName);
+    const identityPolicies = extra.identityPolicies ?? (await this.policies(session.roleName)).identityPolicies;
     const { principal, context } = await this.contextOf(session);
     const simulation: Simulation = {
       request: { principal, action, resource: { resource, accountId: ACCOUNT }, contextVariables: { ...context, ...extra.context } },
@@ -244,7 +249,8 @@ export class Authorizer {
         const name = (entry.EventBusName ?? 'default').split('/').pop()!;
         const bus = await this.events.send(new DescribeEventBusCommand({ Name: name }));
         const result = await this.evaluate(session, 'events:PutEvents', bus.Arn!, {
-          context: { 'events:detail-type': entry.DetailType ?? '', 'events:source': entry.Source ?? '' },
+          // Multivalued keys (ArrayOfString in the IAM catalogue): one value per entry.
+          context: { 'events:detail-type': [entry.DetailType ?? ''], 'events:source': [entry.Source ?? ''] },
           ...(bus.Policy ? { resourcePolicy: JSON.parse(bus.Policy) } : {}),
         });
         if (result !== 'Allowed') return result;

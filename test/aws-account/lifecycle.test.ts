@@ -10,7 +10,13 @@ import type { Server } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { EventBridgeClient, PutEventsCommand, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
+import {
+  DescribeEventBusCommand,
+  EventBridgeClient,
+  PutEventsCommand,
+  PutRuleCommand,
+  PutTargetsCommand,
+} from '@aws-sdk/client-eventbridge';
 import { CreateRoleCommand, GetRoleCommand, GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import { CreateSecretCommand, DescribeSecretCommand, GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -19,7 +25,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import type { LocalSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { REVOCATION_POLICY_NAME, SESSION_NAME_PREFIX } from '../../shared/targets/aws-role/names.ts';
+import { addSessionDeny } from '../../shared/targets/aws-role/revocation-policy.ts';
 import { Authorizer } from './authorizer.ts';
+import type { Call } from './authorizer.ts';
 import {
   ACCOUNT,
   ADMIN_SECRET_NAME,
@@ -35,7 +44,7 @@ import {
   roleArn,
 } from './config.ts';
 import { deployedFunctions, LambdaService } from './lambda-service.ts';
-import { clientOptions } from './sdk.ts';
+import { adminCredentials, clientOptions } from './sdk.ts';
 import type { SessionCredentials } from './sdk.ts';
 
 const motoEndpoint = inject('motoEndpoint');
@@ -166,7 +175,8 @@ beforeAll(async () => {
   await createRole(
     STARTER_ENGINE_ROLE_NAME,
     `arn:aws:iam::${ACCOUNT}:root`,
-    allowAll(['events:PutEvents'], deployment.outputs.BusArn, { StringEquals: { 'events:detail-type': ['Task Started'] } }),
+    // ForAllValues: events:detail-type is multivalued (one value per entry of the PutEvents call).
+    allowAll(['events:PutEvents'], deployment.outputs.BusArn, { 'ForAllValues:StringEquals': { 'events:detail-type': ['Task Started'] } }),
   );
   // The postgres target's admin secret must exist (this file grants only aws-role access).
   await admin.sm.send(
@@ -257,8 +267,18 @@ describe('a task through the deployed bus, queues and bundles', () => {
     expect(denied.map((d) => [d.action, d.result])).toEqual([['secretsmanager:GetSecretValue', 'ExplicitlyDenied']]);
   });
 
-  it('a forged Task Ended is refused: by the bus policy for an engine that may only start tasks, by the broker for a forged SVID', async () => {
+  it('a forged Task Ended is refused: by IAM for an engine that may only start tasks, by the broker for a forged SVID', async () => {
     const starterOnly = await sessionOf(STARTER_ENGINE_ROLE_NAME);
+    const starter = [...authorizer.sessions.values()].find((s) => s.roleName === STARTER_ENGINE_ROLE_NAME)!;
+    const bus = await admin.events.send(new DescribeEventBusCommand({ Name: BUS }));
+    const asStarter = (detailType: string) =>
+      authorizer.evaluate(starter, 'events:PutEvents', bus.Arn!, {
+        context: { 'events:detail-type': [detailType], 'events:source': ['com.example.workflows'] },
+        resourcePolicy: JSON.parse(bus.Policy!),
+      });
+    // Not a role that may put nothing: it may start tasks.
+    expect(await asStarter('Task Started')).toBe('Allowed');
+    expect(await asStarter('Task Ended')).toBe('ImplicitlyDenied');
     await expect(put(starterOnly, 'Task Ended', { taskId, outcome: 'succeeded', svid: 'x.y.z' })).rejects.toMatchObject({
       name: 'AccessDeniedException',
     });
@@ -327,5 +347,248 @@ describe('a task through the deployed bus, queues and bundles', () => {
     expect(logs.length).toBeGreaterThan(0);
     for (const v of secretValues) expect(logs).not.toContain(v);
     expect(service.pollers.reduce((n, p) => n + p.stats.failed, 0)).toBe(0);
+  });
+});
+
+/** IAM actions (and resources, context) one recorded call needs; undefined: a call this map does not know. */
+function iamRequestsOf(call: Call): { action: string; resource: string; context?: Record<string, string | string[]> }[] | undefined {
+  const p = call.params as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const arn = (service: string, rest: string) => `arn:aws:${service}:${REGION}:${ACCOUNT}:${rest}`;
+  // Secrets Manager appends a random 6-character suffix to a secret's name in its ARN.
+  const secretArn = (id: string) => (id.startsWith('arn:') ? id : arn('secretsmanager', `secret:${id}-AbCdEf`));
+  const queueArn = (url: string) => arn('sqs', url.split('/').pop()!);
+  const viaService = (service: string) => ({ 'kms:ViaService': `${service}.${REGION}.amazonaws.com`, 'kms:CallerAccount': ACCOUNT });
+  const key = deployment.outputs.KeyArn!;
+  switch (call.service) {
+    case 'dynamodb': {
+      if (call.operation === 'TransactWriteItems') {
+        const ops = { Put: 'PutItem', Update: 'UpdateItem', Delete: 'DeleteItem', ConditionCheck: 'ConditionCheckItem' } as const;
+        return (p.TransactItems as Record<string, { TableName: string }>[]).flatMap((item) =>
+          Object.entries(item).map(([k, v]) => ({
+            action: `dynamodb:${ops[k as keyof typeof ops]}`,
+            resource: arn('dynamodb', `table/${v.TableName}`),
+          })),
+        );
+      }
+      const table = arn('dynamodb', `table/${p.TableName}`);
+      return [{ action: `dynamodb:${call.operation}`, resource: p.IndexName ? `${table}/index/${p.IndexName}` : table }];
+    }
+    case 'sts': {
+      if (call.operation === 'GetCallerIdentity') return []; // needs no permission
+      if (call.operation !== 'AssumeRole') return undefined;
+      const tags = Object.keys(p).filter((k) => /^Tags\.member\.\d+\.Key$/.test(k));
+      return [
+        { action: 'sts:AssumeRole', resource: p.RoleArn },
+        ...(tags.length
+          ? [
+              {
+                action: 'sts:TagSession',
+                resource: p.RoleArn,
+                context: {
+                  'aws:TagKeys': tags.map((k) => p[k] as string),
+                  ...Object.fromEntries(tags.map((k) => [`aws:RequestTag/${p[k]}`, p[k.replace('.Key', '.Value')] as string])),
+                },
+              },
+            ]
+          : []),
+        ...(p.SourceIdentity
+          ? [{ action: 'sts:SetSourceIdentity', resource: p.RoleArn, context: { 'sts:SourceIdentity': p.SourceIdentity } }]
+          : []),
+      ];
+    }
+    case 'iam':
+      return [{ action: `iam:${call.operation}`, resource: roleArn(p.RoleName) }];
+    case 'secretsmanager': {
+      const resource = secretArn(call.operation === 'CreateSecret' ? p.Name : p.SecretId);
+      const out: { action: string; resource: string; context?: Record<string, string | string[]> }[] = [
+        {
+          action: `secretsmanager:${call.operation}`,
+          resource,
+          context: {
+            ...(p.KmsKeyId ? { 'secretsmanager:KmsKeyArn': p.KmsKeyId } : {}),
+            ...(p.BlockPublicPolicy !== undefined ? { 'secretsmanager:BlockPublicPolicy': String(p.BlockPublicPolicy) } : {}),
+          },
+        },
+      ];
+      // Tags on create need TagResource too; a customer key needs the caller's KMS use via Secrets Manager.
+      if (call.operation === 'CreateSecret' && p.Tags?.length) out.push({ action: 'secretsmanager:TagResource', resource });
+      if (call.operation === 'CreateSecret' && p.KmsKeyId)
+        out.push({ action: 'kms:GenerateDataKey', resource: key, context: viaService('secretsmanager') });
+      return out;
+    }
+    case 'events':
+      return (p.Entries as { EventBusName: string; DetailType: string; Source: string }[]).map((e) => ({
+        action: 'events:PutEvents',
+        resource: e.EventBusName.startsWith('arn:') ? e.EventBusName : arn('events', `event-bus/${e.EventBusName}`),
+        context: { 'events:detail-type': [e.DetailType], 'events:source': [e.Source] },
+      }));
+    case 'sqs': {
+      const batch = {
+        DeleteMessageBatch: 'DeleteMessage',
+        SendMessageBatch: 'SendMessage',
+        ChangeMessageVisibilityBatch: 'ChangeMessageVisibility',
+      };
+      const op = batch[call.operation as keyof typeof batch] ?? call.operation;
+      const resource = call.operation === 'GetQueueUrl' ? arn('sqs', p.QueueName) : queueArn(p.QueueUrl);
+      // The queues are encrypted with the stack's key: sending needs GenerateDataKey, receiving Decrypt (via SQS).
+      const kms =
+        op === 'SendMessage'
+          ? [{ action: 'kms:GenerateDataKey', resource: key, context: viaService('sqs') }]
+          : op === 'ReceiveMessage'
+            ? [{ action: 'kms:Decrypt', resource: key, context: viaService('sqs') }]
+            : [];
+      return [{ action: `sqs:${op}`, resource }, ...kms];
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Policies iam-simulate reads differently from the template's intent. events:source and
+ * events:detail-type are multivalued keys (ArrayOfString in the IAM catalogue: one value per
+ * PutEvents entry); a plain StringEquals on them never matches there, so the broker's own
+ * `PublishOutputEvents` allow does not apply (and the bus policy's StringEquals denies would not
+ * either). Fix in infra/: ForAllValues:StringEquals in allows, ForAnyValue:StringEquals /
+ * ForAnyValue:StringNotEquals in denies — the same decision for a one-entry call either way.
+ */
+const KNOWN_FINDINGS = [{ match: /^\w+ events:PutEvents .*: ImplicitlyDenied$/ }];
+
+const roleFacts = new Map<string, Promise<{ tags: Record<string, string>; trust: unknown }>>();
+/** The resource's side of a request: its tags as aws:ResourceTag keys, and the policy it carries (trust policy, key policy). */
+async function resourceSideOf(action: string, resource: string): Promise<{ context: Record<string, string>; resourcePolicy?: unknown }> {
+  const role = /^arn:aws:iam::\d{12}:role\/(.+)$/.exec(resource)?.[1];
+  if (role) {
+    let facts = roleFacts.get(role);
+    if (!facts) {
+      facts = admin.iam.send(new GetRoleCommand({ RoleName: role })).then(({ Role: r }) => ({
+        tags: Object.fromEntries((r!.Tags ?? []).map((t) => [`aws:ResourceTag/${t.Key}`, t.Value!])),
+        trust: JSON.parse(decodeURIComponent(r!.AssumeRolePolicyDocument!)) as unknown,
+      }));
+      roleFacts.set(role, facts);
+    }
+    const { tags, trust } = await facts;
+    // For sts:* on a role, the role's trust policy is the resource policy.
+    return { context: tags, ...(action.startsWith('sts:') ? { resourcePolicy: trust } : {}) };
+  }
+  if (action.startsWith('kms:')) return { context: {}, resourcePolicy: await keyPolicy(resource) };
+  return { context: {} };
+}
+
+/** The key policy, from moto's KMS (no KMS client is installed: one signed-looking JSON request; moto checks no signatures). */
+async function keyPolicy(keyArn: string): Promise<unknown> {
+  const res = await fetch(motoEndpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.1',
+      'x-amz-target': 'TrentService.GetKeyPolicy',
+      authorization: `AWS4-HMAC-SHA256 Credential=${adminCredentials.accessKeyId}/20260101/${REGION}/kms/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+    body: JSON.stringify({ KeyId: keyArn, PolicyName: 'default' }),
+  });
+  if (!res.ok) throw new Error(`kms:GetKeyPolicy: ${res.status}`);
+  // moto keeps a key policy created through CloudFormation as an object and returns it as one.
+  const { Policy } = (await res.json()) as { Policy: unknown };
+  return typeof Policy === 'string' ? (JSON.parse(Policy) as unknown) : Policy;
+}
+
+describe('IAM decisions moto cannot make, by iam-simulate', () => {
+  const functionRoles = () => new Set([...service.hosts.values()].map((h) => h.fn.roleArn.split('/').pop()!));
+
+  it("every call the deployed functions made (and the Lambda service's polling with their roles) is allowed by their deployed policies", async () => {
+    const roles = functionRoles();
+    const calls = authorizer.calls.filter((c) => c.session && roles.has(c.session.roleName));
+    const unknown = [...new Set(calls.filter((c) => !iamRequestsOf(c)).map((c) => `${c.service}:${c.operation}`))];
+    expect(unknown).toEqual([]);
+    const verdicts = new Map<string, string>();
+    for (const call of calls) {
+      for (const r of iamRequestsOf(call)!) {
+        const key = `${call.session!.roleName.replace(/^TaskLease-TaskLease/, '').replace(/Role.*$/, '')} ${r.action} ${r.resource}`;
+        if (verdicts.has(key)) continue;
+        const { context, resourcePolicy } = await resourceSideOf(r.action, r.resource);
+        verdicts.set(
+          key,
+          await authorizer.evaluate(call.session!, r.action, r.resource, {
+            context: { ...context, ...r.context },
+            ...(resourcePolicy ? { resourcePolicy } : {}),
+          }),
+        );
+      }
+    }
+    const notAllowed = [...verdicts].filter(([, v]) => v !== 'Allowed').map(([k, v]) => `${k}: ${v}`);
+    // Findings for the infra owner, acknowledged here until fixed (and failing once they are, so the list stays true).
+    const acknowledged = notAllowed.filter((n) => KNOWN_FINDINGS.some((f) => f.match.test(n)));
+    for (const f of KNOWN_FINDINGS)
+      expect(
+        acknowledged.some((n) => f.match.test(n)),
+        `${f.match}: no longer found; remove it`,
+      ).toBe(true);
+    expect(notAllowed.filter((n) => !acknowledged.includes(n))).toEqual([]);
+    // The lifecycle's calls were among them (an empty record would prove nothing).
+    const actions = new Set([...verdicts.keys()].map((k) => k.split(' ')[1]));
+    for (const a of [
+      'sts:AssumeRole',
+      'sts:TagSession',
+      'sts:SetSourceIdentity',
+      'secretsmanager:CreateSecret',
+      'secretsmanager:PutResourcePolicy',
+      'secretsmanager:DeleteSecret',
+      'iam:PutRolePolicy',
+      'events:PutEvents',
+      'sqs:ReceiveMessage',
+      'sqs:DeleteMessage',
+    ]) {
+      expect(actions).toContain(a);
+    }
+  });
+
+  it('and not more: the revoking function may not assume the target role, nor put an engine event', async () => {
+    const ended = [...authorizer.sessions.values()].find((s) => s.roleName.includes('TaskEndedRole'))!;
+    expect(await authorizer.evaluate(ended, 'sts:AssumeRole', roleArn(TARGET_ROLE_NAME))).not.toBe('Allowed');
+    const bus = deployment.outputs.BusArn!;
+    expect(
+      await authorizer.evaluate(ended, 'events:PutEvents', bus, {
+        context: { 'events:detail-type': 'Task Started', 'events:source': 'tasklease' },
+      }),
+    ).not.toBe('Allowed');
+  });
+
+  it("the revoked session: allowed before the revocation, denied after; the role's other sessions unaffected", async () => {
+    const revoked = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME)!;
+    const target = roleArn(TARGET_ROLE_NAME);
+    const now = await authorizer.policies(TARGET_ROLE_NAME);
+    const before = now.identityPolicies.filter((p) => p.name !== REVOCATION_POLICY_NAME);
+    expect(before.length).toBe(now.identityPolicies.length - 1);
+    expect(await authorizer.evaluate(revoked, 'iam:GetRole', target, { identityPolicies: before })).toBe('Allowed');
+    expect(await authorizer.evaluate(revoked, 'iam:GetRole', target)).toBe('ExplicitlyDenied');
+    // The deny names this session only: a later lease's session of the same role keeps working.
+    const later = { ...revoked, sessionName: `${SESSION_NAME_PREFIX}later`, issuedAt: new Date() };
+    expect(await authorizer.evaluate(later, 'iam:GetRole', target)).toBe('Allowed');
+  });
+
+  it('the role-wide fallback (aws:TokenIssueTime cutoff): denies tasklease sessions issued before it, not later ones nor foreign sessions', async () => {
+    const revoked = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME)!;
+    const target = roleArn(TARGET_ROLE_NAME);
+    const { roleId, identityPolicies } = await authorizer.policies(TARGET_ROLE_NAME);
+    const now = Date.now();
+    const change = addSessionDeny(
+      { Version: '2012-10-17', Statement: [] },
+      { userId: `${roleId}:${revoked.sessionName}`, expiresAt: now + 3_600_000, issuedAt: revoked.issuedAt.getTime() },
+      { now, maxChars: 10_240, maxSessionMs: 3_600_000, sessionPattern: `${roleId}:${SESSION_NAME_PREFIX}*`, forceCutoff: true },
+    );
+    expect(change.mode).toBe('cutoff');
+    const withCutoff = [
+      ...identityPolicies.filter((p) => p.name !== REVOCATION_POLICY_NAME),
+      {
+        name: REVOCATION_POLICY_NAME,
+        policy: { ...change.document, Statement: change.document.Statement.filter((s) => s.Sid?.startsWith('TLCUT')) },
+      },
+    ];
+    const other = { ...revoked, sessionName: `${SESSION_NAME_PREFIX}other-task` };
+    expect(await authorizer.evaluate(other, 'iam:GetRole', target, { identityPolicies: withCutoff })).toBe('ExplicitlyDenied');
+    const issuedAfter = { ...other, issuedAt: new Date(change.cutoffAt! + 1_000) };
+    expect(await authorizer.evaluate(issuedAfter, 'iam:GetRole', target, { identityPolicies: withCutoff })).toBe('Allowed');
+    const foreign = { ...revoked, sessionName: 'operator-console' };
+    expect(await authorizer.evaluate(foreign, 'iam:GetRole', target, { identityPolicies: withCutoff })).toBe('Allowed');
   });
 });

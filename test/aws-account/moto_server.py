@@ -22,7 +22,7 @@ Fixes (each one is a moto gap, not a change to what the stack asks for):
   parser rebuilds the event from a key list that lacks it), which the functions' envelope schema
   rightly refuses: put back for whole-event deliveries (no InputTransformer).
 - moto "runs" SQS event source mappings itself by invoking the function in Docker inside
-  SendMessage. The harness's own poller (poller.ts) is the Lambda service here, so the mappings
+  SendMessage. The harness's own pollers (lambda-service.ts) are the Lambda service here, so the mappings
   are kept as configuration only and never consume messages.
 """
 

@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 // The emulated AWS account (bash test/aws-account/run.sh): one global setup deploys the stack into
-// moto and runs the Lambda side; the test files act as engines and workloads against it.
+// moto; lifecycle.test.ts runs the Lambda side (lambda-service.ts) and acts as engines and workloads.
 export default defineConfig({
   test: {
     include: ['test/aws-account/**/*.test.ts'],
