@@ -20,19 +20,27 @@ export interface UserState {
  */
 export async function verifyUser(admin: RedisAdmin, ctx: VerifyContext, user: string): Promise<VerifyResult> {
   const password = ctx.secret?.password;
-  if (password) {
-    const login = await admin.tryLogin(ctx.secret ?? {}, user, password);
-    if (login !== 'refused') return login;
-  }
-  let state: UserState;
   try {
-    state = await admin.withAdmin((redis) => userState(redis, user));
+    // The login and the look are one job: with the login's connection it counts against adminConcurrency.
+    return await admin.withAdmin(async (redis) => {
+      if (password) {
+        const login = await admin.tryLogin(ctx.secret ?? {}, user, password);
+        if (login !== 'refused') return login;
+      }
+      let state: UserState;
+      try {
+        state = await userState(redis, user);
+      } catch {
+        return 'inconclusive';
+      }
+      if (state.clients.length > 0) return 'still-valid';
+      if (password || !state.exists) return 'rejected';
+      return state.enabled ? 'still-valid' : 'inconclusive';
+    });
   } catch {
+    // No admin connection: nothing is proven either way.
     return 'inconclusive';
   }
-  if (state.clients.length > 0) return 'still-valid';
-  if (password || !state.exists) return 'rejected';
-  return state.enabled ? 'still-valid' : 'inconclusive';
 }
 
 export async function userState(redis: Redis, user: string): Promise<UserState> {
