@@ -87,6 +87,7 @@ describe('rabbitmq settings and access levels', () => {
     [{ write: { vhosts: { orders: { configure: '', write: '' } } } }, /targets\.bus\.access\.write\.vhosts\.orders\.read: /],
     [{ write: { vhosts: { orders: { configure: '', write: '', read: '', topic: '.*' } } } }, /targets\.bus\.access\.write\.vhosts\.orders/],
     [{ write: { vhost: 'orders' } }, /targets\.bus\.access\.write/],
+    [{ write: { ...ACCESS.write, maxConnections: 0 } }, /targets\.bus\.access\.write\.maxConnections: must be between 1 and 10000/],
   ])('refuses bad access levels naming the field (%#)', (access, message) => {
     expect(errorOf(() => validate(SETTINGS, access))).toMatch(message);
   });

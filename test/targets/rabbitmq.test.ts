@@ -29,6 +29,7 @@ const ACCESS: Record<string, RabbitmqAccess> = {
   write: { vhosts: { orders: { configure: '^orders\\.', write: '^(orders\\..*|amq\\.default)$', read: '^orders\\.' } } },
   odd: { vhosts: { [ODD_VHOST]: { configure: '.*', write: '.*', read: '.*' } } },
   missing: { vhosts: { 'no-such-vhost': { configure: '.*', write: '.*', read: '.*' } } },
+  single: { maxConnections: 1, vhosts: { orders: { configure: '', write: '', read: '^orders\\.' } } },
 };
 const READ: Grant = { target: 'bus', access: 'read' };
 const WRITE: Grant = { target: 'bus', access: 'write' };
@@ -187,9 +188,13 @@ describe.skipIf(!RABBITMQ_AVAILABLE)('rabbitmq target against a real broker', ()
     expect(await driver.verify(never)).toBe('rejected');
     // Re-issuing the same name re-keys it: only the new password works.
     const first = await issue(READ, 'same-task');
+    const firstLive = await connectWith(first.cred.secret);
+    const firstEnded = closed(firstLive);
     const second = await issue(READ, 'same-task');
     expect(second.externalId).toBe(first.externalId);
     expect(await failureOf(connectWith(first.cred.secret))).toMatch(/ACCESS-REFUSED/);
+    // Nothing opened with the earlier password survives the re-key.
+    expect(await firstEnded).toMatch(/CONNECTION[-_]FORCED|320/);
     await (await connectWith(second.cred.secret)).close();
     await driver.revoke(second.ref);
     // Never a user that is not ours.
@@ -285,6 +290,26 @@ describe.skipIf(!RABBITMQ_AVAILABLE)('rabbitmq target against a real broker', ()
     expect(err).toBeInstanceOf(TargetError);
     expect((err as Error).message).toMatch(/^rabbitmq issue failed: HTTP \d{3}/);
     expect(await userExists(broker(), externalId)).toBe(false);
+  });
+
+  it('an access level with maxConnections sets the user limit; a re-issue without it lifts the limit', async () => {
+    const one = await issue({ target: 'bus', access: 'single' });
+    expect((await broker().api('GET', `/api/user-limits/${seg(one.externalId)}`)).body).toEqual([
+      { user: one.externalId, value: { 'max-connections': 1 } },
+    ]);
+    const c1 = await connectWith(one.cred.secret);
+    expect(await failureOf(connectWith(one.cred.secret))).toMatch(/max|limit|NOT_ALLOWED|530|ConnectionOpenOk/i);
+    await c1.close();
+    // The level changed in config, then the same (task, grant) is issued again: the limit goes.
+    const { maxConnections: _dropped, ...unlimited } = ACCESS.single!;
+    const changed = new RabbitmqDriver('bus', parseRabbitmqSettings(broker().settings), { ...ACCESS, single: unlimited });
+    const again = await issue({ target: 'bus', access: 'single' }, one.taskId, changed);
+    expect(again.externalId).toBe(one.externalId);
+    expect((await broker().api('GET', `/api/user-limits/${seg(one.externalId)}`)).body).toEqual([]);
+    const [c2, c3] = await Promise.all([connectWith(again.cred.secret), connectWith(again.cred.secret)]);
+    await Promise.all([c2.close(), c3.close()]);
+    await driver.revoke(one.ref);
+    expect(await driver.verify({ ...one.ref, secret: again.cred.secret })).toBe('rejected');
   });
 
   it('admin requests in flight never exceed adminConcurrency', async () => {

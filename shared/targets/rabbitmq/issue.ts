@@ -62,12 +62,20 @@ export async function issueUser(
   );
   try {
     if (created.status === 204) {
-      // It existed: drop permissions in vhosts the level no longer names.
+      // It existed (an attempt that crashed before its record): nothing opened with its old password
+      // stays, and its permissions and limit are the level's as it is now.
+      await admin.closeConnections(user, await admin.listConnections(user));
+      if (level.maxConnections === undefined) {
+        await admin.api.request('issue', 'DELETE', `/api/user-limits/${seg(user)}/max-connections`, [204, 404]);
+      }
       const { body } = await admin.api.request('issue', 'GET', `${userPath}/permissions`, [200]);
       const stale = (Array.isArray(body) ? (body as Array<{ vhost?: unknown }>) : [])
         .map((p) => p.vhost)
         .filter((v): v is string => typeof v === 'string' && !Object.hasOwn(level.vhosts, v));
       await Promise.all(stale.map((v) => admin.api.request('issue', 'DELETE', `/api/permissions/${seg(v)}/${seg(user)}`, [204, 404])));
+    }
+    if (level.maxConnections !== undefined) {
+      await admin.api.request('issue', 'PUT', `/api/user-limits/${seg(user)}/max-connections`, [201, 204], { value: level.maxConnections });
     }
     await Promise.all(
       vhosts.map(([vhost, p]) =>

@@ -103,8 +103,8 @@ export class ManagementApi {
         res = await fetch(`${this.base}${path}`, {
           method,
           headers: {
+            // No accept header: some resources (user limits) offer no application/json and answer 406 to it.
             authorization,
-            accept: 'application/json',
             ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
             // Shown to the client whose connection the admin closes (DELETE /api/connections/…).
             'x-reason': 'tasklease: credential revoked',

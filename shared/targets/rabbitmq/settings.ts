@@ -54,6 +54,8 @@ export const VhostNameSchema = text(255);
  * Publishing through the default exchange needs `write` to match `amq.default`.
  */
 export const RabbitmqAccessSchema = z.strictObject({
+  /** The user's connection limit (RabbitMQ user limit `max-connections`): absent, no limit. */
+  maxConnections: int(1, 10_000).optional(),
   vhosts: z
     .record(VhostNameSchema, RabbitmqPermissionSchema, { error: 'must map vhost names to { configure, write, read }' })
     .refine((v) => Object.keys(v).length >= 1, { error: 'must name at least one vhost' })
