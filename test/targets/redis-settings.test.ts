@@ -3,13 +3,17 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { TargetError } from '../../shared/lease/errors.ts';
 import { ConfigError } from '../../shared/lease/errors.ts';
 import { validateTargets } from '../../shared/policy/config.ts';
 import { TARGET_KINDS } from '../../shared/targets/index.ts';
 import { clientsOf, Limiter, resolveAdminPassword } from '../../shared/targets/redis/connection.ts';
 import { redisKind } from '../../shared/targets/redis/index.ts';
+import type { RedisAdmin } from '../../shared/targets/redis/connection.ts';
 import { passwordHash, setUserRules } from '../../shared/targets/redis/issue.ts';
 import { managedUserPattern, userNameFor } from '../../shared/targets/redis/names.ts';
+import { awaitClientsGone } from '../../shared/targets/redis/revoke.ts';
 import { parseRedisAccess, parseRedisSettings } from '../../shared/targets/redis/settings.ts';
 import type { RedisSettings } from '../../shared/targets/redis/settings.ts';
 import { configWith } from './config-with.ts';
@@ -269,5 +273,54 @@ describe('what the kind needs in AWS', () => {
     expect(() => redisKind.aws.needs(target({ host: 'h', user: 'u', passwordSecret: 'env:PW' }) as never, ENV)).toThrow(
       /targets\.cache\.settings\.passwordSecret: 'env:' references work only outside AWS/,
     );
+  });
+});
+
+describe('the drain after the delete', () => {
+  /** A server whose CLIENT LIST shows the user's clients `lingering` more times (Redis 7 frees them at once; older or patched ones may not). */
+  function fakeRedis(lingering: number) {
+    const sent: string[][] = [];
+    const redis = {
+      multi() {
+        const batch: string[][] = [];
+        const chain = {
+          call(...args: string[]) {
+            batch.push(args);
+            return chain;
+          },
+          async exec() {
+            sent.push(...batch);
+            const list =
+              lingering-- > 0 ? 'id=41 addr=a name= user=tl_x cmd=get\nid=1 addr=b name= user=owner' : 'id=1 addr=b name= user=owner';
+            return batch.map((c) => [null, c[1] === 'LIST' ? list : 1]);
+          },
+        };
+        return chain;
+      },
+    };
+    return { redis: redis as unknown as Redis, sent };
+  }
+  const admin = (sessionDrainTimeoutMs: number) =>
+    ({ settings: parseRedisSettings({ host: 'h', user: 'a', password: 'x', sessionDrainTimeoutMs }) }) as unknown as RedisAdmin;
+
+  it('kills by id and re-reads until no client of the user is listed', async () => {
+    const { redis, sent } = fakeRedis(2);
+    await awaitClientsGone(admin(5_000), redis, 'tl_x', ['41']);
+    expect(sent.filter((c) => c[1] === 'KILL')).toEqual([
+      ['CLIENT', 'KILL', 'ID', '41'],
+      ['CLIENT', 'KILL', 'ID', '41'],
+      ['CLIENT', 'KILL', 'ID', '41'],
+    ]);
+  });
+
+  it('nothing listed: returns without a round trip; never gone: fails retryably at the drain timeout', async () => {
+    const none = fakeRedis(0);
+    await awaitClientsGone(admin(5_000), none.redis, 'tl_x', []);
+    expect(none.sent).toEqual([]);
+    const stuck = fakeRedis(Number.POSITIVE_INFINITY);
+    const err = (await awaitClientsGone(admin(100), stuck.redis, 'tl_x', ['41']).catch((e: unknown) => e)) as TargetError;
+    expect(err).toBeInstanceOf(TargetError);
+    expect(err.retryable).toBe(true);
+    expect(err.message).toMatch(/1 clients of tl_x still open after 100 ms/);
   });
 });
