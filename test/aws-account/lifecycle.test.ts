@@ -25,6 +25,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import type { LocalSpiffeIssuer } from '../../local/spiffe-issuer.ts';
 import { DynamoDbLedger } from '../../shared/ledger/dynamodb-ledger.ts';
+import { startEmbeddedPostgres } from '../../shared/targets/postgres/embedded.ts';
+import type { EmbeddedPostgresInstance } from '../../shared/targets/postgres/embedded.ts';
+import { connectWith } from '../support/postgres.ts';
 import { REVOCATION_POLICY_NAME, SESSION_NAME_PREFIX } from '../../shared/targets/aws-role/names.ts';
 import { addSessionDeny } from '../../shared/targets/aws-role/revocation-policy.ts';
 import { Authorizer } from './authorizer.ts';
@@ -32,6 +35,7 @@ import type { Call } from './authorizer.ts';
 import {
   ACCOUNT,
   ADMIN_SECRET_NAME,
+  POSTGRES_TARGET,
   AUDIENCE,
   AWS_ROLE_TARGET,
   ENGINE_ROLE_NAME,
@@ -74,6 +78,7 @@ let bundleServer: Server;
 let authorizer: Authorizer;
 let service: LambdaService;
 let ledger: DynamoDbLedger;
+let pg: EmbeddedPostgresInstance;
 let observerUrl: string;
 const seen: { 'detail-type': string; detail: Record<string, unknown> }[] = [];
 const secretValues: string[] = [];
@@ -178,9 +183,14 @@ beforeAll(async () => {
     // ForAllValues: events:detail-type is multivalued (one value per entry of the PutEvents call).
     allowAll(['events:PutEvents'], deployment.outputs.BusArn, { 'ForAllValues:StringEquals': { 'events:detail-type': ['Task Started'] } }),
   );
-  // The postgres target's admin secret must exist (this file grants only aws-role access).
+  // The embedded PostgreSQL stands in for RDS, on the port synth wrote into the config; its admin
+  // password goes where the config's passwordSecret points.
+  pg = await startEmbeddedPostgres({ port: ports.postgres });
   await admin.sm.send(
-    new CreateSecretCommand({ Name: ADMIN_SECRET_NAME, SecretString: JSON.stringify({ username: 'postgres', password: 'unused' }) }),
+    new CreateSecretCommand({
+      Name: ADMIN_SECRET_NAME,
+      SecretString: JSON.stringify({ username: pg.adminUser, password: pg.adminPassword }),
+    }),
   );
 
   observerUrl = (await admin.sqs.send(new CreateQueueCommand({ QueueName: 'test-bus-observer' }))).QueueUrl!;
@@ -205,7 +215,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await service?.stop();
   await authorizer?.close();
-  await Promise.all([issuer?.close(), forger?.close()]);
+  await Promise.all([issuer?.close(), forger?.close(), pg?.stop()]);
   await new Promise((r) => (bundleServer ? bundleServer.close(r) : r(undefined)));
   for (const c of Object.values(admin)) c.destroy();
 });
@@ -347,6 +357,103 @@ describe('a task through the deployed bus, queues and bundles', () => {
     expect(logs.length).toBeGreaterThan(0);
     for (const v of secretValues) expect(logs).not.toContain(v);
     expect(service.pollers.reduce((n, p) => n + p.stats.failed, 0)).toBe(0);
+  });
+});
+
+describe('a batch of tasks: 20 with postgres grants, 10 with aws-role grants', () => {
+  const PG_GRANT = { target: POSTGRES_TARGET, access: 'read' };
+  const tasks = [
+    ...Array.from({ length: 20 }, (_, i) => ({
+      taskId: `batch.pg-${i}`,
+      grant: PG_GRANT,
+      workload: `spiffe://${TRUST_DOMAIN}/etl/pg-${i}`,
+    })),
+    ...Array.from({ length: 10 }, (_, i) => ({
+      taskId: `batch.role-${i}`,
+      grant: GRANT,
+      workload: `spiffe://${TRUST_DOMAIN}/etl/role-${i}`,
+    })),
+  ];
+  const secrets = new Map<string, Record<string, string>>();
+  let engine: SessionCredentials;
+  const sessionCreds = (v: Record<string, string>) => ({
+    accessKeyId: v.accessKeyId!,
+    secretAccessKey: v.secretAccessKey!,
+    sessionToken: v.sessionToken!,
+  });
+
+  /** Engines put up to 10 entries per call (EventBridge's limit); one workload SVID each (requireJti is off: distinct claims). */
+  async function putAll(detailType: string, detail: (t: (typeof tasks)[number]) => Promise<unknown>) {
+    const events = new EventBridgeClient(clientOptions(authorizer.endpoint, engine));
+    for (let i = 0; i < tasks.length; i += 10) {
+      const Entries = await Promise.all(
+        tasks.slice(i, i + 10).map(async (t) => ({
+          EventBusName: BUS,
+          Source: 'com.example.workflows',
+          DetailType: detailType,
+          Detail: JSON.stringify(await detail(t)),
+        })),
+      );
+      expect((await events.send(new PutEventsCommand({ Entries }))).FailedEntryCount).toBe(0);
+    }
+    events.destroy();
+  }
+
+  it('all issued through the deployed bus and queues; each workload uses its credential', async () => {
+    engine = await sessionOf(ENGINE_ROLE_NAME);
+    const workload = await sessionOf(WORKLOAD_ROLE_NAME);
+    await putAll('Task Started', async (t) => ({
+      taskId: t.taskId,
+      svid: await issuer.mint({ spiffeId: t.workload, audience: AUDIENCE, jti: null }),
+      grants: [t.grant],
+      maxDurationSeconds: 600,
+    }));
+    const sm = new SecretsManagerClient(clientOptions(authorizer.endpoint, workload));
+    for (const t of tasks) {
+      const issued = await busEvent('Lease Issued', t.taskId);
+      const [cred] = issued.detail.credentials as { secretName: string }[];
+      const value = JSON.parse((await sm.send(new GetSecretValueCommand({ SecretId: cred!.secretName }))).SecretString!) as Record<
+        string,
+        string
+      >;
+      secrets.set(t.taskId, value);
+      secretValues.push(...[value.password, value.secretAccessKey, value.sessionToken].filter((v): v is string => !!v));
+      if (t.grant === PG_GRANT) {
+        const client = await connectWith(value);
+        const { rows } = await client.query<{ n: string }>('SELECT count(*)::text AS n FROM orders');
+        expect(Number(rows[0]!.n)).toBeGreaterThan(0);
+        await client.end();
+      } else {
+        const asTask = new IAMClient(clientOptions(authorizer.endpoint, sessionCreds(value)));
+        await expect(asTask.send(new GetRoleCommand({ RoleName: TARGET_ROLE_NAME }))).resolves.toBeDefined();
+        asTask.destroy();
+      }
+    }
+    sm.destroy();
+  });
+
+  it('all ended: every credential revoked and proven rejected, the postgres logins refused, the sessions denied', async () => {
+    await putAll('Task Ended', async (t) => ({
+      taskId: t.taskId,
+      outcome: 'succeeded',
+      svid: await issuer.mint({ spiffeId: t.workload, audience: AUDIENCE, jti: null }),
+    }));
+    for (const t of tasks) {
+      const revoked = await busEvent('Lease Revoked', t.taskId);
+      expect(revoked.detail.credentials).toEqual([expect.objectContaining({ grant: t.grant, verified: true, state: 'verified' })]);
+      expect((await ledger.getLease(t.taskId))?.lease.state).toBe('closed');
+      const value = secrets.get(t.taskId)!;
+      if (t.grant === PG_GRANT) {
+        // 28xxx: invalid authorization (the login role is gone).
+        await expect(connectWith(value)).rejects.toMatchObject({ code: expect.stringMatching(/^28/) });
+      } else {
+        const asTask = new IAMClient(clientOptions(authorizer.endpoint, sessionCreds(value)));
+        await expect(asTask.send(new GetRoleCommand({ RoleName: TARGET_ROLE_NAME }))).rejects.toMatchObject({ name: 'AccessDenied' });
+        asTask.destroy();
+      }
+    }
+    const logs = service.logs().join('\n');
+    for (const v of secretValues) expect(logs).not.toContain(v);
   });
 });
 
