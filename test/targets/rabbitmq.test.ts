@@ -312,10 +312,12 @@ describe.skipIf(!RABBITMQ_AVAILABLE)('rabbitmq target against a real broker', ()
     expect(await driver.verify({ ...one.ref, secret: again.cred.secret })).toBe('rejected');
   });
 
-  it('admin requests in flight never exceed adminConcurrency', async () => {
+  it('admin requests and verify logins in flight never exceed adminConcurrency', async () => {
     const narrow = new RabbitmqDriver('bus', parseRabbitmqSettings({ ...broker().settings, adminConcurrency: 2 }), ACCESS);
     const issued = await Promise.all(Array.from({ length: 8 }, () => issue(WRITE, `task-${randomUUID()}`, narrow)));
     await Promise.all(issued.map((x) => narrow.revoke(x.ref)));
+    // verify's AMQP logins take the same slots.
+    expect(await Promise.all(issued.map((x) => narrow.verify({ ...x.ref, secret: x.cred.secret })))).toEqual(issued.map(() => 'rejected'));
     expect(narrow.api.peakConcurrency).toBe(2);
     const left = await narrow.listManaged();
     for (const x of issued) expect(left).not.toContain(x.externalId);

@@ -83,7 +83,7 @@ export class RabbitmqDriver implements TargetDriver, RabbitmqAdmin {
   }
 
   tryLogin(secret: Record<string, string>, user: string, password: string): Promise<'refused' | 'still-valid' | 'inconclusive'> {
-    return tryLogin(this, secret, user, password);
+    return this.api.bounded(() => tryLogin(this, secret, user, password));
   }
 
   private requireManaged(externalId: string): string {

@@ -84,6 +84,11 @@ export class ManagementApi {
     return this.limiter.peak;
   }
 
+  /** Runs `fn` in one of the driver's admin slots (verify's AMQP login: bounded like the API requests). */
+  bounded<T>(fn: () => Promise<T>): Promise<T> {
+    return this.limiter.run(fn);
+  }
+
   /**
    * One request. `ok` lists the statuses that are answers (404 for an idempotent delete); any other
    * status, or no answer, throws a RabbitmqTargetError (retryable unless the request itself is wrong).
