@@ -39,7 +39,12 @@ export function buildTargetRegistry(
   for (const target of validateTargets(config, factories)) {
     const { factory } = target;
     const driver = factory.create(
-      { name: target.name, settings: target.settings, access: target.access },
+      {
+        name: target.name,
+        settings: target.settings,
+        access: target.access,
+        ...(target.maxConcurrency !== undefined ? { maxConcurrency: target.maxConcurrency } : {}),
+      },
       servicesFor(services, factory.services),
     );
     if (driver.kind !== target.kind) {

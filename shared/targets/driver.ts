@@ -30,6 +30,13 @@ export interface DriverTarget<Settings = unknown, Access = unknown> {
   name: string;
   settings: Settings;
   access: Record<string, Access>;
+  /** The target's `maxConcurrency`: a driver caps its own admin work at it (in every runtime). */
+  maxConcurrency?: number;
+}
+
+/** A driver's own admin concurrency, never above the target's `maxConcurrency`. */
+export function cappedConcurrency(own: number, target: Pick<DriverTarget, 'maxConcurrency'>): number {
+  return Math.max(1, Math.min(own, target.maxConcurrency ?? own));
 }
 
 /**

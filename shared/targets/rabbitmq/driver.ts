@@ -1,6 +1,7 @@
 import type { Grant } from '../../events/schemas.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../../lease/ports.ts';
+import { cappedConcurrency } from '../driver.ts';
 import type { DriverFactory, DriverServices } from '../driver.ts';
 import type { RabbitmqAdmin } from './admin.ts';
 import { RabbitmqTargetError } from './errors.ts';
@@ -105,6 +106,8 @@ export const rabbitmqDriverFactory: DriverFactory<RabbitmqSettings, RabbitmqAcce
     if (ref !== undefined && !ref.startsWith('file:') && !ref.startsWith('env:') && !services.resolveSecret) {
       throw new ConfigError(`targets.${target.name}.settings.adminPasswordSecret needs a runtime with a secret resolver`);
     }
-    return new RabbitmqDriver(target.name, target.settings, target.access, services);
+    // The target's maxConcurrency bounds the admin work in every runtime, not only the local one.
+    const settings = { ...target.settings, adminConcurrency: cappedConcurrency(target.settings.adminConcurrency, target) };
+    return new RabbitmqDriver(target.name, settings, target.access, services);
   },
 };

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Grant } from '../../events/schemas.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../../lease/ports.ts';
+import { cappedConcurrency } from '../driver.ts';
 import type { DriverFactory, DriverServices } from '../driver.ts';
 import { connectionOptions, Limiter, openConnection, resolveAdminPassword } from './connection.ts';
 import type { RedisAdmin } from './connection.ts';
@@ -161,6 +162,8 @@ export const redisDriverFactory: DriverFactory<RedisSettings, RedisAccess, 'reso
     if (ref !== undefined && !ref.startsWith('file:') && !ref.startsWith('env:') && !services.resolveSecret) {
       throw new ConfigError(`targets.${target.name}.settings.passwordSecret needs a runtime with a secret resolver`);
     }
-    return new RedisDriver(target.name, target.settings, target.access, services);
+    // The target's maxConcurrency bounds the admin work in every runtime, not only the local one.
+    const settings = { ...target.settings, adminConcurrency: cappedConcurrency(target.settings.adminConcurrency, target) };
+    return new RedisDriver(target.name, settings, target.access, services);
   },
 };
