@@ -98,7 +98,7 @@ describe.skipIf(!MARIADB_AVAILABLE)('lease lifecycle on a mysql target (MariaDB)
 
     expect((await core.taskEnded(f.ended('my-3'))).status).toBe('tombstoned');
     expect((await core.taskStarted(f.started('my-3'))).status).not.toBe('issued');
-    expect(await registry.get('orders-db')?.listManaged?.()).toEqual([]);
+    await expect.poll(() => registry.get('orders-db')?.listManaged?.(), { timeout: 2_000 }).toEqual([]);
   });
 
   it('target down during the revoke: open debt, then the reaper completes it once the server is back', async () => {

@@ -131,7 +131,16 @@ function run(cmd: string, args: string[], onLog: (line: string) => void): Promis
     child.stderr.on('data', lines);
     child.once('error', reject);
     child.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} exited with ${code ?? signal}: ${tail.slice(-4).join(' | ')}`)),
+      code === 0
+        ? resolve()
+        : reject(
+            new Error(
+              `${path.basename(cmd)} exited with ${code ?? signal}: ${tail
+                .filter((l) => /error|signal/i.test(l))
+                .slice(-4)
+                .join(' | ')}`,
+            ),
+          ),
     );
   });
 }
@@ -176,20 +185,27 @@ export async function startEmbeddedMariadb(opts: EmbeddedMariadbOptions = {}): P
       authentication_string: nativePasswordHash(adminPassword),
     }).replace('"18446744073709551615"', '18446744073709551615');
     await fs.writeFile(extra, `INSERT INTO mysql.global_priv VALUES ('%', '${ADMIN_USER}', '${priv}');\n`, { mode: 0o600 });
-    await run(
-      bin.installDb,
-      [
-        '--no-defaults',
-        `--datadir=${dataDir}`,
-        '--auth-root-authentication-method=socket',
-        `--auth-root-socket-user=${os.userInfo().username}`,
-        '--skip-test-db',
-        '--skip-name-resolve',
-        `--extra-file=${extra}`,
-        ...userArgs,
-      ],
-      onLog,
-    );
+    const install = () =>
+      run(
+        bin.installDb,
+        [
+          '--no-defaults',
+          `--datadir=${dataDir}`,
+          '--auth-root-authentication-method=socket',
+          `--auth-root-socket-user=${os.userInfo().username}`,
+          '--skip-test-db',
+          '--skip-name-resolve',
+          `--extra-file=${extra}`,
+          ...userArgs,
+        ],
+        onLog,
+      );
+    // The bootstrap has been seen to fail now and then on a loaded machine: once more, from scratch.
+    await install().catch(async (err: unknown) => {
+      onLog(`[tasklease] bootstrap failed, retrying once: ${err instanceof Error ? err.message : String(err)}`);
+      await fs.rm(dataDir, { recursive: true, force: true });
+      await install();
+    });
     await fs.rm(extra, { force: true });
   } catch (err) {
     await cleanup();

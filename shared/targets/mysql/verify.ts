@@ -3,12 +3,14 @@ import type { PoolConnection } from 'mysql2/promise';
 import type { VerifyContext, VerifyResult } from '../../lease/ports.ts';
 import { escape, sslOptions } from './connection.ts';
 import type { Flavor, MysqlAdmin } from './connection.ts';
-import { errnoOf, LOGIN_REFUSED_ERRNOS } from './errors.ts';
+import { errnoOf, LOGIN_REFUSED_ERRNOS, sleep } from './errors.ts';
 
 /** What the server shows of a user name, in one statement. */
 export interface AccountState {
-  /** Threads of the user in the process list, its account dropped or not. */
+  /** Established threads of the user in the process list, its account dropped or not. */
   sessions: number;
+  /** Threads of the name still in the handshake (COMMAND 'Connect'): a refused login on its way out, or one that may yet succeed. */
+  connecting: number;
   /** Accounts (hosts) of the name. */
   accounts: number;
   /** Of those, not locked. */
@@ -28,11 +30,22 @@ export async function verifyUser(admin: MysqlAdmin, ctx: VerifyContext, user: st
   }
   let state: AccountState;
   try {
-    state = await admin.withConnection(async (conn) => accountState(conn, await admin.flavor(conn), user));
+    state = await admin.withConnection(async (conn) => {
+      const flavor = await admin.flavor(conn);
+      let s = await accountState(conn, flavor, user);
+      // A refused login (ours just now, or anyone's) leaves the list a moment after its client got
+      // the error; a login still in its handshake may yet succeed. Wait briefly for them to settle.
+      for (let pause = 5; s.sessions === 0 && s.connecting > 0 && pause <= 160; pause *= 2) {
+        await sleep(pause);
+        s = await accountState(conn, flavor, user);
+      }
+      return s;
+    });
   } catch {
     return 'inconclusive';
   }
   if (state.sessions > 0) return 'still-valid';
+  if (state.connecting > 0) return 'inconclusive';
   if (password || state.accounts === 0) return 'rejected';
   return state.unlocked > 0 ? 'still-valid' : 'inconclusive';
 }
@@ -48,11 +61,17 @@ export async function accountState(conn: PoolConnection, flavor: Flavor, user: s
   // Two statements in one round trip, not one with subqueries: MariaDB 10.11 can crash (signal 11
   // in ha_maria::drop_table) freeing an information_schema.PROCESSLIST scalar subquery's temporary table.
   const [results] = await conn.query(
-    `SELECT COUNT(*) AS sessions FROM information_schema.PROCESSLIST WHERE USER = ${u} AND ID <> CONNECTION_ID();\n${accounts}`,
+    `SELECT COALESCE(SUM(COMMAND <> 'Connect'), 0) AS sessions, COALESCE(SUM(COMMAND = 'Connect'), 0) AS connecting
+  FROM information_schema.PROCESSLIST WHERE USER = ${u} AND ID <> CONNECTION_ID();\n${accounts}`,
   );
   const [[procs], [acct]] = results as unknown as [[Record<string, unknown>?], [Record<string, unknown>?]];
   if (!procs || !acct) throw new Error('no row');
-  return { sessions: Number(procs.sessions), accounts: Number(acct.accounts), unlocked: Number(acct.unlocked) };
+  return {
+    sessions: Number(procs.sessions),
+    connecting: Number(procs.connecting),
+    accounts: Number(acct.accounts),
+    unlocked: Number(acct.unlocked),
+  };
 }
 
 /**
