@@ -27,6 +27,12 @@ const targets = {
     access: { send: { vhosts: { '/': { configure: '^$', write: '^orders$', read: '^$' } } } },
     maxConcurrency: 2,
   },
+  orders: {
+    kind: 'mysql',
+    settings: { host: 'db.internal', user: 'tasklease_admin', password: 'local-only', adminPoolMax: 10 },
+    access: { read: { grants: [{ privileges: ['SELECT'], on: 'orders.*' }] } },
+    maxConcurrency: 4,
+  },
   wide: {
     kind: 'redis',
     settings: { host: 'cache2.internal', user: 'tasklease', password: 'local-only', adminConcurrency: 4 },
@@ -35,13 +41,14 @@ const targets = {
 };
 
 describe('maxConcurrency reaches the driver', () => {
-  it('caps the admin concurrency of the redis and rabbitmq drivers; without it the kind keeps its own', async () => {
+  it('caps the admin concurrency of the mysql, redis and rabbitmq drivers; without it the kind keeps its own', async () => {
     const registry = buildTargetRegistry(configWith(targets), TARGET_KINDS);
     try {
       const settingsOf = (name: string) => (registry.get(name) as unknown as { settings: { adminConcurrency: number } }).settings;
       expect(settingsOf('cache').adminConcurrency).toBe(3);
       expect(settingsOf('queue').adminConcurrency).toBe(2);
       expect(settingsOf('wide').adminConcurrency).toBe(4);
+      expect((registry.get('orders') as unknown as { settings: { adminPoolMax: number } }).settings.adminPoolMax).toBe(4);
     } finally {
       await registry.close();
     }

@@ -3,6 +3,7 @@ import type { Pool, PoolConnection } from 'mysql2/promise';
 import type { Grant } from '../../events/schemas.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../../lease/ports.ts';
+import { cappedConcurrency } from '../driver.ts';
 import type { DriverFactory, DriverServices } from '../driver.ts';
 import { escape, resolveAdminPassword, sslOptions } from './connection.ts';
 import type { Flavor, MysqlAdmin } from './connection.ts';
@@ -198,6 +199,8 @@ export const mysqlDriverFactory: DriverFactory<MysqlSettings, MysqlAccess, 'reso
     if (ref !== undefined && !ref.startsWith('file:') && !ref.startsWith('env:') && !services.resolveSecret) {
       throw new ConfigError(`targets.${target.name}.settings.passwordSecret needs a runtime with a secret resolver`);
     }
-    return new MysqlDriver(target.name, target.settings, target.access, services);
+    // The target's maxConcurrency bounds the admin pool in every runtime, not only the local one.
+    const settings = { ...target.settings, adminPoolMax: cappedConcurrency(target.settings.adminPoolMax, target) };
+    return new MysqlDriver(target.name, settings, target.access, services);
   },
 };
