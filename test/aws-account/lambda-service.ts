@@ -7,13 +7,19 @@
  * its own role; every SDK call goes through the authorizer to moto. Each SQS event source mapping
  * gets a poller: batches of the mapping's size, partial batch responses (only the records not
  * reported failed are deleted), the rest left to the queue's visibility timeout and redrive policy.
+ * Each Scheduler schedule with a function target invokes it at its rate, asynchronously.
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { GetFunctionConfigurationCommand, LambdaClient, ListEventSourceMappingsCommand } from '@aws-sdk/client-lambda';
-import { DeleteMessageBatchCommand, GetQueueUrlCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import {
+  GetFunctionConfigurationCommand,
+  GetFunctionEventInvokeConfigCommand,
+  LambdaClient,
+  ListEventSourceMappingsCommand,
+} from '@aws-sdk/client-lambda';
+import { DeleteMessageBatchCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import type { SQSEvent, SQSRecord } from 'aws-lambda';
 import { REGION } from './config.ts';
@@ -242,15 +248,54 @@ class Poller {
   }
 }
 
+/** An EventBridge Scheduler schedule with a Lambda target, as moto holds it. */
+export interface DeployedSchedule {
+  name: string;
+  expression: string;
+  targetArn: string;
+}
+
+/** A schedule from moto's Scheduler API (REST; no Scheduler client is installed, and moto checks no signatures). */
+export async function deployedSchedule(motoEndpoint: string, name: string): Promise<DeployedSchedule> {
+  const res = await fetch(`${motoEndpoint}/schedules/${encodeURIComponent(name)}`, {
+    headers: {
+      authorization: `AWS4-HMAC-SHA256 Credential=AKIAEMULATEDADMIN000/20260101/${REGION}/scheduler/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+  });
+  if (!res.ok) throw new Error(`scheduler:GetSchedule ${name}: ${res.status}`);
+  const body = (await res.json()) as { Name: string; ScheduleExpression: string; Target: { Arn: string } };
+  return { name: body.Name, expression: body.ScheduleExpression, targetArn: body.Target.Arn };
+}
+
+function rateMs(expression: string): number {
+  const m = /^rate\((\d+) (minute|minutes|hour|hours)\)$/.exec(expression);
+  if (!m) throw new Error(`schedule expression ${expression}: only rate(N minutes|hours) is run here`);
+  return Number(m[1]) * (m[2]!.startsWith('minute') ? 60_000 : 3_600_000);
+}
+
+export interface ScheduleStats {
+  runs: number;
+  failures: number;
+  /** What the runs returned (the reaper's report). */
+  results: unknown[];
+}
+
 export class LambdaService {
   readonly hosts = new Map<string, FunctionHost>();
   readonly pollers: Poller[] = [];
+  readonly schedules = new Map<string, ScheduleStats>();
+  private readonly timers: NodeJS.Timeout[] = [];
   private readonly clients: { destroy(): void }[] = [];
 
   private constructor() {}
 
   /** Execution environments for `functions` and pollers for their event source mappings; calls go to `endpoint` (the authorizer). */
-  static async start(motoEndpoint: string, endpoint: string, functions: DeployedFunction[]): Promise<LambdaService> {
+  static async start(
+    motoEndpoint: string,
+    endpoint: string,
+    functions: DeployedFunction[],
+    schedules: DeployedSchedule[] = [],
+  ): Promise<LambdaService> {
     const svc = new LambdaService();
     const sts = new STSClient(clientOptions(endpoint));
     const lambda = new LambdaClient(clientOptions(motoEndpoint));
@@ -276,6 +321,37 @@ export class LambdaService {
       svc.pollers.push(poller);
       poller.start();
     }
+    for (const schedule of schedules) {
+      const fn = functions.find((f) => f.arn === schedule.targetArn);
+      if (!fn) throw new Error(`schedule ${schedule.name} targets ${schedule.targetArn}, not a deployed function`);
+      // Scheduler invokes asynchronously: a failed run goes to the function's OnFailure destination
+      // (its event invoke configuration), after the configured retries (the template says 0).
+      const invokeConfig = await lambda.send(new GetFunctionEventInvokeConfigCommand({ FunctionName: fn.name })).catch(() => undefined);
+      const onFailure = invokeConfig?.DestinationConfig?.OnFailure?.Destination;
+      const stats: ScheduleStats = { runs: 0, failures: 0, results: [] };
+      svc.schedules.set(schedule.name, stats);
+      const host = svc.hosts.get(fn.logicalId)!;
+      const admin = new SQSClient(clientOptions(motoEndpoint));
+      svc.clients.push(admin);
+      const run = () => {
+        stats.runs++;
+        host.invoke({}).then(
+          (result) => stats.results.push(result),
+          async (err: unknown) => {
+            stats.failures++;
+            if (!onFailure) return;
+            const { QueueUrl } = await admin.send(new GetQueueUrlCommand({ QueueName: onFailure.split(':').pop()! }));
+            const body = {
+              version: '1.0',
+              requestContext: { functionArn: fn.arn, condition: 'RetriesExhausted' },
+              responsePayload: { errorMessage: (err as Error).message },
+            };
+            await admin.send(new SendMessageCommand({ QueueUrl, MessageBody: JSON.stringify(body) }));
+          },
+        );
+      };
+      svc.timers.push(setInterval(run, rateMs(schedule.expression)));
+    }
     return svc;
   }
 
@@ -291,6 +367,7 @@ export class LambdaService {
   }
 
   async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
     await Promise.all(this.pollers.map((p) => p.stop()));
     await Promise.all([...this.hosts.values()].map((h) => h.stop()));
     for (const c of this.clients) c.destroy();

@@ -31,7 +31,7 @@ import { connectWith } from '../support/postgres.ts';
 import { REVOCATION_POLICY_NAME, SESSION_NAME_PREFIX } from '../../shared/targets/aws-role/names.ts';
 import { addSessionDeny } from '../../shared/targets/aws-role/revocation-policy.ts';
 import { Authorizer } from './authorizer.ts';
-import type { Call } from './authorizer.ts';
+import type { Call, Session } from './authorizer.ts';
 import {
   ACCOUNT,
   ADMIN_SECRET_NAME,
@@ -47,7 +47,7 @@ import {
   WORKLOAD_ROLE_NAME,
   roleArn,
 } from './config.ts';
-import { deployedFunctions, LambdaService } from './lambda-service.ts';
+import { deployedFunctions, deployedSchedule, LambdaService } from './lambda-service.ts';
 import { adminCredentials, clientOptions } from './sdk.ts';
 import type { SessionCredentials } from './sdk.ts';
 
@@ -79,6 +79,8 @@ let authorizer: Authorizer;
 let service: LambdaService;
 let ledger: DynamoDbLedger;
 let pg: EmbeddedPostgresInstance;
+/** The session of the first task's aws-role grant (revoked by its Task Ended). */
+let revokedSession: Session;
 let observerUrl: string;
 const seen: { 'detail-type': string; detail: Record<string, unknown> }[] = [];
 const secretValues: string[] = [];
@@ -140,11 +142,15 @@ async function drainObserver(): Promise<void> {
     await admin.sqs.send(new DeleteMessageCommand({ QueueUrl: observerUrl, ReceiptHandle: m.ReceiptHandle! }));
   }
 }
-const busEvent = (type: string, taskId: string) =>
-  until(`${type} for ${taskId} on the bus`, async () => {
-    await drainObserver();
-    return seen.find((e) => e['detail-type'] === type && e.detail.taskId === taskId);
-  });
+const busEvent = (type: string, taskId: string, timeoutMs?: number) =>
+  until(
+    `${type} for ${taskId} on the bus`,
+    async () => {
+      await drainObserver();
+      return seen.find((e) => e['detail-type'] === type && e.detail.taskId === taskId);
+    },
+    timeoutMs,
+  );
 
 async function put(engine: SessionCredentials, detailType: string, detail: unknown) {
   const events = new EventBridgeClient(clientOptions(authorizer.endpoint, engine));
@@ -208,7 +214,12 @@ beforeAll(async () => {
     propagationDelayMs: PROPAGATION_MS,
   });
   const functions = await deployedFunctions(motoEndpoint, template, assembly, physical);
-  service = await LambdaService.start(motoEndpoint, authorizer.endpoint, functions);
+  const schedules = await Promise.all(
+    Object.entries(template.Resources)
+      .filter(([, r]) => r.Type === 'AWS::Scheduler::Schedule')
+      .map(([id]) => deployedSchedule(motoEndpoint, physical(id))),
+  );
+  service = await LambdaService.start(motoEndpoint, authorizer.endpoint, functions, schedules);
   ledger = new DynamoDbLedger(new DynamoDBClient(clientOptions(motoEndpoint)), TABLE);
 });
 
@@ -218,6 +229,21 @@ afterAll(async () => {
   await Promise.all([issuer?.close(), forger?.close(), pg?.stop()]);
   await new Promise((r) => (bundleServer ? bundleServer.close(r) : r(undefined)));
   for (const c of Object.values(admin)) c.destroy();
+});
+
+const LOST = { taskId: 'lost-end.nightly', workload: `spiffe://${TRUST_DOMAIN}/etl/lost-end` };
+
+describe('a task whose Task Ended is lost (checked at the end of this file, after its lease ran out)', () => {
+  it('starts with the shortest lease the contract allows', async () => {
+    const res = await put(await sessionOf(ENGINE_ROLE_NAME), 'Task Started', {
+      taskId: LOST.taskId,
+      svid: await issuer.mint({ spiffeId: LOST.workload, audience: AUDIENCE, jti: null }),
+      grants: [GRANT],
+      maxDurationSeconds: 60,
+    });
+    expect(res.FailedEntryCount).toBe(0);
+    await busEvent('Lease Issued', LOST.taskId);
+  });
 });
 
 describe('a task through the deployed bus, queues and bundles', () => {
@@ -248,7 +274,8 @@ describe('a task through the deployed bus, queues and bundles', () => {
     const cred = lease!.credentials[0]!;
     expect(cred).toMatchObject({ state: 'issued', kind: 'aws-role', secretName });
     // The session the task-started function created, as the authorizer saw it pass to moto's STS.
-    const session = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME);
+    const session = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME && s.sessionName === cred.externalId);
+    revokedSession = session!;
     expect(session).toMatchObject({ sessionName: cred.externalId, tags: expect.objectContaining({ 'tasklease:task': taskId }) });
     expect(session?.sourceIdentity).toBeTruthy();
     expect(JSON.stringify(session?.sessionPolicy)).toContain('iam:GetRole');
@@ -661,7 +688,7 @@ describe('IAM decisions moto cannot make, by iam-simulate', () => {
   });
 
   it("the revoked session: allowed before the revocation, denied after; the role's other sessions unaffected", async () => {
-    const revoked = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME)!;
+    const revoked = revokedSession;
     const target = roleArn(TARGET_ROLE_NAME);
     const now = await authorizer.policies(TARGET_ROLE_NAME);
     const before = now.identityPolicies.filter((p) => p.name !== REVOCATION_POLICY_NAME);
@@ -674,7 +701,7 @@ describe('IAM decisions moto cannot make, by iam-simulate', () => {
   });
 
   it('the role-wide fallback (aws:TokenIssueTime cutoff): denies tasklease sessions issued before it, not later ones nor foreign sessions', async () => {
-    const revoked = [...authorizer.sessions.values()].find((s) => s.roleName === TARGET_ROLE_NAME)!;
+    const revoked = revokedSession;
     const target = roleArn(TARGET_ROLE_NAME);
     const { roleId, identityPolicies } = await authorizer.policies(TARGET_ROLE_NAME);
     const now = Date.now();
@@ -697,5 +724,23 @@ describe('IAM decisions moto cannot make, by iam-simulate', () => {
     expect(await authorizer.evaluate(issuedAfter, 'iam:GetRole', target, { identityPolicies: withCutoff })).toBe('Allowed');
     const foreign = { ...revoked, sessionName: 'operator-console' };
     expect(await authorizer.evaluate(foreign, 'iam:GetRole', target, { identityPolicies: withCutoff })).toBe('Allowed');
+  });
+});
+
+describe('the reaper on its deployed schedule', () => {
+  it('closes the lease whose end was lost: revoked, proven rejected, Lease Revoked on the bus', async () => {
+    const lease = await ledger.getLease(LOST.taskId);
+    expect(lease?.lease.state).toBe('active');
+    // The schedule's rate is 1 minute and the lease 60 s: at most two runs away.
+    const revoked = await busEvent('Lease Revoked', LOST.taskId, 150_000);
+    expect(revoked.detail).toMatchObject({ outcome: 'expired', credentials: [expect.objectContaining({ grant: GRANT, verified: true })] });
+    expect((await ledger.getLease(LOST.taskId))?.lease.state).toBe('closed');
+    const [stats] = [...service.schedules.values()];
+    // The run's report comes back after the revocation it published.
+    const report = await until('the reaper run that closed it', () =>
+      Promise.resolve(stats!.results.find((r) => (r as { expired?: number }).expired === 1)),
+    );
+    expect(report).toMatchObject({ expired: 1, failed: 0 });
+    expect(stats!.failures).toBe(0);
   });
 });
