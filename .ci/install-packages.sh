@@ -8,6 +8,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing Debian packages: ${need[*]} (install them with apt-get as root; their tests say so and skip outside CI)"
