@@ -129,7 +129,7 @@ describe('what a bundle carries follows the config and the props', () => {
       trustDomains: { 'example.org': { ...config.trustDomains['example.org']!, bundle: { ssmParameter: '/tasklease/bundle' } } },
     };
     const needs = Object.fromEntries(FUNCTIONS.map((n) => [n, bundleNeeds(n, withSsm, true).ssm]));
-    expect(needs).toEqual({ taskStarted: true, taskEnded: true, reverify: false, reaper: false });
+    expect(needs).toEqual({ taskStarted: true, taskEnded: true, reverify: false, reaper: false, operator: false });
     const started = await bundle('taskStarted', bundleNeeds('taskStarted', withSsm, true), 'ssm');
     expect(has(started, '@aws-sdk/client-ssm')).toBe(true);
   }, 60_000);

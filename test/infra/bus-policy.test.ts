@@ -18,7 +18,8 @@ let stack: TaskLeaseStack;
 let tl: TaskLease;
 let engine: iam.Role;
 const PARTNER_ACCOUNT = '444455556666';
-const FUNCTIONS: TaskLeaseFunctionName[] = ['taskStarted', 'taskEnded', 'reverify', 'reaper'];
+// The broker's roles: every function's, the break-glass operator's included (it publishes Lease Revoked).
+const FUNCTIONS: TaskLeaseFunctionName[] = ['taskStarted', 'taskEnded', 'reverify', 'reaper', 'operator'];
 const INPUT = [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded];
 const OUTPUT = [DETAIL_TYPES.leaseIssued, DETAIL_TYPES.leaseDenied, DETAIL_TYPES.leaseRevoked, DETAIL_TYPES.revocationFailed];
 
@@ -74,7 +75,7 @@ describe('the bus resource policy, statement by statement', () => {
     });
   });
 
-  it('BrokerOutputEvents: the four function roles may put the output detail-types, only with source tasklease', () => {
+  it('BrokerOutputEvents: the five function roles may put the output detail-types, only with source tasklease', () => {
     expect(bySid('BrokerOutputEvents')?.statement).toEqual({
       Sid: 'cdk-BrokerOutputEvents',
       Effect: 'Allow',
@@ -237,6 +238,7 @@ const callers = () => ({
     identity: [{ Effect: 'Allow', Action: 'events:*', Resource: '*' }],
   } as Caller,
   broker: { principalArn: r(tl.roles.taskEnded.roleArn), account: 'own', identity: identityOf(tl.roles.taskEnded) } as Caller,
+  operator: { principalArn: r(tl.roles.operator.roleArn), account: 'own', identity: identityOf(tl.roles.operator) } as Caller,
   // The partner's own account allows it everything; the bus policy must still say yes.
   partner: {
     principalArn: `arn:aws:iam::${PARTNER_ACCOUNT}:role/engine`,
@@ -280,10 +282,12 @@ describe('the bus policy, evaluated for who may put what', () => {
     }
   });
 
-  it('the broker puts its output events with source tasklease, and nothing else', () => {
-    const { broker } = callers();
-    for (const detailType of OUTPUT) expect(decide(broker, { source: EVENT_SOURCE, detailType })).toBe('allowed');
-    expect(decide(broker, { source: 'my.engine', detailType: DETAIL_TYPES.leaseIssued })).toBe('no-allow');
-    expect(decide(broker, { source: EVENT_SOURCE, detailType: DETAIL_TYPES.taskEnded })).toBe('no-allow');
+  it('the broker (the operator function included) puts its output events with source tasklease, and nothing else', () => {
+    const { broker, operator } = callers();
+    for (const caller of [broker, operator]) {
+      for (const detailType of OUTPUT) expect(decide(caller, { source: EVENT_SOURCE, detailType })).toBe('allowed');
+      expect(decide(caller, { source: 'my.engine', detailType: DETAIL_TYPES.leaseIssued })).toBe('no-allow');
+      expect(decide(caller, { source: EVENT_SOURCE, detailType: DETAIL_TYPES.taskEnded })).toBe('no-allow');
+    }
   });
 });

@@ -16,7 +16,7 @@ import type { Statement, Synthesized } from './helpers.ts';
 let s: Synthesized;
 let stack: TaskLeaseStack;
 let tl: TaskLease;
-const roles: Record<'engine' | 'reader' | 'workload', iam.Role> = {} as never;
+const roles: Record<'engine' | 'reader' | 'workload' | 'operator', iam.Role> = {} as never;
 const PARTNER_ACCOUNT = '444455556666';
 
 const r = (v: unknown): unknown => stack.resolve(v);
@@ -39,6 +39,8 @@ beforeAll(async () => {
       st.taskLease.grantPutTaskEvents(new iam.AccountPrincipal(PARTNER_ACCOUNT));
       st.taskLease.grantReadLedger(roles.reader);
       st.taskLease.grantReadDeliveredSecrets(roles.workload);
+      roles.operator = new iam.Role(st, 'Oncall', { assumedBy: new iam.AccountRootPrincipal() });
+      st.taskLease.grantOperate(roles.operator);
     },
   });
   stack = s.stack;
@@ -79,8 +81,15 @@ describe('grantReadLedger', () => {
     expect(statementsOf(roles.reader)).toEqual([
       { Effect: 'Allow', Action: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan'], Resource: r(tableArn) },
       { Effect: 'Allow', Action: ['dynamodb:Query', 'dynamodb:Scan'], Resource: GSIS.map((g) => r(`${tableArn}/index/${g.indexName}`)) },
-      { Effect: 'Allow', Action: 'kms:Decrypt', Resource: r(tl.key.keyArn) },
+      // Decrypt only through DynamoDB: the ledger's items, not any data under the key.
+      {
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: r(tl.key.keyArn),
+        Condition: { StringEquals: { 'kms:ViaService': r(`dynamodb.${Aws.REGION}.amazonaws.com`) } },
+      },
     ]);
+    expect(JSON.stringify(s.template.findResources('AWS::KMS::Key'))).not.toContain(id(roles.reader));
   });
 });
 
@@ -113,10 +122,38 @@ describe('grantReadDeliveredSecrets', () => {
   });
 });
 
+describe('grantOperate', () => {
+  it('gives exactly lambda:InvokeFunction on the operator function (and its versions), nothing else', () => {
+    const operatorArn = tl.functions.operator.functionArn;
+    expect(statementsOf(roles.operator)).toEqual([
+      { Effect: 'Allow', Action: 'lambda:InvokeFunction', Resource: [r(operatorArn), r(`${operatorArn}:*`)] },
+    ]);
+    // A role with an identity policy here needs no Lambda permission.
+    expect(s.template.findResources('AWS::Lambda::Permission')).toEqual({});
+  });
+
+  it('acknowledges the version wildcard on the grantee, so cdk-nag still passes the whole app', () => {
+    const acks = (s.template.toJSON().Resources as Record<string, { Metadata?: { cdk_nag?: { rules_to_suppress: { id: string }[] } } }>)[
+      stack.getLogicalId(roles.operator.node.findChild('DefaultPolicy').node.defaultChild as CfnResource)
+    ]?.Metadata?.cdk_nag?.rules_to_suppress.map((a) => a.id);
+    expect(acks).toEqual([`AwsSolutions-IAM5[Resource::<${id(tl.functions.operator)}.Arn>:*]`]);
+    expect(s.report.pluginReports.every((p) => p.conclusion === 'success')).toBe(true);
+  });
+});
+
 describe('stack outputs', () => {
-  it('name the bus, the issuer role a target role must trust, the ledger table and the key, without exports', () => {
+  it('name the bus, the issuer role a target role must trust, the ledger table, the operator function and the key, without exports', () => {
     const outputs = s.template.toJSON().Outputs as Record<string, { Value: unknown; Description?: string; Export?: unknown }>;
-    expect(Object.keys(outputs).sort()).toEqual(['BusArn', 'BusName', 'KeyArn', 'LedgerTableName', 'TaskStartedRoleArn']);
+    expect(Object.keys(outputs).sort()).toEqual([
+      'BusArn',
+      'BusName',
+      'KeyArn',
+      'LedgerTableName',
+      'OperatorFunctionName',
+      'TaskStartedRoleArn',
+    ]);
+    // The bus has no fixed name: the output is the only place to read it from.
+    expect(outputs.OperatorFunctionName!.Value).toEqual(r(tl.functions.operator.functionName));
     expect(outputs.BusName!.Value).toEqual(r(tl.bus.eventBusName));
     expect(outputs.BusArn!.Value).toEqual(r(tl.bus.eventBusArn));
     expect(outputs.TaskStartedRoleArn!.Value).toEqual(r(tl.roles.taskStarted.roleArn));

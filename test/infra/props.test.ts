@@ -52,12 +52,12 @@ describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
       expect(p.VpcConfig).toBeUndefined();
       expect(p.MemorySize).toBe(512);
     }
-    // Queue-driven functions: max(60, verifyDeadlineSeconds 20 + 30); the reaper: 5 minutes.
+    // Queue-driven functions: max(60, verifyDeadlineSeconds 20 + 30); the reaper and the operator: 5 minutes.
     expect(
       fnProps(s)
         .map((p) => p.Timeout as number)
         .sort((a, b) => a - b),
-    ).toEqual([60, 60, 60, 300]);
+    ).toEqual([60, 60, 60, 300, 300]);
     const actions = identityStatements(s.template).flatMap((x) => list(x.statement.Action));
     expect(actions.filter((a) => a.startsWith('sts:') || a.startsWith('iam:') || a.startsWith('ssm:'))).toEqual([]);
     for (const role of Object.values(s.template.findResources('AWS::IAM::Role'))) expect(role.Properties.ManagedPolicyArns).toBeUndefined();
@@ -69,8 +69,15 @@ describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
     // Retained by default: the ledger and the key that decrypts it.
     s.template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Retain' });
     s.template.hasResource('AWS::KMS::Key', { DeletionPolicy: 'Retain' });
-    // No workload principal configured → no key-policy statement for workloads.
-    expect(JSON.stringify(s.template.findResources('AWS::KMS::Key'))).not.toContain('WorkloadsDecryptDeliveredSecrets');
+    // Every rule names its awsPrincipal (deployability refuses one without): the key policy lets exactly
+    // that workload decrypt, only through Secrets Manager (the fixture's two principals: task-lease.test.ts).
+    const keyStatements = Object.values(s.template.findResources('AWS::KMS::Key'))[0]!.Properties.KeyPolicy.Statement as {
+      Sid?: string;
+      Principal?: unknown;
+    }[];
+    expect(keyStatements.filter((st) => st.Sid === 'WorkloadsDecryptDeliveredSecrets').map((st) => st.Principal)).toEqual([
+      { AWS: 'arn:aws:iam::123456789012:role/app' },
+    ]);
     expect(s.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
   });
 
@@ -79,11 +86,13 @@ describe('defaults without a VPC, aws-role targets or SSM bundles', () => {
     for (const p of fnProps(s)) expect(p.ReservedConcurrentExecutions).toBeUndefined();
     const [invokeConfig, ...more] = Object.values(s.template.findResources('AWS::Lambda::EventInvokeConfig'));
     expect(more).toEqual([]);
-    expect(invokeConfig!.Properties).toMatchObject({
+    const tl = s.stack.taskLease;
+    expect(invokeConfig!.Properties).toEqual({
+      FunctionName: s.stack.resolve(tl.functions.reaper.functionName),
+      Qualifier: '$LATEST',
       MaximumRetryAttempts: 0,
-      DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [Match.stringLikeRegexp('ReaperFailuresDlq'), 'Arn'] } } },
+      DestinationConfig: { OnFailure: { Destination: s.stack.resolve(tl.deadLetterQueues.reaper.queueArn) } },
     });
-    expect(JSON.stringify(invokeConfig!.Properties.FunctionName)).toContain('Reaper');
   });
 
   it('names no bus: two stacks in one account and region get two buses', () => {
@@ -154,12 +163,18 @@ describe('props', () => {
       fnProps(current)
         .map((p) => p.Timeout as number)
         .sort((a, b) => a - b),
-    ).toEqual([120, 120, 120, 600]);
+    ).toEqual([120, 120, 120, 600, 600]);
     // Visibility timeout 6 × 120 s; redrive after 3 receives.
     t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 720, RedrivePolicy: Match.objectLike({ maxReceiveCount: 3 }) });
     // The prop still reserves where asked.
     expect(fnProps(current).filter((p) => p.ReservedConcurrentExecutions === 1)).toHaveLength(1);
-    for (const p of fnProps(current)) expect(p.TracingConfig).toEqual({ Mode: 'PassThrough' });
+    // tracing: false is Tracing.DISABLED: no TracingConfig (Lambda's default, PassThrough) and no X-Ray grant.
+    for (const p of fnProps(current)) expect(p.TracingConfig).toBeUndefined();
+    expect(
+      identityStatements(t)
+        .flatMap((x) => list(x.statement.Action))
+        .filter((a) => a.startsWith('xray:')),
+    ).toEqual([]);
     expect(current.report.pluginReports.flatMap((p) => p.violations)).toEqual([]);
   });
 

@@ -34,7 +34,8 @@ describe('npx cdk synth', () => {
     expect(existsSync(templateFile)).toBe(true);
     const template = JSON.parse(readFileSync(templateFile, 'utf8')) as { Resources: Record<string, { Type: string }> };
     const types = Object.values(template.Resources).map((r) => r.Type);
-    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(4);
+    // task-started, task-ended, reverify, reaper and the break-glass operator.
+    expect(types.filter((t) => t === 'AWS::Lambda::Function')).toHaveLength(5);
     const report = JSON.parse(readFileSync(join(outdir, 'validation-report.json'), 'utf8')) as { pluginReports: { conclusion: string }[] };
     expect(report.pluginReports.filter((p) => p.conclusion !== 'success')).toEqual([]);
   }, 180_000);

@@ -106,7 +106,8 @@ describe('aws-role: what a role target needs in AWS', () => {
         },
         {
           sid: 'DenySessionsOnManagedTargetRoles',
-          actions: ['iam:GetRole', 'iam:GetRolePolicy', 'iam:PutRolePolicy', 'iam:DeleteRolePolicy'],
+          // Nothing ever deletes the revocation policy: no iam:DeleteRolePolicy.
+          actions: ['iam:GetRole', 'iam:ListRolePolicies', 'iam:GetRolePolicy', 'iam:PutRolePolicy'],
           resources: [arn],
           conditions: managed,
           job: 'revoke',
@@ -183,7 +184,7 @@ targets:
     settings: { arn: "arn:aws:fake:::thing" }
     access: { read: {} }
 rules:
-  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [thing.read], maxLeaseSeconds: 600 }
+  - { id: r1, spiffeId: "spiffe://demo.example.org/app", grants: [thing.read], maxLeaseSeconds: 600, awsPrincipal: "arn:aws:iam::123456789012:role/app" }
 settings: { verifyDeadlineSeconds: 20, reaperIntervalSeconds: 60, openDebtObjectiveSeconds: 120 }
 `);
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Aws } from 'aws-cdk-lib';
 import type { Stack } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type { Template } from 'aws-cdk-lib/assertions';
 import type { CfnResource } from 'aws-cdk-lib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,12 +26,16 @@ let config: TaskLeaseConfig;
 
 const id = (c: { node: { defaultChild?: unknown } }): string => stack.getLogicalId(c.node.defaultChild as CfnResource);
 const r = (v: unknown): unknown => stack.resolve(v);
-const FUNCTIONS: TaskLeaseFunctionName[] = ['taskStarted', 'taskEnded', 'reverify', 'reaper'];
+const FUNCTIONS: TaskLeaseFunctionName[] = ['taskStarted', 'taskEnded', 'reverify', 'reaper', 'operator'];
+// Every function but the issuer: they revoke, none issues.
+const REVOKERS = ['taskEnded', 'reverify', 'reaper', 'operator'] as const;
 const ROLE_ARN = 'arn:aws:iam::123456789012:role/tasklease-exports';
+/** An operator given in the `operators` prop (a principal without an identity policy here: a Lambda permission). */
+const ONCALL_ARN = 'arn:aws:iam::123456789012:role/oncall';
 
 beforeAll(async () => {
   config = await loadFixtureConfig();
-  s = synth({ config, stackId: 'TaskLeaseTest' });
+  s = synth({ config, stackId: 'TaskLeaseTest', stackProps: { taskLease: { operators: [new iam.ArnPrincipal(ONCALL_ARN)] } } });
   t = s.template;
   stack = s.stack;
   tl = s.stack.taskLease;
@@ -53,7 +58,8 @@ describe('KMS key', () => {
     t.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
     const keyArn = r(tl.key.keyArn);
     const queues = t.findResources('AWS::SQS::Queue');
-    expect(Object.keys(queues)).toHaveLength(7);
+    // Three work queues and five dead-letter queues (one per work queue, delivery, reaper failures).
+    expect(Object.keys(queues)).toHaveLength(8);
     for (const q of Object.values(queues)) expect(q.Properties.KmsMasterKeyId).toEqual(keyArn);
     t.hasResourceProperties('AWS::DynamoDB::Table', { SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: keyArn } });
     t.hasResourceProperties('AWS::Events::EventBus', { KmsKeyIdentifier: keyArn });
@@ -65,7 +71,8 @@ describe('KMS key', () => {
         Statement: Match.arrayWith([
           Match.objectLike({
             Sid: 'WorkloadsDecryptDeliveredSecrets',
-            Principal: { AWS: 'arn:aws:iam::123456789012:role/etl-workers' },
+            // Every rule's awsPrincipal (each rule must name one).
+            Principal: { AWS: ['arn:aws:iam::123456789012:role/etl-workers', 'arn:aws:iam::123456789012:role/partner-sync'] },
             Action: 'kms:Decrypt',
             Condition: {
               StringEquals: { 'kms:ViaService': r(`secretsmanager.${Aws.REGION}.amazonaws.com`) },
@@ -93,8 +100,10 @@ describe('KMS key', () => {
 
 describe('bus, rules and queues', () => {
   it('is a custom bus whose resource policy lets only this account put events, and only the input detail-types', () => {
+    t.resourceCountIs('AWS::Events::EventBus', 1);
     t.hasResourceProperties('AWS::Events::EventBus', {
-      Name: 'tasklease',
+      // No fixed name: CDK's, unique to the stack and construct path (two stacks never collide).
+      Name: Match.stringLikeRegexp('^TaskLeaseTestTaskLeaseBus[0-9A-F]{8}$'),
       DeadLetterConfig: { Arn: r(tl.deadLetterQueues.delivery.queueArn) },
     });
     // The producers statement and the broker's four (test/infra/bus-policy.test.ts).
@@ -166,7 +175,7 @@ describe('bus, rules and queues', () => {
 
   it('denies every request without TLS on every queue', () => {
     const policies = t.findResources('AWS::SQS::QueuePolicy');
-    expect(Object.keys(policies)).toHaveLength(7);
+    expect(Object.keys(policies)).toHaveLength(8);
     for (const p of Object.values(policies)) {
       expect(p.Properties.PolicyDocument.Statement).toContainEqual(
         expect.objectContaining({ Effect: 'Deny', Action: 'sqs:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
@@ -265,7 +274,7 @@ describe('ledger table', () => {
 describe('functions', () => {
   it('run Node.js 24 on ARM64 with active tracing, their own log group with retention, in the VPC', () => {
     const fns = t.findResources('AWS::Lambda::Function');
-    expect(Object.keys(fns)).toHaveLength(4);
+    expect(Object.keys(fns)).toHaveLength(5);
     for (const fn of Object.values(fns)) {
       expect(fn.Properties).toMatchObject({
         Runtime: 'nodejs24.x',
@@ -283,7 +292,10 @@ describe('functions', () => {
     for (const name of FUNCTIONS) {
       const fn = t.toJSON().Resources[id(tl.functions[name])];
       const vars = fn.Properties.Environment.Variables as Record<string, unknown>;
-      expect(Object.keys(vars)).toEqual(expect.arrayContaining(Object.values(ENV)));
+      // Every name of the contract but TASKLEASE_LEDGER_TRANSACTIONS: absent in a deployed stack (transactions on).
+      const { ledgerTransactions, ...deployed } = ENV;
+      expect(Object.keys(vars)).toEqual(expect.arrayContaining(Object.values(deployed)));
+      expect(vars[ledgerTransactions]).toBeUndefined();
       expect(JSON.parse(vars[ENV.config] as string)).toEqual(JSON.parse(JSON.stringify(config)));
       expect(vars[ENV.tableName]).toEqual(r(tl.table.tableName));
       expect(vars[ENV.eventBusName]).toEqual(r(tl.bus.eventBusName));
@@ -344,9 +356,27 @@ describe('functions', () => {
         RetryPolicy: { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 120 },
       }),
     });
-    // One reaper at a time by default (its per-target rate limit is per process).
-    expect(t.toJSON().Resources[id(tl.functions.reaper)].Properties.ReservedConcurrentExecutions).toBe(1);
-    expect(t.toJSON().Resources[id(tl.functions.taskStarted)].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    // No reserved concurrency anywhere (a reservation fails the deploy in low-quota accounts): the
+    // reaper is one run at a time by the ledger's lock, no retry (it would overlap the next run),
+    // and a failed run lands in the ReaperFailures queue.
+    for (const fn of FUNCTIONS) {
+      expect(t.toJSON().Resources[id(tl.functions[fn])].Properties.ReservedConcurrentExecutions, fn).toBeUndefined();
+    }
+    t.resourceCountIs('AWS::Lambda::EventInvokeConfig', 1);
+    t.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: r(tl.functions.reaper.functionName),
+      Qualifier: '$LATEST',
+      MaximumRetryAttempts: 0,
+      DestinationConfig: { OnFailure: { Destination: r(tl.deadLetterQueues.reaper.queueArn) } },
+    });
+    // Lambda sends there with the reaper's role: SendMessage on that queue only (the key through SQS).
+    expect(bySid('reaper', 'ReportFailedRuns')).toEqual({
+      Sid: 'ReportFailedRuns',
+      Effect: 'Allow',
+      Action: 'sqs:SendMessage',
+      Resource: r(tl.deadLetterQueues.reaper.queueArn),
+    });
+    for (const fn of ['taskStarted', 'taskEnded', 'reverify', 'operator'] as const) expect(bySid(fn, 'ReportFailedRuns')).toBeUndefined();
     const schedule = Object.values(t.findResources('AWS::Scheduler::Schedule'))[0]!;
     const roleId = schedule.Properties.Target.RoleArn['Fn::GetAtt'][0] as string;
     const statements = identityStatements(t)
@@ -364,6 +394,67 @@ describe('functions', () => {
         ],
       },
     });
+  });
+});
+
+describe('operator function (break-glass revoke)', () => {
+  it('is invoked only directly: no queue, no event source mapping, no async config; the reaper timeout', () => {
+    const fn = t.toJSON().Resources[id(tl.functions.operator)].Properties;
+    expect(fn.Description).toMatch(/break-glass revoke/);
+    expect(fn.Timeout).toBe(300); // reaperTimeout's default: one revoke may prove many leases
+    expect(fn.ReservedConcurrentExecutions).toBeUndefined();
+    const mappings = Object.values(t.findResources('AWS::Lambda::EventSourceMapping'));
+    expect(mappings).toHaveLength(3);
+    expect(mappings.map((m) => m.Properties.FunctionName)).not.toContainEqual(r(tl.functions.operator.functionName));
+    expect(JSON.stringify(t.findResources('AWS::Lambda::EventInvokeConfig'))).not.toContain(id(tl.functions.operator));
+  });
+
+  it('the operators prop gives each principal lambda:InvokeFunction on the operator function, and nothing else', () => {
+    const permissions = Object.values(t.findResources('AWS::Lambda::Permission'));
+    expect(permissions.map((p) => p.Properties)).toEqual([
+      { Action: 'lambda:InvokeFunction', FunctionName: r(tl.functions.operator.functionArn), Principal: ONCALL_ARN },
+    ]);
+    // Nothing else names the operator principal.
+    const mentions = Object.values(t.toJSON().Resources as Record<string, unknown>).filter((res) =>
+      JSON.stringify(res).includes(ONCALL_ARN),
+    );
+    expect(mentions).toHaveLength(1);
+  });
+
+  it('revokes (retires secrets, edits the managed roles’ revocation policy) but cannot issue, answer task tokens or read trust bundles', () => {
+    const sids = statementsOf('operator')
+      .map((st) => st.Sid)
+      .filter((sid) => sid !== undefined)
+      .sort();
+    expect(sids).toEqual(
+      [
+        'LedgerItems',
+        'LedgerIndexes',
+        'LedgerLockRelease',
+        'PublishOutputEvents',
+        'QueueReverify',
+        'UseTaskLeaseKey',
+        'DenySessionsOnManagedTargetRoles',
+        'RetireTaskSecrets',
+        'ReadDatabaseAdminSecrets',
+      ].sort(),
+    );
+    const actions = actionsOf('operator');
+    expect(actions.filter((a) => a.startsWith('sts:'))).toEqual([]); // no AssumeRole of target roles: it never issues
+    expect(actions.filter((a) => a.startsWith('states:'))).toEqual([]); // no task tokens
+    expect(actions.filter((a) => a.startsWith('ssm:'))).toEqual([]); // verifies no SVIDs
+    for (const a of [
+      'secretsmanager:CreateSecret',
+      'secretsmanager:PutResourcePolicy',
+      'secretsmanager:PutSecretValue',
+      'sqs:ReceiveMessage',
+    ])
+      expect(actions).not.toContain(a);
+    // Its statements without a Sid: its own log group, and X-Ray.
+    const unnamed = statementsOf('operator').filter((st) => st.Sid === undefined);
+    expect(unnamed.flatMap((st) => list(st.Action)).sort()).toEqual(
+      ['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments'].sort(),
+    );
   });
 });
 
@@ -396,8 +487,8 @@ describe('IAM: least privilege', () => {
       Resource: '*',
     });
     expect(bySid('reaper', 'AnswerStepFunctionsTaskTokens')).toBeDefined();
-    expect(actionsOf('taskEnded').filter((a) => a.startsWith('states:'))).toEqual([]);
-    expect(actionsOf('reverify').filter((a) => a.startsWith('states:'))).toEqual([]);
+    for (const fn of ['taskEnded', 'reverify', 'operator'] as const)
+      expect(actionsOf(fn).filter((a) => a.startsWith('states:'))).toEqual([]);
   });
 
   it('ledger access is item CRUD on the table and Query on its three indexes, nothing else', () => {
@@ -432,9 +523,24 @@ describe('IAM: least privilege', () => {
     for (const fn of FUNCTIONS) {
       expect(bySid(fn, 'PublishOutputEvents')).toMatchObject({ Action: 'events:PutEvents', Resource: r(tl.bus.eventBusArn) });
       expect(bySid(fn, 'QueueReverify')).toMatchObject({ Action: 'sqs:SendMessage', Resource: r(tl.queues.reverify.queueArn) });
-      for (const st of statementsOf(fn).filter((x) => list(x.Action).some((a) => a.startsWith('kms:')))) {
-        expect(st.Resource).toEqual(r(tl.key.keyArn));
-      }
+      // The key only through the services that hold data under it; nothing encrypts directly (no kms:Encrypt).
+      expect(actionsOf(fn).filter((a) => a.startsWith('kms:Encrypt') || a.startsWith('kms:ReEncrypt'))).toEqual([]);
+      expect(bySid(fn, 'UseTaskLeaseKey')).toEqual({
+        Sid: 'UseTaskLeaseKey',
+        Effect: 'Allow',
+        Action: ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'],
+        Resource: r(tl.key.keyArn),
+        Condition: {
+          StringEquals: {
+            'kms:ViaService': ['sqs', 'dynamodb', 'secretsmanager', 'events'].map((svc) => r(`${svc}.${Aws.REGION}.amazonaws.com`)),
+          },
+        },
+      });
+      // Besides it, only CDK's SqsEventSource grant (grantConsumeMessages) on the queue consumers: a
+      // kms:Decrypt of the key without kms:ViaService, in the role's default policy.
+      const others = statementsOf(fn).filter((x) => x.Sid !== 'UseTaskLeaseKey' && list(x.Action).some((a) => a.startsWith('kms:')));
+      const consumer = ['taskStarted', 'taskEnded', 'reverify'].includes(fn);
+      expect(others, fn).toEqual(consumer ? [{ Effect: 'Allow', Action: 'kms:Decrypt', Resource: r(tl.key.keyArn) }] : []);
     }
   });
 
@@ -446,7 +552,7 @@ describe('IAM: least privilege', () => {
       Resource: ROLE_ARN,
       Condition: { StringEquals: { 'aws:ResourceTag/tasklease:managed': 'true' } },
     });
-    for (const fn of ['taskEnded', 'reverify', 'reaper'] as const) expect(actionsOf(fn).filter((a) => a.startsWith('sts:'))).toEqual([]);
+    for (const fn of REVOKERS) expect(actionsOf(fn).filter((a) => a.startsWith('sts:'))).toEqual([]);
   });
 
   it('role-policy edits (the session deny) only on configured roles tagged tasklease:managed=true', () => {
@@ -454,7 +560,8 @@ describe('IAM: least privilege', () => {
       expect(bySid(fn, 'DenySessionsOnManagedTargetRoles')).toEqual({
         Sid: 'DenySessionsOnManagedTargetRoles',
         Effect: 'Allow',
-        Action: ['iam:GetRole', 'iam:GetRolePolicy', 'iam:PutRolePolicy', 'iam:DeleteRolePolicy'],
+        // Nothing ever deletes the revocation policy: no iam:DeleteRolePolicy.
+        Action: ['iam:GetRole', 'iam:ListRolePolicies', 'iam:GetRolePolicy', 'iam:PutRolePolicy'],
         Resource: ROLE_ARN,
         Condition: { StringEquals: { 'aws:ResourceTag/tasklease:managed': 'true' } },
       });
@@ -489,7 +596,7 @@ describe('IAM: least privilege', () => {
       });
     }
     // Revocation never creates secrets.
-    for (const fn of ['taskEnded', 'reverify', 'reaper'] as const) {
+    for (const fn of REVOKERS) {
       expect(actionsOf(fn)).not.toContain('secretsmanager:CreateSecret');
       expect(actionsOf(fn)).not.toContain('secretsmanager:PutResourcePolicy');
     }
@@ -516,14 +623,17 @@ describe('IAM: least privilege', () => {
     }
   });
 
-  it('only the issuer reads trust bundles, only the configured SSM parameter', () => {
-    expect(bySid('taskStarted', 'ReadTrustBundles')).toEqual({
-      Sid: 'ReadTrustBundles',
-      Effect: 'Allow',
-      Action: 'ssm:GetParameter',
-      Resource: r(`arn:${Aws.PARTITION}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:parameter/tasklease/bundles/prod`),
-    });
-    for (const fn of ['taskEnded', 'reverify', 'reaper'] as const) expect(actionsOf(fn).filter((a) => a.startsWith('ssm:'))).toEqual([]);
+  it('only the SVID verifiers (task-started, task-ended) read trust bundles, only the configured SSM parameter', () => {
+    for (const fn of ['taskStarted', 'taskEnded'] as const) {
+      expect(bySid(fn, 'ReadTrustBundles')).toEqual({
+        Sid: 'ReadTrustBundles',
+        Effect: 'Allow',
+        Action: 'ssm:GetParameter',
+        Resource: r(`arn:${Aws.PARTITION}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:parameter/tasklease/bundles/prod`),
+      });
+      expect(actionsOf(fn).filter((a) => a.startsWith('ssm:'))).toEqual(['ssm:GetParameter']);
+    }
+    for (const fn of ['reverify', 'reaper', 'operator'] as const) expect(actionsOf(fn).filter((a) => a.startsWith('ssm:'))).toEqual([]);
   });
 
   it('logs go only to the function’s own log group; the only managed policy is Lambda’s VPC access', () => {
@@ -582,7 +692,8 @@ describe('dashboard and alarms', () => {
     }
   });
 
-  it('has one alarm per DLQ on any visible message, plus one on reaper errors', () => {
+  it('has one alarm per DLQ (ReaperFailures included) on any visible message, plus one on reaper errors', () => {
+    expect(Object.keys(tl.deadLetterQueues).sort()).toEqual(['delivery', 'reaper', 'reverify', 'task-ended', 'task-started']);
     for (const dlq of Object.values(tl.deadLetterQueues)) {
       t.hasResourceProperties('AWS::CloudWatch::Alarm', {
         Namespace: 'AWS/SQS',
@@ -598,8 +709,9 @@ describe('dashboard and alarms', () => {
       MetricName: 'Errors',
       Dimensions: [{ Name: 'FunctionName', Value: r(tl.functions.reaper.functionName) }],
     });
-    t.resourceCountIs('AWS::CloudWatch::Alarm', 4 + 4);
-    expect(tl.alarms).toHaveLength(8);
+    // Five DLQs, and open debt, still-valid, revocation failures, reaper errors.
+    t.resourceCountIs('AWS::CloudWatch::Alarm', 5 + 4);
+    expect(tl.alarms).toHaveLength(9);
   });
 });
 
