@@ -1,5 +1,6 @@
 import type { TaskLeaseConfig } from '../shared/policy/config.ts';
 import type { FUNCTION_ENTRIES } from '../shared/runtime/env.ts';
+import { TARGET_KINDS } from '../shared/targets/index.ts';
 
 /*
  * How each function is bundled: esbuild options as plain data, so the construct (NodejsFunction),
@@ -24,11 +25,25 @@ export interface BundleNeeds {
   readonly ssm: boolean;
   /** Powertools Tracer and the X-Ray SDK (TaskLeaseProps.tracing). */
   readonly xray: boolean;
+  /** Target kinds the config has no target of: left out of the bundle (see kindSwitch). */
+  readonly unusedKinds: readonly string[];
 }
 
 export function bundleNeeds(name: FunctionName, config: TaskLeaseConfig, xray: boolean): BundleNeeds {
   const ssmBundles = Object.values(config.trustDomains).some((td) => 'ssmParameter' in td.bundle);
-  return { ssm: ssmBundles && SVID_VERIFIERS.includes(name), xray };
+  const used = new Set(Object.values(config.targets).map((t) => t.kind));
+  const unusedKinds = TARGET_KINDS.filter((k) => !used.has(k.kind)).map((k) => k.kind);
+  return { ssm: ssmBundles && SVID_VERIFIERS.includes(name), xray, unusedKinds };
+}
+
+/**
+ * The expression a kind's registry line tests (shared/targets/index.ts) so a bundle can leave the
+ * kind out: defined as "off" for kinds the config does not use, esbuild folds the test and, the
+ * kind's folder being free of side effects (its package.json), drops its code and its client
+ * library. A kind whose line has no such test is always bundled.
+ */
+export function kindSwitch(kind: string): string {
+  return `process.env.TASKLEASE_KIND_${kind.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
 }
 
 /** The esbuild options of one function's bundle (the subset NodejsFunction's `bundling` expresses). */
@@ -59,6 +74,10 @@ export function esbuildOptions(needs: BundleNeeds): EsbuildOptions {
     // its ~226 kB.
     external: ['pg-native', ...(needs.ssm ? [] : ['@aws-sdk/client-ssm'])],
     // functions/lib/powertools.ts tests exactly this expression; 'off' lets esbuild drop the tracer.
-    define: needs.xray ? {} : { 'process.env.TASKLEASE_XRAY': '"off"' },
+    // Kinds the config does not use are left out the same way (kindSwitch).
+    define: {
+      ...(needs.xray ? {} : { 'process.env.TASKLEASE_XRAY': '"off"' }),
+      ...Object.fromEntries(needs.unusedKinds.map((k) => [kindSwitch(k), '"off"'])),
+    },
   };
 }

@@ -4,7 +4,7 @@
  * what the function can reach, and loadable by Node as Lambda loads it.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -12,11 +12,12 @@ import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import type { Metafile } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUNDLE_MAX_BYTES, bundleNeeds, esbuildOptions } from '../../infra/bundling.ts';
+import { BUNDLE_MAX_BYTES, bundleNeeds, esbuildOptions, kindSwitch } from '../../infra/bundling.ts';
 import type { BundleNeeds } from '../../infra/bundling.ts';
 import { loadConfig } from '../../shared/policy/config.ts';
 import type { TaskLeaseConfig } from '../../shared/policy/config.ts';
 import { ENV, FUNCTION_ENTRIES } from '../../shared/runtime/env.ts';
+import { TARGET_KINDS } from '../../shared/targets/index.ts';
 import { PROJECT_ROOT } from '../../infra/functions.ts';
 
 const run = promisify(execFile);
@@ -68,6 +69,29 @@ describe('function bundles of the example config', () => {
     expect(b.bytes).toBeLessThanOrEqual(BUNDLE_MAX_BYTES);
     expect(has(b, '@aws-sdk/client-dynamodb')).toBe(true);
     expect(has(b, '@aws-sdk/client-sts')).toBe(true);
+  });
+
+  it('carry only the target kinds the config uses: every other kind, and its client library, is left out', () => {
+    const used = new Set(Object.values(config.targets).map((t) => t.kind));
+    const unused = TARGET_KINDS.map((k) => k.kind).filter((k) => !used.has(k));
+    // A registry line whose switch does not match kindSwitch() would bundle its kind regardless.
+    expect(unused.sort()).toEqual(['mysql', 'rabbitmq', 'redis']);
+    const registry = readFileSync(join(import.meta.dirname, '../../shared/targets/index.ts'), 'utf8');
+    for (const kind of unused) expect(registry).toContain(`${kindSwitch(kind)} === 'off'`);
+    for (const name of FUNCTIONS) {
+      const b = traced[name]!;
+      for (const kind of unused)
+        expect(
+          b.inputs.some((i) => i.startsWith(`shared/targets/${kind}/`)),
+          `${name}: ${kind}`,
+        ).toBe(false);
+      for (const pkg of ['mysql2', 'ioredis', 'amqplib']) expect(has(b, pkg), `${name}: ${pkg}`).toBe(false);
+      for (const kind of used)
+        expect(
+          b.inputs.some((i) => i.startsWith(`shared/targets/${kind}/`)),
+          `${name}: ${kind}`,
+        ).toBe(true);
+    }
   });
 
   it('carry no YAML parser, no zod locales, no SSM client when no trust bundle is an SSM parameter', () => {

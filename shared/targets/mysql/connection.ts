@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import mysql from 'mysql2/promise';
+import { escape, escapeId } from 'sql-escaper';
+import type * as Mysql2 from 'mysql2/promise';
 import type { ConnectionOptions, PoolConnection } from 'mysql2/promise';
 import { ConfigError } from '../../lease/errors.ts';
 import type { MysqlSettings } from './settings.ts';
@@ -53,9 +54,18 @@ export function sslOptions({ ssl, sslCa }: MysqlSettings): ConnectionOptions['ss
   return { rejectUnauthorized: ssl === 'verify-full', ...(sslCa ? { ca: sslCa } : {}) };
 }
 
-/** `'name'@'host'`, both quoted by the client library. */
+/**
+ * mysql2, loaded on first use: a Lambda bundle whose config has no mysql target leaves the client
+ * out (infra/bundling.ts, the kind's `clientPackages`), so nothing may import it at load time.
+ */
+export type MysqlClient = typeof Mysql2;
+let client: Promise<MysqlClient> | undefined;
+export const mysqlClient = (): Promise<MysqlClient> =>
+  (client ??= import('mysql2/promise').then((m) => ((m as unknown as { default?: MysqlClient }).default ?? m) as MysqlClient));
+
+/** `'name'@'host'`, both quoted as mysql2 quotes them (its escaping is sql-escaper's). */
 export function account(user: string, host: string): string {
-  return `${mysql.escape(user)}@${mysql.escape(host)}`;
+  return `${escape(user)}@${escape(host)}`;
 }
 
-export const { escape, escapeId } = mysql;
+export { escape, escapeId };

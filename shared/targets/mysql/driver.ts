@@ -1,11 +1,10 @@
-import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection } from 'mysql2/promise';
 import type { Grant } from '../../events/schemas.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import type { IssueContext, IssuedCredential, RevokeContext, TargetDriver, VerifyContext, VerifyResult } from '../../lease/ports.ts';
 import { cappedConcurrency } from '../driver.ts';
 import type { DriverFactory, DriverServices } from '../driver.ts';
-import { escape, resolveAdminPassword, sslOptions } from './connection.ts';
+import { escape, mysqlClient, resolveAdminPassword, sslOptions } from './connection.ts';
 import type { Flavor, MysqlAdmin } from './connection.ts';
 import { errnoOf, MysqlTargetError, wrap } from './errors.ts';
 import { issueUser } from './issue.ts';
@@ -159,8 +158,8 @@ export class MysqlDriver implements TargetDriver, MysqlAdmin {
 
   private adminPool(): Promise<Pool> {
     if (this.pool) return Promise.resolve(this.pool);
-    this.poolReady ??= resolveAdminPassword(this.settings, this.name, this.services.resolveSecret).then(
-      (password) => {
+    this.poolReady ??= Promise.all([resolveAdminPassword(this.settings, this.name, this.services.resolveSecret), mysqlClient()]).then(
+      ([password, mysql]) => {
         const ssl = sslOptions(this.settings);
         this.pool = mysql.createPool({
           host: this.settings.host,

@@ -1,7 +1,7 @@
-import mysql from 'mysql2/promise';
+import type mysql from 'mysql2/promise';
 import type { PoolConnection } from 'mysql2/promise';
 import type { VerifyContext, VerifyResult } from '../../lease/ports.ts';
-import { escape, sslOptions } from './connection.ts';
+import { escape, mysqlClient, sslOptions } from './connection.ts';
 import type { Flavor, MysqlAdmin } from './connection.ts';
 import { errnoOf, LOGIN_REFUSED_ERRNOS, sleep } from './errors.ts';
 
@@ -92,7 +92,9 @@ export async function tryLogin(
   const port = Number(secret.port ?? settings.port);
   let conn: mysql.Connection;
   try {
-    conn = await mysql.createConnection({
+    conn = await (
+      await mysqlClient()
+    ).createConnection({
       host: secret.host ?? settings.host,
       port: Number.isInteger(port) ? port : settings.port,
       user,

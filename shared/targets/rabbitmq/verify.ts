@@ -1,4 +1,4 @@
-import amqp from 'amqplib';
+import type amqp from 'amqplib';
 import type { VerifyContext, VerifyResult } from '../../lease/ports.ts';
 import type { RabbitmqAdmin } from './admin.ts';
 import { seg } from './management.ts';
@@ -38,7 +38,9 @@ export async function tryLogin(
   const vhost = secret.vhost ?? '/';
   let conn: amqp.ChannelModel;
   try {
-    conn = await amqp.connect(
+    // amqplib loaded on first use: bundles of configs without a rabbitmq target leave it out (infra/bundling.ts).
+    const loaded = (await import('amqplib')) as typeof amqp & { default?: typeof amqp };
+    conn = await (loaded.default ?? loaded).connect(
       { protocol: tls ? 'amqps' : 'amqp', hostname: host, port, username: user, password, vhost, heartbeat: 0 },
       {
         timeout: admin.settings.connectTimeoutMs,

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { ConfigError } from '../../lease/errors.ts';
 import type { RedisSettings } from './settings.ts';
@@ -76,7 +76,9 @@ export function connectionOptions(
 
 /** A new connection, connected; errors after that surface on its commands, never as an unhandled 'error'. */
 export async function openConnection(options: RedisOptions): Promise<Redis> {
-  const redis = new Redis(options);
+  // ioredis loaded on first use: bundles of configs without a redis target leave it out (infra/bundling.ts).
+  const { Redis: Client } = await import('ioredis');
+  const redis = new Client(options);
   // ioredis rejects a failed connect with a bare "Connection is closed."; the socket's own error says why.
   let cause: unknown;
   redis.on('error', (err) => (cause ??= err));
