@@ -12,7 +12,7 @@ import type { ReaperOptions, ReaperReport } from '../shared/lease/reaper.ts';
 import type { ReconcileReport } from '../shared/lease/reconcile.ts';
 import type { LeaseWithCredentials } from '../shared/lease/records.ts';
 import { CHAOS_RATES, FAULT_KINDS, FaultInjector, OffsetClock, createFaultyBroker, hash53, mulberry32 } from './faults.ts';
-import type { FaultKind, FaultRates } from './faults.ts';
+import type { FaultKind, FaultRates, FaultyBroker } from './faults.ts';
 import { connectWithSecret, DEMO_TRUST_DOMAIN } from '../demo/demo.ts';
 import { secretNameFor } from '../shared/lease/lifecycle.ts';
 import { startLocalRuntime } from '../local/runtime.ts';
@@ -36,6 +36,17 @@ export interface ChaosOptions {
   /** Lifecycle lock: how long a dead worker's lease stays locked before the reaper takes it. */
   lockMs?: number;
   reaperEveryMs?: number;
+  /** How often the session sampler looks at pg_stat_activity during the run (ms). Default 100. */
+  sampleEveryMs?: number;
+  /** Allowance for queueing and CPU contention in the per-credential trust-debt bound (ms). Default 5,000. */
+  debtSlackMs?: number;
+  /**
+   * Tests only: called once, for the first task issued a lease, before its Task Ended is put (to
+   * plant a violation the driver cannot see). `admin` is the harness's own superuser pool.
+   */
+  plant?: (ctx: { admin: pg.Pool; taskId: string; secret: Record<string, string> }) => Promise<void>;
+  /** Tests only: called before the invariants are checked, with the runtime and broker still up. */
+  beforeChecks?: (ctx: { rt: LocalRuntime; broker: FaultyBroker }) => Promise<void>;
 }
 
 export interface InvariantResult {
@@ -57,6 +68,15 @@ export interface ChaosResult {
   durationsMs: { faulty: number; converge: number; total: number };
   credentials: number;
   deadLetters: number;
+  /** The independent checks: the session sampler and the per-credential trust-debt bound. */
+  independent: {
+    samples: number;
+    sessionsSeen: number;
+    sampleViolations: number;
+    oidsCaptured: number;
+    captureMisses: number;
+    debt: { checked: number; maxMs: number; maxEffectiveMs: number; tightest?: string; violations: number };
+  };
   /** The local re-verify delay queue: deliveries, schedules superseded by a newer one, dead letters. */
   reverify: { scheduled: number; delivered: number; superseded: number; failed: number; deadLetters: number };
   logErrors: number;
@@ -187,6 +207,74 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     log,
   });
   const held: Array<{ taskId: string; client: pg.Client }> = [];
+  // The harness's own view of the target (issue 13 §3): its own SQL, never the driver's.
+  const pgc = demoPostgres(rt);
+  const own = new pg.Pool({
+    host: pgc.host,
+    port: pgc.port,
+    user: pgc.adminUser,
+    password: pgc.adminPassword,
+    database: pgc.database,
+    max: 4,
+    application_name: 'tasklease-chaos-checker',
+  });
+  own.on('error', () => undefined);
+  broker.recorder.capture = async (_target, externalId) =>
+    (await own.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_roles WHERE rolname = $1', [externalId])).rows[0]?.oid;
+  // Clock jumps (phase 2) are not debt anyone waited for: the bound subtracts them.
+  const jumps: Array<{ at: number; ms: number }> = [];
+  const advance = (ms: number) => {
+    jumps.push({ at: clock.now(), ms });
+    clock.advance(ms);
+  };
+  const jumpedWithin = (from: number, to: number) =>
+    jumps.reduce((n, j) => n + Math.max(0, Math.min(to, j.at + j.ms) - Math.max(from, j.at)), 0);
+  // The first time each Task Ended reached the broker's queue, as the harness saw it.
+  const firstEndPut = new Map<string, number>();
+  broker.bus.bus.watch((e) => {
+    const taskId = (e.detail as { taskId?: unknown }).taskId;
+    if (e['detail-type'] === DETAIL_TYPES.taskEnded && typeof taskId === 'string' && !firstEndPut.has(taskId))
+      firstEndPut.set(taskId, clock.now());
+  });
+  const keyOfOid = () => {
+    const m = new Map<string, string>();
+    for (const [k, set] of broker.recorder.oids) for (const o of set) m.set(o, k);
+    return m;
+  };
+  const taskOfKey = (k: string) => broker.recorder.issues.get(k);
+  // Sessions sampled while the run goes on: none may belong to a credential the ledger already calls verified.
+  const sampler = { samples: 0, seen: 0, violations: [] as string[], running: true };
+  const samplerLoop = (async () => {
+    while (sampler.running) {
+      await sleep(options.sampleEveryMs ?? 100);
+      try {
+        const t0 = clock.now();
+        const byOid = keyOfOid();
+        const { rows } = await own.query<{ pid: number; oid: string | null; usename: string | null }>(
+          `SELECT pid, usesysid::text AS oid, usename FROM pg_stat_activity
+            WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND (usename ~ $1 OR usesysid = ANY($2::oid[]))`,
+          [ROLE_PATTERN, [...byOid.keys()]],
+        );
+        sampler.samples++;
+        sampler.seen += rows.length;
+        const leases = new Map<string, LeaseWithCredentials | undefined>();
+        for (const row of rows) {
+          const key = (row.oid && byOid.get(row.oid)) ?? (row.usename ? `orders-db/${row.usename}` : undefined);
+          const rec = key ? taskOfKey(key) : undefined;
+          if (!rec) continue;
+          if (!leases.has(rec.taskId)) leases.set(rec.taskId, await rt.ledger.getLease(rec.taskId));
+          const cred = leases.get(rec.taskId)?.credentials.find((c) => grantKey(c.grant) === rec.grant);
+          if (cred?.state === 'verified' && cred.verifiedAt !== undefined && cred.verifiedAt < t0)
+            sampler.violations.push(
+              `${rec.taskId}/${rec.grant}: backend ${row.pid} (oid ${row.oid}, name ${row.usename ?? 'NULL'}) alive ${t0 - cred.verifiedAt} ms after verifiedAt`,
+            );
+        }
+      } catch {
+        // A failed sample (the server restarting, the pool closing) proves nothing either way.
+      }
+    }
+  })();
+  let planted = false;
   try {
     const outputs: Array<BusEvent & { seenAt: number }> = [];
     const waiters = new Map<string, (e: BusEvent) => void>();
@@ -258,6 +346,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       broker.bus.put(DETAIL_TYPES.taskStarted, detail);
       const first = await answer;
       waiters.delete(plan.taskId);
+      if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && options.plant && !planted) {
+        planted = true;
+        const secret = await rt.secrets.get(secretNameFor(plan.taskId, grants[0] as Grant));
+        if (secret) await options.plant({ admin: own, taskId: plan.taskId, secret });
+      }
       if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && plan.holdSession) {
         // The workload opens a session and keeps it across Task Ended: revocation must end it.
         const secret = await rt.secrets.get(secretNameFor(plan.taskId, grants[0] as Grant));
@@ -298,7 +391,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     inj.heal();
     const tConverge = Date.now();
     const maxLeaseMs = 180_000;
-    clock.advance(maxLeaseMs + lockMs * 2 + 5_000);
+    advance(maxLeaseMs + lockMs * 2 + 5_000);
     let rounds = 0;
     let last: ReaperReport | undefined;
     let recon: ReconcileReport | undefined;
@@ -313,7 +406,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       missing.push(...(recon?.missing ?? []));
       const open = await rt.ledger.listOpen(Number.MAX_SAFE_INTEGER, 1);
       if (open.leases.length === 0 && open.credentials.length === 0 && (recon?.orphans.length ?? 0) === 0) break;
-      clock.advance(lockMs * 2 + 2_500);
+      advance(lockMs * 2 + 2_500);
     }
     // The final run's report is the one the invariants read: every open-debt item, a fresh reconcile.
     last = await broker.reap({ reconcileEveryRuns: 1, openDebtItems: Number.MAX_SAFE_INTEGER });
@@ -334,35 +427,40 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const all: LeaseWithCredentials[] = await rt.ledger.listLeases({});
     const byTask = new Map(all.map((l) => [l.lease.taskId, l]));
     const issuedEvents = outputs.filter((e) => e['detail-type'] === DETAIL_TYPES.leaseIssued);
-    const admin = new pg.Client({
-      host: demoPostgres(rt).host,
-      port: demoPostgres(rt).port,
-      user: demoPostgres(rt).adminUser,
-      password: demoPostgres(rt).adminPassword,
-      database: demoPostgres(rt).database,
-    });
-    await admin.connect();
-    let roles: string[];
-    let sessions: number;
-    try {
-      roles = (await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1', [ROLE_PATTERN])).rows.map(
-        (r) => r.rolname,
-      );
-      sessions =
-        (await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename ~ $1', [ROLE_PATTERN])).rows[0]
-          ?.n ?? 0;
-    } finally {
-      await admin.end();
-    }
+    await options.beforeChecks?.({ rt, broker });
+    sampler.running = false;
+    await samplerLoop;
+    const byOid = keyOfOid();
+    const allOids = [...byOid.keys()];
+    // Leftovers by name, by any oid captured at issue (a renamed role keeps its oid), and any
+    // client session of a role that no longer exists.
+    const roles = (
+      await own.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname ~ $1 OR oid = ANY($2::oid[])', [
+        ROLE_PATTERN,
+        allOids,
+      ])
+    ).rows.map((r) => r.rolname);
+    const sessions =
+      (
+        await own.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (usename ~ $1 OR usesysid = ANY($2::oid[])
+            OR (backend_type = 'client backend' AND usesysid IS NOT NULL AND usename IS NULL))`,
+          [ROLE_PATTERN, allOids],
+        )
+      ).rows[0]?.n ?? 0;
 
-    // 1. Every credential that ever existed on the target ends verified-rejected or open debt.
+    // 1. Every credential that ever existed on the target ends verified-rejected or open debt, and
+    //    every proof holds when the harness re-checks it with its own SQL (not the driver's verify):
+    //    each password it was issued is refused (28P01/28000), no backend has its name or an oid
+    //    captured at issue, and no role with that oid can log in.
     {
       const openDebt = new Set(last?.openDebt.items.map((i) => `${i.taskId}/${i.grant}`) ?? []);
-      const driver = rt.targets.get('orders-db');
       const problems: string[] = [];
       let verified = 0;
       let reported = 0;
-      for (const rec of broker.recorder.issues.values()) {
+      let noOid = 0;
+      const proofs: Array<() => Promise<void>> = [];
+      for (const [key, rec] of broker.recorder.issues) {
         const cred = byTask.get(rec.taskId)?.credentials.find((c) => grantKey(c.grant) === rec.grant);
         if (!cred) {
           problems.push(suspect(`${rec.taskId}/${rec.grant}: on the target but no ledger record (write-ahead broken)`));
@@ -373,24 +471,43 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           else problems.push(suspect(`${rec.taskId}/${rec.grant}: ${cred.state}, not reported as open debt`));
           continue;
         }
-        const pw = broker.recorder.passwords.get(`${rec.target}/${rec.externalId}`)?.at(-1);
-        const secret = pw
-          ? {
-              host: demoPostgres(rt).host,
-              port: String(demoPostgres(rt).port),
-              database: demoPostgres(rt).database,
-              username: rec.externalId,
-              password: pw,
-            }
-          : undefined;
-        const v = await driver?.verify({ taskId: rec.taskId, grant: cred.grant, externalId: rec.externalId, secret });
-        if (v !== 'rejected') problems.push(suspect(`${rec.taskId}/${rec.grant}: ledger says verified but the target says ${v}`));
-        else verified++;
+        const oids = [...(broker.recorder.oids.get(key) ?? [])];
+        const recorded = cred.metadata?.roleOid;
+        if (recorded && oids.length > 0 && !oids.includes(recorded))
+          problems.push(suspect(`${rec.taskId}/${rec.grant}: ledger roleOid ${recorded} is not the oid read at issue (${oids.join(',')})`));
+        if (recorded && !oids.includes(recorded)) oids.push(recorded);
+        if (oids.length === 0) noOid++;
+        proofs.push(async () => {
+          for (const password of new Set(broker.recorder.passwords.get(key) ?? [])) {
+            const login = await ownLogin(pgc, rec.externalId, password);
+            if (login !== 'refused')
+              problems.push(suspect(`${rec.taskId}/${rec.grant}: verified, but a login with an issued password ${login}`));
+          }
+          const { rows } = await own.query<{ sessions: number; canlogin: number }>(
+            `SELECT (SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (usename = $1 OR usesysid = ANY($2::oid[])))::int AS sessions,
+              (SELECT count(*) FROM pg_roles WHERE rolcanlogin AND (rolname = $1 OR oid = ANY($2::oid[])))::int AS canlogin`,
+            [rec.externalId, oids],
+          );
+          if ((rows[0]?.sessions ?? 0) > 0)
+            problems.push(suspect(`${rec.taskId}/${rec.grant}: verified, but ${rows[0]?.sessions} backends of its name or oid are alive`));
+          if ((rows[0]?.canlogin ?? 0) > 0)
+            problems.push(suspect(`${rec.taskId}/${rec.grant}: verified, but a role with its name or oid can log in`));
+          verified++;
+        });
       }
+      // A few at a time: each refused login costs the server a (mock) SCRAM exchange.
+      let at = 0;
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          while (at < proofs.length) await (proofs[at++] as () => Promise<void>)();
+        }),
+      );
       check(
-        'every credential that ever existed on the target ends verified-rejected or is reported as open debt',
+        "every credential that ever existed on the target ends verified-rejected (re-checked with the harness's own SQL) or is reported as open debt",
         problems.length === 0,
-        `${broker.recorder.issues.size} credentials created: ${verified} verified-rejected, ${reported} reported open debt${problems.length ? `; ${problems.slice(0, 5).join('; ')}` : ''}`,
+        `${broker.recorder.issues.size} credentials created: ${verified} proofs re-checked (old passwords refused, no backend by name or oid ${
+          byOid.size
+        } captured at issue, ${noOid} without an oid), ${reported} reported open debt${problems.length ? `; ${problems.slice(0, 5).join('; ')}` : ''}`,
       );
     }
 
@@ -488,9 +605,80 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         }
       }
       check(
-        'no tasklease role left in pg_roles and no session of one in pg_stat_activity',
+        'no tasklease role left in pg_roles (by name or oid captured at issue) and no session of one in pg_stat_activity (by name, oid, or of a dropped role)',
         roles.length === 0 && sessions === 0 && alive === 0,
         `${roles.length} roles, ${sessions} sessions; ${held.length} sessions held across Task Ended, ${alive} still usable`,
+      );
+    }
+
+    // 4b. Sessions sampled during the run, not only at the end.
+    check(
+      'no session sampled during the run belonged to a credential already verified',
+      sampler.violations.length === 0,
+      `${sampler.samples} samples every ${options.sampleEveryMs ?? 100} ms, ${sampler.seen} managed backends seen (by name or captured oid)${
+        sampler.violations.length
+          ? `; ${sampler.violations.length} after verifiedAt: ${sampler.violations.slice(0, 5).map(suspect).join('; ')}`
+          : ''
+      }`,
+    );
+
+    // 4c. A per-credential bound on trust debt, from this run's settings and the faults the task met.
+    const debt = { checked: 0, maxMs: 0, maxEffectiveMs: 0, tightest: undefined as string | undefined, violations: 0 };
+    {
+      const L = lockMs;
+      const I = (options.reaperEveryMs ?? 250) + 1_000; // one reaper period plus one run's work
+      const V = lifecycleOptions.verifyDeadlineMs ?? 1_500;
+      const G = lifecycleOptions.retryMaxDelayMs ?? 2_000;
+      const slow = inj.slowMs[1];
+      const slack = options.debtSlackMs ?? 5_000;
+      // What one fault may add to a credential's debt (RELIABILITY.md §6: a dead worker L + I + V;
+      // an unreachable target G + V; a failed write or secret-store call the redelivery or L + I).
+      const cost = (k: FaultKind): number =>
+        k.startsWith('crash-') || k.startsWith('ledger-') || k === 'secret-store-unavailable'
+          ? L + I + V
+          : k === 'target-unreachable'
+            ? G + I + V
+            : k === 'target-slow'
+              ? slow
+              : k === 'task-ended-lost'
+                ? I + V
+                : 0;
+      const faultsOf = new Map<string, number>();
+      for (const f of inj.trace) {
+        const kind = f.split(' ')[0] as FaultKind;
+        for (const m of new Set(f.match(/chaos-\d+-\d+/g) ?? [])) faultsOf.set(m, (faultsOf.get(m) ?? 0) + cost(kind));
+      }
+      const problems: string[] = [];
+      let worst = 0;
+      for (const { lease, credentials } of all)
+        for (const c of credentials) {
+          if (c.state !== 'verified' || c.verifiedAt === undefined || c.endedAt === undefined) continue;
+          debt.checked++;
+          // An end taken from the queue is measured from the first Task Ended the bus received, if
+          // earlier than the ledger's (a rejected end, e.g. a reused SVID, is no end: expiry then is).
+          const put = lease.endedAtSource === 'queue' ? firstEndPut.get(lease.taskId) : undefined;
+          const basis = put === undefined ? c.endedAt : Math.min(c.endedAt, put);
+          const raw = c.verifiedAt - basis;
+          const effective = raw - jumpedWithin(basis, c.verifiedAt);
+          const bound = V + I + slack + (faultsOf.get(lease.taskId) ?? 0);
+          debt.maxMs = Math.max(debt.maxMs, c.trustDebtMs ?? 0);
+          debt.maxEffectiveMs = Math.max(debt.maxEffectiveMs, effective);
+          if (effective / bound > worst) {
+            worst = effective / bound;
+            debt.tightest = `${lease.taskId}/${grantKey(c.grant)} ${effective} ms of ${bound} ms`;
+          }
+          if (c.trustDebtMs !== undefined && c.trustDebtMs !== c.verifiedAt - c.endedAt)
+            problems.push(suspect(`${lease.taskId}/${grantKey(c.grant)}: trustDebtMs ${c.trustDebtMs} ≠ verifiedAt − endedAt`));
+          if (effective > bound)
+            problems.push(suspect(`${lease.taskId}/${grantKey(c.grant)}: trust debt ${effective} ms > bound ${bound} ms`));
+        }
+      debt.violations = problems.length;
+      check(
+        "every verified credential's trust debt is within its bound (V + I + slack + what each fault the task met may add; clock jumps excluded)",
+        problems.length === 0,
+        `${debt.checked} credentials; V ${V}, I ${I}, L ${L}, G ${G}, slack ${slack} ms; largest recorded ${debt.maxMs} ms, largest excluding jumps ${debt.maxEffectiveMs} ms; tightest ${debt.tightest ?? '-'}${
+          problems.length ? `; ${problems.slice(0, 5).join('; ')}` : ''
+        }`,
       );
     }
 
@@ -592,13 +780,42 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         deadLetters: broker.reverify?.deadLetters.length ?? 0,
       },
       logErrors,
+      independent: {
+        samples: sampler.samples,
+        sessionsSeen: sampler.seen,
+        sampleViolations: sampler.violations.length,
+        oidsCaptured: byOid.size,
+        captureMisses: broker.recorder.captureMisses,
+        debt,
+      },
     };
     return result;
   } finally {
+    sampler.running = false;
+    await samplerLoop;
+    await own.end().catch(() => undefined);
     for (const h of held) await h.client.end().catch(() => undefined);
     await broker.close().catch(() => undefined);
     await rt.stop();
   }
+}
+
+/** The harness's own login with an old password: refused means 28P01/28000 from the server itself. */
+async function ownLogin(
+  target: { host: string; port: number; database: string },
+  user: string,
+  password: string,
+): Promise<'refused' | 'succeeded' | 'inconclusive'> {
+  const c = new pg.Client({ ...target, user, password, connectionTimeoutMillis: 5_000, application_name: 'tasklease-chaos-proof' });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? '';
+    return code === '28P01' || code === '28000' ? 'refused' : 'inconclusive';
+  }
+  await c.end().catch(() => undefined);
+  return 'succeeded';
 }
 
 export function formatChaos(r: ChaosResult): string[] {
@@ -620,6 +837,10 @@ export function formatChaos(r: ChaosResult): string[] {
     `reaper: ${r.reaper.rounds} rounds after healing; expired ${t.expired ?? 0}, resumed ending ${t.resumedEnding ?? 0}, rolled back ${t.rolledBack ?? 0}, stale intents revoked ${t.revokedIntents ?? 0}, re-verified ${t.reverified ?? 0}`,
   );
   lines.push(`reconciliation: ${r.reconcile.orphans} orphans, ${r.reconcile.missing} missing`);
+  const d = r.independent;
+  lines.push(
+    `independent checks: ${d.oidsCaptured} oids captured at issue (${d.captureMisses} misses); ${d.samples} session samples, ${d.sessionsSeen} backends seen, ${d.sampleViolations} after verifiedAt; trust debt ${d.debt.checked} checked, max ${d.debt.maxMs} ms (${d.debt.maxEffectiveMs} ms excluding clock jumps), ${d.debt.violations} over bound`,
+  );
   lines.push('invariants:');
   for (const i of r.invariants) lines.push(`  ${i.ok ? 'PASS' : 'FAIL'}  ${i.name}\n        ${i.detail}`);
   lines.push(r.ok ? 'all invariants hold' : 'INVARIANT FAILED');

@@ -314,6 +314,17 @@ export class CredentialRecorder {
   readonly issues = new Map<string, IssueRecord>();
   readonly passwords = new Map<string, string[]>();
   readonly revokes = { calls: 0, inFlight: 0, maxInFlight: 0, startedAt: [] as number[] };
+  /** Role oids the harness read itself at issue (target/externalId → oids), independent of the driver. */
+  readonly oids = new Map<string, Set<string>>();
+  /** The oid each issue returned in its metadata (what the driver will record), to compare. */
+  readonly driverOids = new Map<string, Set<string>>();
+  /** Issues whose own oid look-up found no role (or failed). */
+  captureMisses = 0;
+  /**
+   * The harness's own look-up of a new credential's oid, run when issue returns (before the
+   * secret is stored, so before anyone else can log in with it). Unset: nothing is captured.
+   */
+  capture?: (target: string, externalId: string) => Promise<string | undefined>;
 
   private key(target: string, externalId: string) {
     return `${target}/${externalId}`;
@@ -339,6 +350,17 @@ export class CredentialRecorder {
     if (rec) rec.created++;
     const pw = issued.secret.password;
     if (pw) this.passwords.set(this.key(target, ctx.externalId), [...(this.passwords.get(this.key(target, ctx.externalId)) ?? []), pw]);
+  }
+
+  /** Reads the oid with the harness's own SQL; a failed look-up is counted, never fails the issue. */
+  async captureOid(target: string, ctx: IssueContext, issued: IssuedCredential): Promise<void> {
+    const k = this.key(target, ctx.externalId);
+    const reported = issued.metadata?.roleOid;
+    if (reported) this.driverOids.set(k, (this.driverOids.get(k) ?? new Set()).add(reported));
+    if (!this.capture) return;
+    const oid = await this.capture(target, ctx.externalId).catch(() => undefined);
+    if (oid) this.oids.set(k, (this.oids.get(k) ?? new Set()).add(oid));
+    else this.captureMisses++;
   }
 
   tasksWithIssues(): Set<string> {
@@ -371,6 +393,7 @@ export function faultyDriver(
         recorder?.attempt(target, ctx, clock?.now() ?? Date.now());
         const issued = await driver.issue(ctx);
         recorder?.created(target, ctx, issued);
+        await recorder?.captureOid(target, ctx, issued);
         return issued;
       }),
     revoke: (ctx: RevokeContext) =>
