@@ -153,6 +153,8 @@ export interface FaultInjectorOptions {
   slowMs?: [number, number];
   /** Delay range of a delayed (reordered) delivery, ms. */
   delayMs?: [number, number];
+  /** The clock crash times are read from (the chaos runner's offset clock). Default Date.now. */
+  now?: () => number;
 }
 
 interface InvocationContext {
@@ -167,6 +169,9 @@ export class FaultInjector {
   readonly delayMs: [number, number];
   /** Every fault that fired: kind, site and key (task id), for debugging one seed. */
   readonly trace: string[] = [];
+  /** When each injected crash killed an invocation, and which kind of invocation (reaper, task-ended…). */
+  readonly crashes: Array<{ at: number; label: string }> = [];
+  private readonly now: () => number;
   private rates: FaultRates;
   private readonly occurrences = new Map<string, number>();
   private readonly forced: Array<{ kind: FaultKind; where: string; key: string; left: number }> = [];
@@ -178,6 +183,7 @@ export class FaultInjector {
     this.rates = { ...NO_FAULTS, ...options.rates };
     this.slowMs = options.slowMs ?? [30, 250];
     this.delayMs = options.delayMs ?? [50, 3_000];
+    this.now = options.now ?? Date.now;
   }
 
   get healed(): boolean {
@@ -243,6 +249,7 @@ export class FaultInjector {
     if (!ctx || ctx.crashed) return;
     if (this.fires(kind, key, `${kind}:${where}`)) {
       ctx.crashed = true;
+      this.crashes.push({ at: this.now(), label: ctx.label });
       throw new CrashError(`${kind.replace(/^crash-/, '')} at ${where}`);
     }
   }
