@@ -44,7 +44,7 @@ export interface ChaosOptions {
    * Tests only: called once, for the first task issued a lease, before its Task Ended is put (to
    * plant a violation the driver cannot see). `admin` is the harness's own superuser pool.
    */
-  plant?: (ctx: { admin: pg.Pool; taskId: string; secret: Record<string, string> }) => Promise<void>;
+  plant?: (ctx: { admin: pg.Pool; taskId: string; secret: Record<string, string> }) => Promise<boolean>;
   /** Tests only: called before the invariants are checked, with the runtime and broker still up. */
   beforeChecks?: (ctx: { rt: LocalRuntime; broker: FaultyBroker }) => Promise<void>;
 }
@@ -346,10 +346,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       broker.bus.put(DETAIL_TYPES.taskStarted, detail);
       const first = await answer;
       waiters.delete(plan.taskId);
-      if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && options.plant && !planted) {
-        planted = true;
-        const secret = await rt.secrets.get(secretNameFor(plan.taskId, grants[0] as Grant));
-        if (secret) await options.plant({ admin: own, taskId: plan.taskId, secret });
+      if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && options.plant && !planted && !plan.endFirst) {
+        // The plant may find the lease already ended (its role gone): the next issued task is tried.
+        const secret = await rt.secrets.get(secretNameFor(plan.taskId, grants[0] as Grant)).catch(() => undefined);
+        planted = true; // one plant at a time: set before the await, undone if this one did not take
+        planted = secret ? await options.plant({ admin: own, taskId: plan.taskId, secret }) : false;
       }
       if (first?.['detail-type'] === DETAIL_TYPES.leaseIssued && plan.holdSession) {
         // The workload opens a session and keeps it across Task Ended: revocation must end it.

@@ -32,20 +32,24 @@ describe('chaos checker: a session the driver does not know', () => {
       rates: {},
       sampleEveryMs: 50,
       plant: async ({ admin, taskId, secret }) => {
-        planted.taskId = taskId;
-        planted.renamed = `planted_${String(secret.username).slice(3, 11)}`;
-        await admin.query(`ALTER ROLE ${pg.escapeIdentifier(secret.username as string)} RENAME TO ${pg.escapeIdentifier(planted.renamed)}`);
+        const renamed = `planted_${String(secret.username).slice(3, 11)}`;
+        try {
+          await admin.query(`ALTER ROLE ${pg.escapeIdentifier(secret.username as string)} RENAME TO ${pg.escapeIdentifier(renamed)}`);
+        } catch {
+          return false; // this lease already ended under load: plant on the next one
+        }
         // SCRAM verifiers survive a rename: the issued password logs in as the new name.
         const c = new pg.Client({
           host: secret.host,
           port: Number(secret.port),
           database: secret.database,
-          user: planted.renamed,
+          user: renamed,
           password: secret.password,
         });
         c.on('error', () => undefined);
         await c.connect();
-        planted.client = c;
+        Object.assign(planted, { taskId, renamed, client: c });
+        return true;
       },
       beforeChecks: async ({ rt, broker }) => {
         // What the checker used to do: ask the driver, count sessions and roles by usename.
