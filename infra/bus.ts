@@ -68,7 +68,7 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
         actions: ['events:PutEvents'],
         resources: [bus.eventBusArn],
         // Producers put the input events only; output events are the broker's (restrictBusToBroker).
-        conditions: { StringEquals: { 'events:detail-type': INPUT_DETAIL_TYPES } },
+        conditions: { 'ForAllValues:StringEquals': { 'events:detail-type': INPUT_DETAIL_TYPES } },
       }),
     );
   }
@@ -97,7 +97,10 @@ export function buildBus(scope: Construct, props: BusBuilderProps): Bus {
  * account (an admin's `events:*`) can override them: an explicit Deny in a resource policy wins
  * over any Allow. EventBridge authorizes each entry of a PutEvents call on its own
  * (`events:source`, `events:detail-type` are per entry); a refused entry comes back failed with
- * its error code, the others of the batch go through.
+ * its error code, the others of the batch go through. The IAM catalogue types both keys as
+ * multivalued (ArrayOfString), and a plain StringEquals never matches a multivalued key in a
+ * policy evaluator that follows it (iam-simulate, test/aws-account): allows use ForAllValues,
+ * denies ForAnyValue, which mean the same for one value and the right thing for several.
  */
 export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly iam.IRole[]): void {
   const notBroker = { ArnNotEquals: { 'aws:PrincipalArn': brokerRoles.map((r) => r.roleArn) } };
@@ -108,7 +111,7 @@ export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly 
       principals: brokerRoles.map((r) => new iam.ArnPrincipal(r.roleArn)),
       actions: ['events:PutEvents'],
       resources: [bus.eventBusArn],
-      conditions: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT_DETAIL_TYPES } },
+      conditions: { 'ForAllValues:StringEquals': { 'events:source': [EVENT_SOURCE], 'events:detail-type': OUTPUT_DETAIL_TYPES } },
     }),
     new iam.PolicyStatement({
       sid: 'OnlyBrokerPutsOutputEvents',
@@ -116,7 +119,7 @@ export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly 
       principals: everyone,
       actions: ['events:PutEvents'],
       resources: [bus.eventBusArn],
-      conditions: { StringEquals: { 'events:detail-type': OUTPUT_DETAIL_TYPES }, ...notBroker },
+      conditions: { 'ForAnyValue:StringEquals': { 'events:detail-type': OUTPUT_DETAIL_TYPES }, ...notBroker },
     }),
     // A consumer that trusts source `tasklease` (a rule on it) must not see it from anyone else.
     new iam.PolicyStatement({
@@ -125,7 +128,7 @@ export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly 
       principals: everyone,
       actions: ['events:PutEvents'],
       resources: [bus.eventBusArn],
-      conditions: { StringEquals: { 'events:source': EVENT_SOURCE }, ...notBroker },
+      conditions: { 'ForAnyValue:StringEquals': { 'events:source': [EVENT_SOURCE] }, ...notBroker },
     }),
     // An unknown detail-type would match no rule and vanish: refuse it at PutEvents, with a reason.
     new iam.PolicyStatement({
@@ -134,7 +137,7 @@ export function restrictBusToBroker(bus: events.EventBus, brokerRoles: readonly 
       principals: everyone,
       actions: ['events:PutEvents'],
       resources: [bus.eventBusArn],
-      conditions: { StringNotEquals: { 'events:detail-type': Object.values(DETAIL_TYPES) } },
+      conditions: { 'ForAnyValue:StringNotEquals': { 'events:detail-type': Object.values(DETAIL_TYPES) } },
     }),
   ];
   // The bus has one policy document that CloudFormation edits statement by statement: one at a time.

@@ -151,7 +151,8 @@ export function attachFunctionPolicy(
       actions: ['events:PutEvents'],
       resources: [res.bus.eventBusArn],
       // The broker publishes its output events only, under its own source (the bus policy agrees).
-      conditions: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT_DETAIL_TYPES } },
+      // Multivalued keys (infra/bus.ts): every entry's source and detail-type must be the broker's.
+      conditions: { 'ForAllValues:StringEquals': { 'events:source': [EVENT_SOURCE], 'events:detail-type': OUTPUT_DETAIL_TYPES } },
     }),
     new iam.PolicyStatement({ sid: 'QueueReverify', actions: ['sqs:SendMessage'], resources: [res.reverifyQueue.queueArn] }),
     functionKeyStatement(res.key),
@@ -249,7 +250,7 @@ export function grantPutTaskEvents(bus: events.EventBus, grantee: iam.IGrantable
     actions: ['events:PutEvents'],
     resourceArns: [bus.eventBusArn],
     // The same input detail-types as the bus policy's producers statement.
-    conditions: { StringEquals: { 'events:detail-type': INPUT_DETAIL_TYPES } },
+    conditions: { 'ForAllValues:StringEquals': { 'events:detail-type': INPUT_DETAIL_TYPES } },
   };
   const onPrincipal = iam.Grant.addToPrincipal(options);
   if (onPrincipal.success) return onPrincipal;

@@ -579,14 +579,11 @@ function iamRequestsOf(call: Call): { action: string; resource: string; context?
 }
 
 /**
- * Policies iam-simulate reads differently from the template's intent. events:source and
- * events:detail-type are multivalued keys (ArrayOfString in the IAM catalogue: one value per
- * PutEvents entry); a plain StringEquals on them never matches there, so the broker's own
- * `PublishOutputEvents` allow does not apply (and the bus policy's StringEquals denies would not
- * either). Fix in infra/: ForAllValues:StringEquals in allows, ForAnyValue:StringEquals /
- * ForAnyValue:StringNotEquals in denies — the same decision for a one-entry call either way.
+ * Policies iam-simulate reads differently from the template's intent: none today. (events:source
+ * and events:detail-type are multivalued keys; infra/bus.ts and infra/permissions.ts use
+ * ForAllValues in allows and ForAnyValue in denies, so a plain StringEquals no longer hides them.)
  */
-const KNOWN_FINDINGS = [{ match: /^\w+ events:PutEvents .*: ImplicitlyDenied$/ }];
+const KNOWN_FINDINGS: Array<{ match: RegExp }> = [];
 
 const roleFacts = new Map<string, Promise<{ tags: Record<string, string>; trust: unknown }>>();
 /** The resource's side of a request: its tags as aws:ResourceTag keys, and the policy it carries (trust policy, key policy). */

@@ -70,7 +70,7 @@ describe('the bus resource policy, statement by statement', () => {
         Action: 'events:PutEvents',
         Principal: { AWS: r(`arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:root`) },
         Resource: r(tl.bus.eventBusArn),
-        Condition: { StringEquals: { 'events:detail-type': INPUT } },
+        Condition: { 'ForAllValues:StringEquals': { 'events:detail-type': INPUT } },
       },
     });
   });
@@ -82,7 +82,7 @@ describe('the bus resource policy, statement by statement', () => {
       Action: 'events:PutEvents',
       Principal: { AWS: brokerRoleArns() },
       Resource: r(tl.bus.eventBusArn),
-      Condition: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT } },
+      Condition: { 'ForAllValues:StringEquals': { 'events:source': [EVENT_SOURCE], 'events:detail-type': OUTPUT } },
     });
   });
 
@@ -93,7 +93,7 @@ describe('the bus resource policy, statement by statement', () => {
       Action: 'events:PutEvents',
       Principal: '*',
       Resource: r(tl.bus.eventBusArn),
-      Condition: { StringEquals: { 'events:detail-type': OUTPUT }, ArnNotEquals: { 'aws:PrincipalArn': brokerRoleArns() } },
+      Condition: { 'ForAnyValue:StringEquals': { 'events:detail-type': OUTPUT }, ArnNotEquals: { 'aws:PrincipalArn': brokerRoleArns() } },
     });
   });
 
@@ -104,7 +104,10 @@ describe('the bus resource policy, statement by statement', () => {
       Action: 'events:PutEvents',
       Principal: '*',
       Resource: r(tl.bus.eventBusArn),
-      Condition: { StringEquals: { 'events:source': EVENT_SOURCE }, ArnNotEquals: { 'aws:PrincipalArn': brokerRoleArns() } },
+      Condition: {
+        'ForAnyValue:StringEquals': { 'events:source': [EVENT_SOURCE] },
+        ArnNotEquals: { 'aws:PrincipalArn': brokerRoleArns() },
+      },
     });
   });
 
@@ -115,7 +118,7 @@ describe('the bus resource policy, statement by statement', () => {
       Action: 'events:PutEvents',
       Principal: '*',
       Resource: r(tl.bus.eventBusArn),
-      Condition: { StringNotEquals: { 'events:detail-type': [...INPUT, ...OUTPUT] } },
+      Condition: { 'ForAnyValue:StringNotEquals': { 'events:detail-type': [...INPUT, ...OUTPUT] } },
     });
   });
 
@@ -123,7 +126,7 @@ describe('the bus resource policy, statement by statement', () => {
     const chain = ['BrokerOutputEvents', 'OnlyBrokerPutsOutputEvents', 'OnlyBrokerUsesBrokerSource', 'OnlyContractDetailTypes'];
     const partner = bySid('TaskEventProducer1');
     expect(partner?.statement.Principal).toEqual({ AWS: r(`arn:${Aws.PARTITION}:iam::${PARTNER_ACCOUNT}:root`) });
-    expect(partner?.statement.Condition).toEqual({ StringEquals: { 'events:detail-type': INPUT } });
+    expect(partner?.statement.Condition).toEqual({ 'ForAllValues:StringEquals': { 'events:detail-type': INPUT } });
     // The construct's statements are added before the user's grants, so the chain starts at the producers.
     let previous = bySid('TaskEventProducers')?.logicalId;
     for (const sid of chain) {
@@ -145,7 +148,7 @@ describe('the bus resource policy, statement by statement', () => {
           Effect: 'Allow',
           Action: 'events:PutEvents',
           Resource: r(tl.bus.eventBusArn),
-          Condition: { StringEquals: { 'events:source': EVENT_SOURCE, 'events:detail-type': OUTPUT } },
+          Condition: { 'ForAllValues:StringEquals': { 'events:source': [EVENT_SOURCE], 'events:detail-type': OUTPUT } },
         },
       ]);
     }
@@ -175,17 +178,22 @@ const ROOT = (account: Caller['account']) =>
   r(account === 'own' ? `arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:root` : `arn:${Aws.PARTITION}:iam::${account}:root`);
 
 function conditionHolds(condition: Json | undefined, ctx: Record<string, unknown>): boolean {
-  for (const [operator, keys] of Object.entries(condition ?? {})) {
+  for (const [qualified, keys] of Object.entries(condition ?? {})) {
+    // One entry's values: ForAllValues/ForAnyValue over a single value are the operator itself,
+    // except for a missing key (ForAllValues holds over the empty set, ForAnyValue does not).
+    const [set, operator] = qualified.includes(':') ? (qualified.split(':') as [string, string]) : [undefined, qualified];
     for (const [key, expected] of Object.entries(keys as Json)) {
       const values = list(expected as unknown);
       const actual = ctx[key];
+      if (actual === undefined && set === 'ForAllValues') continue;
+      if (actual === undefined && set === 'ForAnyValue') return false;
       const matches = actual !== undefined && values.some((v) => same(v, actual));
       if (operator === 'StringEquals' || operator === 'ArnEquals') {
         if (!matches) return false;
       } else if (operator === 'StringNotEquals' || operator === 'ArnNotEquals') {
         if (matches) return false; // a missing key satisfies a negated operator
       } else {
-        throw new Error(`the evaluator does not know ${operator}`);
+        throw new Error(`the evaluator does not know ${qualified}`);
       }
     }
   }

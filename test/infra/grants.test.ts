@@ -48,7 +48,7 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => s?.cleanup());
 
-const TASK_EVENTS = { StringEquals: { 'events:detail-type': [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded] } };
+const TASK_EVENTS = { 'ForAllValues:StringEquals': { 'events:detail-type': [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded] } };
 
 describe('grantPutTaskEvents', () => {
   it('lets an engine role put only Task Started / Task Ended, only on the tasklease bus', () => {

@@ -116,7 +116,7 @@ describe('bus, rules and queues', () => {
         Action: 'events:PutEvents',
         Principal: { AWS: r(`arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:root`) },
         Resource: r(tl.bus.eventBusArn),
-        Condition: { StringEquals: { 'events:detail-type': [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded] } },
+        Condition: { 'ForAllValues:StringEquals': { 'events:detail-type': [DETAIL_TYPES.taskStarted, DETAIL_TYPES.taskEnded] } },
       },
     });
   });
