@@ -72,6 +72,6 @@ describe('a stack whose targets are mysql, redis and rabbitmq', () => {
     const config = configFrom(CONFIG);
     const { unusedKinds } = bundleNeeds('taskStarted', config, true);
     for (const kind of ['mysql', 'redis', 'rabbitmq']) expect(unusedKinds).not.toContain(kind);
-    expect(unusedKinds.sort()).toEqual(['aws-role', 'postgres']);
+    expect([...unusedKinds].sort()).toEqual(['aws-role', 'postgres']);
   });
 });
