@@ -6,6 +6,7 @@ import { describeError } from './errors.ts';
 import type { VerifyResult } from './ports.ts';
 import type { CredentialRecord } from './records.ts';
 import { CREDENTIAL_TRANSITIONS, transitionCredential } from './transitions.ts';
+import type { CredentialTransitionName } from './transitions.ts';
 import { avoidedDebtMs, debtSplit, openDebt } from './trust-debt.ts';
 
 /**
@@ -34,7 +35,7 @@ export async function revokeAndVerify(
   // Due again after our lock, should this worker die mid-way.
   const dueIfAbandoned = () => clock.now() + core.opts.lockMs;
   if (!marked) {
-    await transitionCredential(ledger, 'startRevoking', cred, {
+    await landCredential(core, 'startRevoking', cred, {
       endedAt: current.endedAt,
       revokeStartedAt: current.revokeStartedAt,
       nextCheckAt: dueIfAbandoned(),
@@ -126,9 +127,37 @@ export async function revokeAndVerify(
     lastError: undefined,
   };
   const verified: CredentialRecord = { ...current, ...proof, state: CREDENTIAL_TRANSITIONS.verify.to, nextCheckAt: undefined };
-  await transitionCredential(ledger, 'verify', cred, proof);
+  // The lease closes on what this returns: a proof the ledger did not take must not count as one.
+  if (!(await landCredential(core, 'verify', cred, proof))) {
+    return recordOpen(core, current, 'the proof could not be recorded in the ledger; it will be proven again', 'revoking');
+  }
   observer?.verified?.(verified);
   return verified;
+}
+
+/**
+ * A credential write that must land before the lease moves on. A false is a lost race or a write
+ * that did not apply: the record is re-read, and the write retried while its stored state still
+ * allows it. True once the stored record is in the transition's target state.
+ */
+async function landCredential(
+  core: Core,
+  name: CredentialTransitionName,
+  cred: Pick<CredentialRecord, 'taskId' | 'grant'>,
+  patch: Partial<CredentialRecord>,
+): Promise<boolean> {
+  const { ledger } = core.deps;
+  const t = CREDENTIAL_TRANSITIONS[name] as { from: readonly string[]; to: string };
+  const key = grantKey(cred.grant);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (await transitionCredential(ledger, name, cred, patch)) return true;
+    const stored = (await ledger.getLease(cred.taskId))?.credentials.find((c) => grantKey(c.grant) === key);
+    if (!stored) return false;
+    // Another worker (or this write, its response lost) got there first.
+    if (stored.state === t.to && name !== 'startRevoking') return true;
+    if (!t.from.includes(stored.state)) return stored.state === t.to;
+  }
+  return false;
 }
 
 /** The delay before the next try of a credential that failed `failures` times. */

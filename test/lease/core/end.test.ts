@@ -56,6 +56,21 @@ describe('Task Ended for an active lease', () => {
     expect(await f.ledger.credential('e-tx2')).toMatchObject({ state: 'verified' });
   });
 
+  it('a proof write that did not land is retried; a lease never closes over a credential the ledger does not hold as verified', async () => {
+    const isProof = (args: unknown[]) => (args[3] as { state?: string }).state === 'verified';
+    const once = await active('e-proof-1');
+    once.f.ledger.failNext('updateCredential', 'conflict', isProof);
+    expect((await once.core.taskEnded(once.f.ended('e-proof-1'))).status).toBe('closed');
+    expect(await once.f.ledger.credential('e-proof-1')).toMatchObject({ state: 'verified' });
+
+    // Found by chaos (seed 490623068): before, the lease closed while its credential stayed unproven in the ledger.
+    const always = await active('e-proof-2');
+    for (let i = 0; i < 3; i++) always.f.ledger.failNext('updateCredential', 'conflict', isProof);
+    expect((await always.core.taskEnded(always.f.ended('e-proof-2'))).status).toBe('open-debt');
+    expect(await always.f.ledger.lease('e-proof-2')).toMatchObject({ state: 'ending' });
+    expect((await always.f.ledger.credential('e-proof-2')).state).not.toBe('verified');
+  });
+
   it('a lost race on the end write re-reads and defers to the winner holding the lock', async () => {
     const { f, core } = await active('e2');
     f.ledger.failNext('updateLease', async (ledger) => {
