@@ -2,6 +2,7 @@ import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ConfigError, TargetError } from '../lease/errors.ts';
 import { describeAwsError, isAwsError } from './errors.ts';
+import { splitSecretRef } from '../targets/admin-secret.ts';
 
 export interface SecretResolverOptions {
   /** How long a resolved value is reused. Default 5 minutes (admin secrets rotate rarely). */
@@ -28,9 +29,7 @@ export function secretsManagerResolver(
   const cache = new Map<string, { value: Promise<string>; until: number }>();
 
   const load = async (ref: string): Promise<string> => {
-    const hash = ref.lastIndexOf('#');
-    const secretId = hash > 0 ? ref.slice(0, hash) : ref;
-    const field = hash > 0 ? ref.slice(hash + 1) : undefined;
+    const { secretId, field } = splitSecretRef(ref);
     let secretString: string | undefined;
     try {
       secretString = (await client.send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
