@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { findFreePort } from '../../shared/targets/postgres/embedded.ts';
+import { findFreePort } from '../../shared/targets/local-server.ts';
 import { emulatedConfig } from './config.ts';
 import type { HarnessPorts } from './config.ts';
 

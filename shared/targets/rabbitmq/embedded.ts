@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { seg } from './management.ts';
 import type { RabbitmqAccess, RabbitmqSettingsInput } from './settings.ts';
+import { findFreePort } from '../local-server.ts';
 
 /*
  * A throw-away RabbitMQ for tests, the demo and the bench: Debian's `rabbitmq-server` run as a
@@ -92,19 +93,6 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // already gone
   }
-}
-
-export async function findFreePort(host = HOST): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

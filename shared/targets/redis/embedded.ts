@@ -3,13 +3,13 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { connectionOptions, openConnection } from './connection.ts';
 import { passwordHash } from './issue.ts';
 import { parseRedisSettings } from './settings.ts';
 import type { RedisAccess, RedisSettingsInput } from './settings.ts';
+import { findFreePort, startRetryingPort, stopProcess } from '../local-server.ts';
 
 /*
  * A throw-away Redis for tests, the demo and the bench: Debian's `redis-server` as a child process
@@ -106,19 +106,6 @@ function track(dir: string): void {
   process.once('exit', () => {
     for (const c of liveChildren) c.kill('SIGKILL');
     for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
-}
-
-export async function findFreePort(host = HOST): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no free port'))));
-    });
   });
 }
 
@@ -235,26 +222,15 @@ export async function startEmbeddedRedis(opts: EmbeddedRedisOptions = {}): Promi
     const proc = child;
     if (!proc) return;
     stopping = true;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await exited;
-    clearTimeout(timer);
+    await stopProcess(proc, STOP_TIMEOUT_MS);
     child = undefined;
     stopping = false;
   };
 
   try {
-    // The free port can be taken between probing and binding (parallel test files): retry.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await startServer();
-        break;
-      } catch (err) {
-        if (opts.port !== undefined || attempt >= 3) throw err;
-        port = await findFreePort();
-      }
-    }
+    await startRetryingPort(startServer, opts.port !== undefined, async () => {
+      port = await findFreePort();
+    });
     if (opts.seed !== false) await seedDemo(port, ownerPassword);
   } catch (err) {
     await stopServer().catch(() => undefined);
