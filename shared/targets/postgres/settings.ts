@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { describeIssues } from '../../events/parse.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import { MAX_IDENTIFIER_LENGTH, MAX_PREFIX_LENGTH } from './names.ts';
+import { VpcSettingsSchema } from '../common-settings.ts';
 
 const PRINTABLE = /^[^\p{Cc}\p{Cs}]*$/u;
 
@@ -76,13 +77,7 @@ export const PostgresSettingsSchema = z
       .max(300_000, { error: 'must be between 100 and 300000' })
       .default(10_000),
     /** Where the functions that reach this database run in AWS; read by the CDK stack, not by the driver. */
-    vpc: z
-      .strictObject({
-        vpcId: z.string().regex(/^vpc-[0-9a-f]+$/, { error: 'must be a VPC id (vpc-…)' }),
-        subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, { error: 'must be a subnet id (subnet-…)' })).min(1),
-        securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, { error: 'must be a security group id (sg-…)' })).min(1),
-      })
-      .optional(),
+    vpc: VpcSettingsSchema.optional(),
   })
   .superRefine((s, ctx) => {
     if ((s.password === undefined) === (s.passwordSecret === undefined)) {

@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { ConfigError } from '../../lease/errors.ts';
 import type { RedisSettings } from './settings.ts';
+import { resolveSecretRef } from '../common-settings.ts';
 
 /**
  * What the job modules (issue.ts, revoke.ts, verify.ts) use of a redis target. The driver
@@ -26,22 +25,7 @@ export async function resolveAdminPassword(
   resolveSecret: ((ref: string) => Promise<string>) | undefined,
 ): Promise<string> {
   if (settings.password !== undefined) return settings.password;
-  const ref = settings.passwordSecret;
-  if (ref === undefined) throw new ConfigError(`targets.${target}.settings.passwordSecret is required`);
-  if (ref.startsWith('file:')) {
-    const text = await readFile(ref.slice('file:'.length), 'utf8').catch(() => {
-      // The path is config, not secret; the error's own text could quote file content: not used.
-      throw new ConfigError(`targets.${target}.settings.passwordSecret: cannot read ${ref.slice(0, 300)}`);
-    });
-    return text.replace(/\r?\n$/, '');
-  }
-  if (ref.startsWith('env:')) {
-    const value = process.env[ref.slice('env:'.length)];
-    if (value === undefined || value === '') throw new ConfigError(`targets.${target}.settings.passwordSecret: ${ref} is not set`);
-    return value;
-  }
-  if (!resolveSecret) throw new ConfigError(`targets.${target}.settings.passwordSecret needs a runtime with a secret resolver`);
-  return resolveSecret(ref);
+  return resolveSecretRef(`targets.${target}.settings.passwordSecret`, settings.passwordSecret, resolveSecret);
 }
 
 /**

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { describeIssues } from '../../events/parse.ts';
 import { ConfigError } from '../../lease/errors.ts';
 import { MAX_PREFIX_LENGTH } from './names.ts';
+import { VpcSettingsSchema } from '../common-settings.ts';
 
 const PRINTABLE = /^[^\p{Cc}\p{Cs}]*$/u;
 
@@ -167,13 +168,7 @@ export const RedisSettingsSchema = z
     /** How long revoke waits for a user's clients to leave CLIENT LIST before failing (retryably). */
     sessionDrainTimeoutMs: int(100, 300_000).default(5_000),
     /** Where the functions that reach this server run in AWS; read by the CDK stack, not the driver. */
-    vpc: z
-      .strictObject({
-        vpcId: z.string().regex(/^vpc-[0-9a-f]+$/, { error: 'must be a VPC id (vpc-…)' }),
-        subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]+$/, { error: 'must be a subnet id (subnet-…)' })).min(1),
-        securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]+$/, { error: 'must be a security group id (sg-…)' })).min(1),
-      })
-      .optional(),
+    vpc: VpcSettingsSchema.optional(),
   })
   .superRefine((s, ctx) => {
     if ((s.password === undefined) === (s.passwordSecret === undefined)) {
